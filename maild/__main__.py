@@ -1,0 +1,7 @@
+"""python -m maild."""
+
+import sys
+
+from maild.cli import main
+
+sys.exit(main())

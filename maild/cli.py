@@ -1,0 +1,246 @@
+"""The `maild` command: run, init, deliver, tickets, show, quarantine."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from sqlalchemy import inspect, update
+from sqlalchemy.exc import DBAPIError
+
+from maild import views
+from maild.config import Config, load
+from maild.errors import ConfigError, RejectedMessage, TemporaryFailure
+from maild.ingest.accept import store_raw
+from maild.pipeline.runner import Pipeline
+from maild.store.db import Database
+from maild.store.migrate import upgrade
+from maild.store.models import Inbound, Ticket
+
+log = logging.getLogger("maild")
+
+EX_OK, EX_USAGE, EX_DATAERR, EX_NOINPUT, EX_SOFTWARE, EX_TEMPFAIL, EX_CONFIG = (
+    0,
+    64,
+    65,
+    66,
+    70,
+    75,
+    78,
+)
+
+
+def _print_json(data: Any) -> None:
+    json.dump(data, sys.stdout, ensure_ascii=False, indent=2)
+    sys.stdout.write("\n")
+
+
+def _open(config: Config) -> Database:
+    return Database(config.storage_url)
+
+
+def ensure_schema(db: Database) -> None:
+    if not inspect(db.engine).has_table("inbound"):
+        upgrade(db)
+
+
+def cmd_init(config: Config, args: argparse.Namespace) -> int:
+    db = _open(config)
+    upgrade(db)
+    print(f"maild: schema is up to date at {db.engine.url.render_as_string(hide_password=True)}")
+    return EX_OK
+
+
+def cmd_run(config: Config, args: argparse.Namespace) -> int:
+    from maild.daemon import Daemon
+
+    asyncio.run(Daemon(config).serve_forever())
+    return EX_OK
+
+
+def cmd_deliver(config: Config, args: argparse.Namespace) -> int:
+    raw = sys.stdin.buffer.read(config.smtp.max_message_size + 1)
+    try:
+        db = _open(config)
+        ensure_schema(db)
+        stored = store_raw(
+            db,
+            raw,
+            source="pipe",
+            envelope_from=args.sender,
+            recipients=args.recipient or (),
+            max_size=config.smtp.max_message_size,
+        )
+    except RejectedMessage as exc:
+        print(f"maild: rejected: {exc}", file=sys.stderr)
+        return EX_DATAERR
+    except (TemporaryFailure, DBAPIError, OSError) as exc:
+        print(f"maild: temporary failure: {exc}".splitlines()[0], file=sys.stderr)
+        return EX_TEMPFAIL
+    # Stored durably: from here on, a failure only delays processing (the daemon picks it up).
+    try:
+        Pipeline(config, db).process(ids=[stored.inbound_id])
+    except Exception as exc:  # processing is retried later; the message is safe
+        log.warning("deliver: stored as %d, processing deferred: %s", stored.inbound_id, exc)
+    return EX_OK
+
+
+def cmd_tickets(config: Config, args: argparse.Namespace) -> int:
+    db = _open(config)
+    with db.session() as s:
+        rows = views.list_tickets(s, args.status)
+        noise = views.unattached(s) if args.unattached else []
+    if args.json:
+        _print_json({"tickets": rows, "unattached": noise} if args.unattached else rows)
+        return EX_OK
+    for r in rows:
+        print(
+            f"#{r['id']:<6} {r['status']:<8} {r['priority']:<7} {r['requester']:<30} "
+            f"{r['subject'][:60]}"
+        )
+    for m in noise:
+        print(f"  unattached {m['kind']:<10} {m['from']:<30} {m['subject'][:60]}")
+    return EX_OK
+
+
+def cmd_show(config: Config, args: argparse.Namespace) -> int:
+    db = _open(config)
+    with db.session() as s:
+        ticket = s.get(Ticket, args.number)
+        if ticket is None:
+            print(f"maild: no request #{args.number}", file=sys.stderr)
+            return EX_NOINPUT
+        data = views.ticket_detail(s, ticket)
+    if args.json:
+        _print_json(data)
+        return EX_OK
+    print(f"#{data['id']} [{data['status']}] {data['subject']}")
+    print(
+        f"requester: {data['requester']}  type: {data['type']}  priority: {data['priority']}"
+        f"  due: {data['due_at']}  cc: {', '.join(data['cc']) or '-'}"
+    )
+    for m in data["messages"]:
+        print(f"\n--- {m['direction']} {m['kind']} {m['created_at']} from {m['from']}")
+        print(m["text"])
+    print("\nhistory:")
+    for e in data["events"]:
+        print(f"  {e['at']} {e['kind']} {e['actor']} {json.dumps(e['detail'], ensure_ascii=False)}")
+    return EX_OK
+
+
+def cmd_quarantine(config: Config, args: argparse.Namespace) -> int:
+    db = _open(config)
+    if args.action == "list":
+        with db.session() as s:
+            rows = views.quarantine(s)
+        if args.json:
+            _print_json(rows)
+        for r in [] if args.json else rows:
+            print(
+                f"{r['id']:<7} {r['received_at']} {r['size']:>9} {r['from'][:30]:<30} {r['error']}"
+            )
+        return EX_OK
+    if args.id is None:
+        print("maild: quarantine show/retry need an ID", file=sys.stderr)
+        return EX_USAGE
+    return _quarantine_one(config, db, args)
+
+
+def _quarantine_one(config: Config, db: Database, args: argparse.Namespace) -> int:
+    with db.session() as s:
+        row = s.get(Inbound, args.id)
+        if row is None or row.state != "quarantined":
+            print(f"maild: no quarantined message {args.id}", file=sys.stderr)
+            return EX_NOINPUT
+        info, raw = views.inbound_view(row), row.raw
+    if args.action == "show":
+        if args.json:
+            _print_json(info)
+        else:
+            print(
+                f"id: {info['id']}\nreason: {info['error']}\nfrom: {info['from']}\n"
+                f"subject: {info['subject']}\nreceived: {info['received_at']}\n"
+            )
+            sys.stdout.flush()
+            sys.stdout.buffer.write(raw)
+        return EX_OK
+    with db.write() as s:
+        s.execute(update(Inbound).where(Inbound.id == args.id).values(state="pending"))
+    Pipeline(config, db).process(ids=[args.id])
+    with db.session() as s:
+        row = s.get(Inbound, args.id)
+        assert row is not None
+        if row.state == "quarantined":
+            print(f"maild: message {args.id} quarantined again: {row.error}", file=sys.stderr)
+            return EX_DATAERR
+    print(f"maild: message {args.id} processed")
+    return EX_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="maild", description="A help desk that lives in email.")
+    p.add_argument(
+        "--config",
+        default=os.environ.get("MAILD_CONFIG", "./config.toml"),
+        help="path to config.toml (default ./config.toml, env MAILD_CONFIG)",
+    )
+    p.add_argument("-v", "--verbose", action="store_true", help="log debug lines")
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("init", help="create or upgrade the schema")
+    sub.add_parser("run", help="run the daemon")
+    d = sub.add_parser("deliver", help="store one message from stdin (MTA pipe)")
+    d.add_argument("--sender", "-f", default=None, help="envelope sender")
+    d.add_argument("recipient", nargs="*", help="envelope recipients")
+    t = sub.add_parser("tickets", help="list requests")
+    t.add_argument("--status")
+    t.add_argument("--unattached", action="store_true", help="also list unattached mail")
+    t.add_argument("--json", action="store_true")
+    s = sub.add_parser("show", help="show one request")
+    s.add_argument("number", type=int)
+    s.add_argument("--json", action="store_true")
+    q = sub.add_parser("quarantine", help="messages that failed a step")
+    q.add_argument("action", choices=("list", "show", "retry"))
+    q.add_argument("id", type=int, nargs="?")
+    q.add_argument("--json", action="store_true")
+    return p
+
+
+COMMANDS: dict[str, Callable[[Config, argparse.Namespace], int]] = {
+    "init": cmd_init,
+    "run": cmd_run,
+    "deliver": cmd_deliver,
+    "tickets": cmd_tickets,
+    "show": cmd_show,
+    "quarantine": cmd_quarantine,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        config = load(args.config)
+    except ConfigError as exc:
+        print(f"maild: {exc}", file=sys.stderr)
+        return EX_TEMPFAIL if args.command == "deliver" else EX_CONFIG
+    try:
+        return COMMANDS[args.command](config, args)
+    except TemporaryFailure as exc:
+        print(f"maild: {exc}", file=sys.stderr)
+        return EX_TEMPFAIL
+    except DBAPIError as exc:
+        print(f"maild: database error: {str(exc.orig or exc).splitlines()[0]}", file=sys.stderr)
+        return EX_TEMPFAIL
+
+
+if __name__ == "__main__":
+    sys.exit(main())

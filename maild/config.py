@@ -1,0 +1,385 @@
+"""config.toml -> frozen dataclasses; every error names the key that is wrong."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+import zoneinfo
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import date, time
+from pathlib import Path
+from typing import Any, TypeVar
+
+from maild.errors import ConfigError
+from maild.tickets.sla import DAY_NAMES, BusinessHours
+
+T = TypeVar("T")
+_MISSING = object()
+LANGUAGES = ("en", "ru")
+
+
+@dataclass(frozen=True)
+class DeskConfig:
+    name: str
+    address: str
+    tag: str
+    language: str
+    timezone: str
+    templates: Path | None = None
+
+    @property
+    def domain(self) -> str:
+        return self.address.rpartition("@")[2]
+
+
+@dataclass(frozen=True)
+class SmtpConfig:
+    listen: str = "127.0.0.1:2525"
+    max_message_size: int = 26_214_400
+    max_recipients: int = 100
+
+
+@dataclass(frozen=True)
+class OutboundConfig:
+    url: str
+    sender: str
+    starttls: bool = False
+    tls: bool = False
+    timeout: float = 30.0
+    max_attempts: int = 30
+
+
+@dataclass(frozen=True)
+class WebConfig:
+    listen: str = "127.0.0.1:8080"
+    base_url: str = "http://127.0.0.1:8080"
+
+
+@dataclass(frozen=True)
+class Agent:
+    email: str
+    name: str
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    max_parts: int = 1000
+    max_depth: int = 50
+    max_header_bytes: int = 102_400
+    max_received: int = 50
+    auto_replies_per_hour: int = 5
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    workers: int = 1
+    batch_size: int = 64
+
+
+@dataclass(frozen=True)
+class Config:
+    desk: DeskConfig
+    storage_url: str
+    smtp: SmtpConfig
+    outbound: OutboundConfig
+    web: WebConfig
+    secret_key: str
+    agents: tuple[Agent, ...] = ()
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    hours: BusinessHours = field(default_factory=BusinessHours)
+    path: Path | None = None
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    def agent(self, email: str) -> Agent | None:
+        email = email.lower()
+        return next((a for a in self.agents if a.email == email), None)
+
+
+class _Table:
+    """A TOML table read key by key, so that every error can name its full key."""
+
+    def __init__(self, data: object, prefix: str) -> None:
+        if not isinstance(data, dict):
+            raise ConfigError(prefix, "must be a table")
+        self.data: dict[str, Any] = data
+        self.prefix = prefix
+        self.seen: set[str] = set()
+
+    def key(self, name: str) -> str:
+        return f"{self.prefix}.{name}" if self.prefix else name
+
+    def get(self, name: str, kind: type[T], default: Any = _MISSING) -> T:
+        self.seen.add(name)
+        if name not in self.data:
+            if default is _MISSING:
+                raise ConfigError(self.key(name), "is missing")
+            return default
+        value = self.data[name]
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise ConfigError(self.key(name), f"must be {kind.__name__}, not {value!r}")
+        return value
+
+    def check(self, name: str, ok: Callable[[Any], bool], problem: str, value: Any) -> None:
+        if not ok(value):
+            raise ConfigError(self.key(name), problem)
+
+    def finish(self) -> None:
+        unknown = sorted(set(self.data) - self.seen)
+        if unknown:
+            raise ConfigError(self.key(unknown[0]), "unknown key")
+
+
+def _email(value: str) -> bool:
+    local, at, domain = value.partition("@")
+    return bool(local and at and "." in domain) and not any(c in value for c in " \r\n\t<>,;")
+
+
+def _hostport(value: str) -> bool:
+    host, _, port = value.rpartition(":")
+    return bool(host) and port.isdigit() and 0 < int(port) < 65536
+
+
+def _positive(value: int) -> bool:
+    return value > 0
+
+
+def _desk(t: _Table, base: Path) -> DeskConfig:
+    address = t.get("address", str).strip().lower()
+    t.check("address", _email, f"not an email address: {address!r}", address)
+    tag = t.get("tag", str, "Support").strip()
+    t.check(
+        "tag",
+        lambda v: bool(v) and not any(c in v for c in "[]#\r\n"),
+        "must be non-empty without [ ] # or line breaks",
+        tag,
+    )
+    language = t.get("language", str, "en")
+    t.check("language", lambda v: v in LANGUAGES, f"must be one of {LANGUAGES}", language)
+    timezone = t.get("timezone", str, "UTC")
+    try:
+        zoneinfo.ZoneInfo(timezone)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(t.key("timezone"), f"unknown time zone {timezone!r}") from None
+    templates = t.get("templates", str, "")
+    name = t.get("name", str)
+    t.check(
+        "name",
+        lambda v: bool(v.strip()) and "\n" not in v and "\r" not in v,
+        "must be one non-empty line",
+        name,
+    )
+    t.finish()
+    return DeskConfig(
+        name.strip(),
+        address,
+        tag,
+        language,
+        timezone,
+        _resolve(base, templates) if templates else None,
+    )
+
+
+def _resolve(base: Path, value: str) -> Path:
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else (base / path)
+
+
+def _storage_url(t: _Table, base: Path) -> str:
+    url = t.get("url", str, "sqlite:///var/maild.db")
+    prefixes = ("sqlite://", "postgresql://", "postgresql+psycopg://")
+    t.check("url", lambda v: v.startswith(prefixes), f"must start with one of {prefixes}", url)
+    if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
+        rest = url[len("sqlite:///") :]
+        if rest and rest != ":memory:":
+            url = "sqlite:///" + str(_resolve(base, rest))
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url[len("postgresql://") :]
+    t.finish()
+    return url
+
+
+def _smtp(t: _Table) -> SmtpConfig:
+    listen = t.get("listen", str, "127.0.0.1:2525")
+    t.check("listen", _hostport, f"must be host:port, not {listen!r}", listen)
+    size = t.get("max_message_size", int, 26_214_400)
+    t.check("max_message_size", lambda v: v >= 1024, "must be at least 1024", size)
+    rcpts = t.get("max_recipients", int, 100)
+    t.check("max_recipients", _positive, "must be positive", rcpts)
+    t.finish()
+    return SmtpConfig(listen, size, rcpts)
+
+
+def _outbound(t: _Table, base: Path, desk: DeskConfig) -> OutboundConfig:
+    url = t.get("url", str, "maildir:var/outbox")
+    if url.startswith("maildir:"):
+        url = "maildir:" + str(_resolve(base, url[len("maildir:") :]))
+    elif not url.startswith(("smtp://", "smtps://")):
+        raise ConfigError(t.key("url"), f"must be maildir:PATH or smtp://host:port, not {url!r}")
+    sender = t.get("from", str, desk.address)
+    t.check("from", lambda v: _email(v.strip()), f"not an email address: {sender!r}", sender)
+    starttls = t.get("starttls", bool, False)
+    tls = t.get("tls", bool, url.startswith("smtps://"))
+    t.check("tls", lambda v: not (v and starttls), "tls and starttls exclude each other", tls)
+    timeout = t.get("timeout", float, 30.0)
+    attempts = t.get("max_attempts", int, 30)
+    t.check("max_attempts", _positive, "must be positive", attempts)
+    t.finish()
+    return OutboundConfig(url, sender.strip().lower(), starttls, tls, timeout, attempts)
+
+
+def _web(t: _Table) -> WebConfig:
+    listen = t.get("listen", str, "127.0.0.1:8080")
+    t.check("listen", _hostport, f"must be host:port, not {listen!r}", listen)
+    base_url = t.get("base_url", str, f"http://{listen}").rstrip("/")
+    t.check(
+        "base_url",
+        lambda v: v.startswith(("http://", "https://")),
+        "must start with http:// or https://",
+        base_url,
+    )
+    t.finish()
+    return WebConfig(listen, base_url)
+
+
+def _secret(t: _Table) -> str:
+    secret = os.environ.get("MAILD_SECRET_KEY") or t.get("secret_key", str, "")
+    t.seen.add("secret_key")
+    if len(secret) < 16:
+        raise ConfigError(
+            t.key("secret_key"), "must be at least 16 characters (or set MAILD_SECRET_KEY)"
+        )
+    t.finish()
+    return secret
+
+
+def _agents(items: object) -> tuple[Agent, ...]:
+    if not isinstance(items, list):
+        raise ConfigError("agents", "must be an array of tables ([[agents]])")
+    agents = []
+    for i, item in enumerate(items):
+        t = _Table(item, f"agents[{i}]")
+        email = t.get("email", str).strip().lower()
+        t.check("email", _email, f"not an email address: {email!r}", email)
+        name = t.get("name", str, email.partition("@")[0])
+        t.check("name", lambda v: "\n" not in v and "\r" not in v, "must be one line", name)
+        t.finish()
+        agents.append(Agent(email, name.strip()))
+    return tuple(agents)
+
+
+def _limits(t: _Table) -> LimitsConfig:
+    values = {}
+    for name, default in vars(LimitsConfig()).items():
+        value = t.get(name, int, default)
+        t.check(name, _positive, "must be positive", value)
+        values[name] = value
+    t.finish()
+    return LimitsConfig(**values)
+
+
+def _pipeline(t: _Table) -> PipelineConfig:
+    workers = t.get("workers", int, 1)
+    t.check(
+        "workers", lambda v: 0 <= v <= 1, "must be 0 (in-process) or 1 (a worker process)", workers
+    )
+    batch = t.get("batch_size", int, 64)
+    t.check("batch_size", _positive, "must be positive", batch)
+    t.finish()
+    return PipelineConfig(workers, batch)
+
+
+def _clock_time(t: _Table, name: str, default: str) -> time:
+    value = t.get(name, str, default)
+    try:
+        return time.fromisoformat(value)
+    except ValueError:
+        raise ConfigError(t.key(name), f"must be HH:MM, not {value!r}") from None
+
+
+def _hours(t: _Table, timezone: str) -> BusinessHours:
+    days = t.get("days", list, ["mon", "tue", "wed", "thu", "fri"])
+    t.check(
+        "days",
+        lambda v: bool(v) and all(d in DAY_NAMES for d in v),
+        f"must list days from {DAY_NAMES}",
+        days,
+    )
+    start, end = _clock_time(t, "start", "09:00"), _clock_time(t, "end", "18:00")
+    t.check("end", lambda v: v > start, "must be after start", end)
+    holidays = []
+    for i, h in enumerate(t.get("holidays", list, [])):
+        try:
+            holidays.append(date.fromisoformat(str(h)))
+        except ValueError:
+            raise ConfigError(t.key(f"holidays[{i}]"), f"not a YYYY-MM-DD date: {h!r}") from None
+    t.finish()
+    return BusinessHours(
+        timezone, frozenset(DAY_NAMES.index(d) for d in days), start, end, frozenset(holidays)
+    )
+
+
+KNOWN_SECTIONS = frozenset(
+    {
+        "desk",
+        "storage",
+        "smtp",
+        "outbound",
+        "web",
+        "security",
+        "agents",
+        "limits",
+        "pipeline",
+        "departments",
+        "hours",
+        "sla",
+        "survey",
+        "autoclose",
+        "pending",
+        "imap",
+        "lmtp",
+    }
+)
+
+
+def from_mapping(data: Mapping[str, Any], base: Path, path: Path | None = None) -> Config:
+    """Build a Config from parsed TOML; relative paths are taken from ``base``."""
+    for section in data:
+        if section not in KNOWN_SECTIONS:
+            raise ConfigError(section, "unknown section")
+    desk = _desk(_Table(data.get("desk", _MISSING_DESK), "desk"), base)
+    return Config(
+        desk=desk,
+        storage_url=_storage_url(_Table(data.get("storage", {}), "storage"), base),
+        smtp=_smtp(_Table(data.get("smtp", {}), "smtp")),
+        outbound=_outbound(_Table(data.get("outbound", {}), "outbound"), base, desk),
+        web=_web(_Table(data.get("web", {}), "web")),
+        secret_key=_secret(_Table(data.get("security", {}), "security")),
+        agents=_agents(data.get("agents", [])),
+        limits=_limits(_Table(data.get("limits", {}), "limits")),
+        pipeline=_pipeline(_Table(data.get("pipeline", {}), "pipeline")),
+        hours=_hours(_Table(data.get("hours", {}), "hours"), desk.timezone),
+        path=path,
+        raw=data,
+    )
+
+
+_MISSING_DESK: Any = None
+
+
+def load(path: str | os.PathLike[str]) -> Config:
+    """Read and validate ``path``; raise ConfigError naming the key on any problem."""
+    p = Path(path)
+    try:
+        with p.open("rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(str(p), "file not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(p), f"not valid TOML: {exc}") from None
+    if "desk" not in data:
+        raise ConfigError("desk", "section is missing")
+    return from_mapping(data, p.resolve().parent, p)

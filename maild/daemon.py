@@ -1,0 +1,130 @@
+"""Wires the sources, the pipeline worker, the outbox sender and the web side into one loop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import socket
+
+from aiohttp import web
+
+from maild.clock import Clock, system_clock
+from maild.config import Config
+from maild.ingest.accept import Acceptor
+from maild.ingest.smtp import Handler, start_server
+from maild.pipeline.runner import Pipeline
+from maild.pipeline.worker import ProcessWorker, ThreadWorker
+from maild.replies.sender import OutboxSender
+from maild.replies.transport import transport_from_config
+from maild.store.db import Database
+from maild.store.migrate import upgrade
+from maild.web.app import start_web
+
+log = logging.getLogger(__name__)
+
+
+def split_hostport(value: str) -> tuple[str, int]:
+    host, _, port = value.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+class Daemon:
+    def __init__(self, config: Config, *, clock: Clock = system_clock) -> None:
+        self.config = config
+        self.clock = clock
+        self.db = Database(config.storage_url)
+        self.stopping = asyncio.Event()
+        self.worker: ProcessWorker | ThreadWorker | None = None
+        self.servers: list[asyncio.Server] = []
+        self.handlers: list[Handler] = []
+        self.web: web.AppRunner | None = None
+        self.sender = OutboxSender(
+            self.db,
+            transport_from_config(config.outbound),
+            max_attempts=config.outbound.max_attempts,
+            clock=clock,
+        )
+        self.acceptor = Acceptor(self.db, on_stored=self._wake_pipeline, clock=clock)
+        self._sender_task: asyncio.Task[None] | None = None
+
+    def _wake_pipeline(self) -> None:
+        if self.worker is not None:
+            self.worker.wake()
+
+    @property
+    def smtp_port(self) -> int:
+        return int(self.servers[0].sockets[0].getsockname()[1])
+
+    def _start_worker(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self.config.pipeline.workers == 0:
+
+            def on_outbox() -> None:
+                loop.call_soon_threadsafe(self.sender.wake.set)
+
+            self.worker = ThreadWorker(Pipeline(self.config, self.db, clock=self.clock), on_outbox)
+            return
+        worker = ProcessWorker(self.config)
+        self.worker = worker
+
+        def on_events() -> None:
+            if worker.read_events():
+                self.sender.wake.set()
+
+        loop.add_reader(worker.fileno(), on_events)
+
+    async def start(self) -> None:
+        await asyncio.to_thread(upgrade, self.db)
+        self._start_worker()
+        host, port = split_hostport(self.config.smtp.listen)
+        handler = Handler(
+            self.acceptor,
+            max_size=self.config.smtp.max_message_size,
+            max_recipients=self.config.smtp.max_recipients,
+        )
+        self.handlers.append(handler)
+        self.servers.append(await start_server(handler, host, port, hostname=socket.getfqdn()))
+        self._sender_task = asyncio.create_task(self.sender.run(self.stopping), name="outbox")
+        whost, wport = split_hostport(self.config.web.listen)
+        self.web = await start_web(self.db, whost, wport)
+        self._wake_pipeline()  # accepted before a crash, not yet processed
+        log.info(
+            "maild ready: smtp on %s:%d, web on %s, outbound %s",
+            host,
+            self.smtp_port,
+            self.config.web.listen,
+            self.config.outbound.url.split("@")[-1],
+        )
+
+    async def stop(self) -> None:
+        log.info("maild stopping: finishing messages in hand")
+        for server in self.servers:
+            server.close()
+        for handler in self.handlers:
+            try:
+                await asyncio.wait_for(handler.idle.wait(), timeout=30)
+            except TimeoutError:
+                log.error("gave up waiting for %d SMTP transaction(s)", handler.in_flight)
+        await self.acceptor.close()
+        if isinstance(self.worker, ProcessWorker):
+            asyncio.get_running_loop().remove_reader(self.worker.fileno())
+        if self.worker is not None:
+            await asyncio.to_thread(self.worker.stop)
+        self.stopping.set()
+        self.sender.wake.set()
+        if self._sender_task is not None:
+            await self._sender_task
+        if self.web is not None:
+            await self.web.cleanup()
+        self.db.dispose()
+        log.info("maild stopped")
+
+    async def serve_forever(self) -> None:
+        loop = asyncio.get_running_loop()
+        done = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, done.set)
+        await self.start()
+        await done.wait()
+        await self.stop()

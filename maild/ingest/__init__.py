@@ -1,0 +1,1 @@
+"""Sources that bring mail in (SMTP, LMTP, IMAP, pipe) and the durable accept step."""

@@ -1,0 +1,228 @@
+"""The durable accept step: raw bytes committed (fsync) before any source says "accepted"."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import re
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+
+from maild.clock import Clock, system_clock
+from maild.errors import RejectedMessage, TemporaryFailure
+from maild.store.db import Database
+from maild.store.models import Inbound
+
+log = logging.getLogger(__name__)
+
+_TRACE = (b"received:", b"return-path:", b"delivered-to:", b"x-original-to:")
+_HEADER_LINE = re.compile(rb"^[!-9;-~]+[ \t]*:")
+_MSGID = re.compile(rb"(?im)^message-id[ \t]*:[ \t]*((?:.*)(?:\r?\n[ \t].*)*)")
+
+
+@dataclass(frozen=True)
+class Stored:
+    inbound_id: int
+    duplicate: bool
+
+
+@dataclass(frozen=True)
+class Incoming:
+    raw: bytes
+    source: str
+    envelope_from: str | None = None
+    recipients: tuple[str, ...] = ()
+
+
+def strip_mbox_line(raw: bytes) -> bytes:
+    """Drop an mbox "From " line that pipe transports sometimes put first."""
+    if raw.startswith(b"From "):
+        end = raw.find(b"\n")
+        return raw[end + 1 :] if end >= 0 else b""
+    return raw
+
+
+def header_block(raw: bytes) -> bytes:
+    for sep in (b"\r\n\r\n", b"\n\n"):
+        end = raw.find(sep)
+        if end >= 0:
+            return raw[: end + len(sep)]
+    return raw
+
+
+def digest(raw: bytes) -> str:
+    """SHA-256 of the message without its leading trace headers and with LF line ends.
+
+    The same message retried by an MTA, or seen again over IMAP after a crash, has the same
+    digest even when a relay put another Received line on top.
+    """
+    pos, skipping = 0, False
+    while pos < len(raw):
+        end = raw.find(b"\n", pos)
+        if end < 0:
+            break
+        line = raw[pos : end + 1]
+        if skipping and line[:1] in (b" ", b"\t"):
+            pos = end + 1
+            continue
+        skipping = line[:16].lower().startswith(_TRACE)
+        if not skipping:
+            break
+        pos = end + 1
+    return hashlib.sha256(raw[pos:].replace(b"\r\n", b"\n")).hexdigest()
+
+
+def quick_message_id(raw: bytes) -> str | None:
+    m = _MSGID.search(header_block(raw))
+    if not m:
+        return None
+    value = re.sub(rb"\s+", b"", m.group(1)).decode("ascii", "replace")
+    return value[:998] or None
+
+
+def check_acceptable(raw: bytes, max_size: int | None = None) -> None:
+    """Raise RejectedMessage for input that can never be a mail."""
+    if not raw.strip():
+        raise RejectedMessage("empty message")
+    if max_size is not None and len(raw) > max_size:
+        raise RejectedMessage(f"message is {len(raw)} bytes, over the limit of {max_size}")
+    first = raw.lstrip(b"\r\n").split(b"\n", 1)[0]
+    if not _HEADER_LINE.match(first):
+        raise RejectedMessage("not a mail: the first line is not a header")
+
+
+def _row(item: Incoming, clock: Clock) -> Inbound:
+    return Inbound(
+        received_at=clock(),
+        source=item.source,
+        envelope_from=item.envelope_from,
+        recipients=",".join(item.recipients),
+        digest=digest(item.raw),
+        message_id=quick_message_id(item.raw),
+        size=len(item.raw),
+        raw=item.raw,
+        state="pending",
+        attempts=0,
+    )
+
+
+def _store_batch(db: Database, items: Sequence[Incoming], clock: Clock) -> list[Stored]:
+    rows = [_row(i, clock) for i in items]
+    with db.write() as s:
+        digests = {r.digest for r in rows}
+        known = dict(
+            s.execute(select(Inbound.digest, Inbound.id).where(Inbound.digest.in_(digests)))
+            .tuples()
+            .all()
+        )
+        fresh: dict[str, Inbound] = {}
+        for r in rows:
+            if r.digest not in known and r.digest not in fresh:
+                fresh[r.digest] = r
+                s.add(r)
+        s.flush()
+        out = []
+        for r in rows:
+            if r.digest in known:
+                out.append(Stored(known[r.digest], True))
+            else:
+                first = fresh[r.digest]
+                out.append(Stored(first.id, first is not r))
+        return out
+
+
+def store_many(
+    db: Database, items: Sequence[Incoming], clock: Clock = system_clock
+) -> list[Stored]:
+    """Commit every item in one transaction (group commit); dedupe by digest."""
+    try:
+        return _store_batch(db, items, clock)
+    except IntegrityError:
+        # Another process stored one of these between our check and our insert.
+        if len(items) == 1:
+            return _store_batch(db, items, clock)
+        return [r for item in items for r in _store_batch(db, [item], clock)]
+    except (OperationalError, DBAPIError) as exc:
+        raise TemporaryFailure(f"database unavailable: {_short(exc)}") from exc
+
+
+def _short(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc)
+    return text.splitlines()[0][:200] if text else type(exc).__name__
+
+
+def store_raw(
+    db: Database,
+    raw: bytes,
+    *,
+    source: str,
+    envelope_from: str | None = None,
+    recipients: Sequence[str] = (),
+    max_size: int | None = None,
+    clock: Clock = system_clock,
+) -> Stored:
+    """Durably store one raw message; returns only once it is committed."""
+    raw = strip_mbox_line(raw)
+    check_acceptable(raw, max_size)
+    return store_many(db, [Incoming(raw, source, envelope_from, tuple(recipients))], clock)[0]
+
+
+class Acceptor:
+    """Group commit for the asyncio sources: every waiting message shares one fsync."""
+
+    def __init__(
+        self,
+        db: Database,
+        *,
+        on_stored: Callable[[], None] = lambda: None,
+        max_batch: int = 128,
+        clock: Clock = system_clock,
+    ) -> None:
+        self.db = db
+        self.on_stored = on_stored
+        self.max_batch = max_batch
+        self.clock = clock
+        self._queue: asyncio.Queue[tuple[Incoming, asyncio.Future[Stored]]] = asyncio.Queue()
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="maild-accept")
+        self._task: asyncio.Task[None] | None = None
+
+    async def accept(self, item: Incoming) -> Stored:
+        loop = asyncio.get_running_loop()
+        if self._task is None or self._task.done():
+            self._task = loop.create_task(self._writer(), name="maild-accept")
+        fut: asyncio.Future[Stored] = loop.create_future()
+        self._queue.put_nowait((item, fut))
+        return await fut
+
+    async def _writer(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = [await self._queue.get()]
+            while len(batch) < self.max_batch and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            items = [b[0] for b in batch]
+            try:
+                results = await loop.run_in_executor(
+                    self._executor, store_many, self.db, items, self.clock
+                )
+            except Exception as exc:  # the one broad except: every waiter gets an answer
+                err = exc if isinstance(exc, TemporaryFailure) else TemporaryFailure(str(exc))
+                log.error("accept: could not store %d message(s): %s", len(batch), err)
+                for _, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(err)
+                continue
+            for (_, fut), result in zip(batch, results, strict=True):
+                if not fut.done():
+                    fut.set_result(result)
+            self.on_stored()
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+        self._executor.shutdown(wait=True)

@@ -1,0 +1,127 @@
+"""The SMTP (and LMTP) front door: store raw, fsync, then 250; our own failures are 451."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from aiosmtpd.lmtp import LMTP
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from maild.errors import RejectedMessage, TemporaryFailure
+from maild.ingest.accept import Acceptor, Incoming, check_acceptable
+
+log = logging.getLogger(__name__)
+
+TEMPFAIL = "451 4.3.0 Temporary local problem, please try again later"
+
+
+def _clean_address(address: str) -> str | None:
+    if any(c in address for c in "\r\n\0") or len(address) > 320:
+        return None
+    return address
+
+
+class Handler:
+    """aiosmtpd handler: one DATA is one durable store; in-flight work is counted for shutdown."""
+
+    def __init__(
+        self, acceptor: Acceptor, *, source: str = "smtp", max_size: int, max_recipients: int = 100
+    ) -> None:
+        self.acceptor = acceptor
+        self.source = source
+        self.max_size = max_size
+        self.max_recipients = max_recipients
+        self.in_flight = 0
+        self.idle = asyncio.Event()
+        self.idle.set()
+
+    async def handle_MAIL(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        mail_options: list[str],
+    ) -> str:
+        if _clean_address(address) is None:
+            return "553 5.1.7 Bad sender address syntax"
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 2.1.0 OK"
+
+    async def handle_RCPT(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        rcpt_options: list[str],
+    ) -> str:
+        if _clean_address(address) is None:
+            return "553 5.1.3 Bad recipient address syntax"
+        if len(envelope.rcpt_tos) >= self.max_recipients:
+            return "452 4.5.3 Too many recipients"
+        envelope.rcpt_tos.append(address)
+        return "250 2.1.5 OK"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        self.in_flight += 1
+        self.idle.clear()
+        try:
+            return await self._store(envelope)
+        finally:
+            self.in_flight -= 1
+            if self.in_flight == 0:
+                self.idle.set()
+
+    async def _store(self, envelope: Envelope) -> str:
+        raw = envelope.original_content or b""
+        if not isinstance(raw, bytes):
+            raw = bytes(raw)
+        try:
+            check_acceptable(raw, self.max_size)
+            stored = await self.acceptor.accept(
+                Incoming(raw, self.source, envelope.mail_from or "", tuple(envelope.rcpt_tos))
+            )
+        except RejectedMessage as exc:
+            log.info("%s: refused: %s", self.source, exc)
+            return f"554 5.6.0 {exc}"
+        except TemporaryFailure as exc:
+            log.error("%s: answered 451: %s", self.source, exc)
+            return TEMPFAIL
+        note = " (duplicate)" if stored.duplicate else ""
+        return f"250 2.0.0 OK: queued as {stored.inbound_id}{note}"
+
+    async def handle_exception(self, error: Exception) -> str:
+        log.error(
+            "%s: session error answered 451: %s: %s", self.source, type(error).__name__, error
+        )
+        return TEMPFAIL
+
+
+def smtp_factory(handler: Handler, *, hostname: str, lmtp: bool = False) -> Any:
+    """A protocol factory for ``loop.create_server`` that runs aiosmtpd in our own loop."""
+    cls = LMTP if lmtp else SMTP
+
+    def factory() -> SMTP:
+        return cls(
+            handler,
+            data_size_limit=handler.max_size,
+            enable_SMTPUTF8=True,
+            hostname=hostname,
+            ident="maild ESMTP",
+            timeout=300,
+        )
+
+    return factory
+
+
+async def start_server(
+    handler: Handler, host: str, port: int, *, hostname: str, lmtp: bool = False
+) -> asyncio.Server:
+    loop = asyncio.get_running_loop()
+    return await loop.create_server(
+        smtp_factory(handler, hostname=hostname, lmtp=lmtp), host=host, port=port
+    )

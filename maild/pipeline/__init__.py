@@ -1,0 +1,1 @@
+"""The ingest pipeline, written down as data."""

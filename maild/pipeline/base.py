@@ -1,0 +1,55 @@
+"""What flows through the pipeline: a frozen Work item, a Context, and the Stage protocol."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from sqlalchemy.orm import Session
+
+from maild.clock import Clock
+from maild.config import Config
+from maild.ingest.parse import ParsedMail
+from maild.replies.render import Renderer
+from maild.tickets.loops import Verdict
+
+
+@dataclass(frozen=True)
+class Match:
+    """Where a message belongs: an existing request, or a new one (maybe linked to another)."""
+
+    ticket_id: int | None
+    linked_to: int | None = None
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class Work:
+    """One inbound message on its way through the stages; each stage returns a new one."""
+
+    inbound_id: int
+    source: str
+    envelope_from: str | None
+    parsed: ParsedMail | None = None
+    verdict: Verdict | None = None
+    match: Match | None = None
+    ticket_id: int | None = None
+    message_row_id: int | None = None
+    created: bool = False
+    log: tuple[str, ...] = field(default=())
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a stage may use: the unit of work's session, the configuration, the clock."""
+
+    session: Session
+    config: Config
+    clock: Clock
+    renderer: Renderer
+
+
+class Stage(Protocol):
+    name: str
+
+    def __call__(self, work: Work, ctx: Context) -> Work: ...

@@ -1,0 +1,69 @@
+"""Stage "match-ticket": the subject tag, then In-Reply-To/References; only members may join."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from maild.pipeline.base import Context, Match, Work
+from maild.store.models import Message, Ticket, TicketCc
+from maild.threading.tags import find_ticket_number
+
+
+def ticket_by_refs(session: Session, refs: tuple[str, ...]) -> int | None:
+    """The request of the nearest referenced message we stored or sent."""
+    if not refs:
+        return None
+    rows = (
+        session.execute(
+            select(Message.message_id, Message.ticket_id).where(
+                Message.message_id.in_(refs), Message.ticket_id.is_not(None)
+            )
+        )
+        .tuples()
+        .all()
+    )
+    found = {mid: tid for mid, tid in rows}
+    for ref in reversed(refs):  # the nearest ancestor comes last
+        if found.get(ref) is not None:
+            return found[ref]
+    return None
+
+
+def is_member(session: Session, ticket: Ticket, address: str, ctx: Context) -> bool:
+    """Requester, a CC of the request, or an agent of the desk."""
+    if not address:
+        return False
+    if address == ticket.requester or ctx.config.agent(address) is not None:
+        return True
+    cc = session.get(TicketCc, (ticket.id, address))
+    return cc is not None
+
+
+class MatchTicket:
+    name = "match-ticket"
+
+    def __call__(self, work: Work, ctx: Context) -> Work:
+        parsed, verdict = work.parsed, work.verdict
+        assert parsed is not None and verdict is not None
+        s = ctx.session
+        ticket, how = None, ""
+        number = find_ticket_number(parsed.subject, ctx.config.desk.tag)
+        if number is not None:
+            ticket, how = s.get(Ticket, number), "tag"
+        if ticket is None:
+            refs = (*parsed.references, *parsed.in_reply_to)
+            tid = ticket_by_refs(s, refs)
+            ticket, how = (s.get(Ticket, tid), "references") if tid is not None else (None, "")
+        if ticket is None:
+            return replace(work, match=Match(None, reason="no thread"))
+        if verdict.automatic or is_member(s, ticket, parsed.from_addr, ctx):
+            return replace(work, match=Match(ticket.id, reason=how))
+        return replace(
+            work,
+            match=Match(
+                None, linked_to=ticket.id, reason=f"{how}: sender is not on request #{ticket.id}"
+            ),
+        )

@@ -1,0 +1,1 @@
+"""Outgoing mail: rendering, composition, quote stripping and the outbox sender."""

@@ -1,0 +1,84 @@
+"""Composition of outgoing mail: thread headers, loop headers, and no header injection."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+from email.message import EmailMessage
+from email.policy import SMTP
+from email.utils import format_datetime, formataddr
+
+from maild.errors import HeaderInjection
+
+AUTO_REPLIED = "auto-replied"
+AUTO_GENERATED = "auto-generated"
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """Everything one outgoing mail needs; built by the pipeline, rendered here."""
+
+    sender_name: str
+    sender: str
+    to: tuple[str, ...]
+    subject: str
+    text: str
+    html: str | None
+    message_id: str
+    loop_name: str
+    language: str
+    date: datetime
+    in_reply_to: str | None = None
+    references: tuple[str, ...] = ()
+    cc: tuple[str, ...] = ()
+    auto_submitted: str | None = AUTO_REPLIED
+    extra_headers: tuple[tuple[str, str], ...] = ()
+
+
+def clean_header(value: str, what: str) -> str:
+    """Refuse CR/LF (and NUL) in anything bound for a header or the SMTP envelope."""
+    if any(c in value for c in "\r\n\0"):
+        raise HeaderInjection(f"line break in {what}: {value[:60]!r}")
+    return value
+
+
+def new_message_id(domain: str, prefix: str = "maild") -> str:
+    return f"<{prefix}.{secrets.token_hex(10)}@{clean_header(domain, 'domain')}>"
+
+
+def _references(out: Outgoing) -> str:
+    refs = [r for r in out.references if r != out.in_reply_to]
+    if out.in_reply_to:
+        refs.append(out.in_reply_to)
+    return " ".join(clean_header(r, "References") for r in refs[-20:])
+
+
+def build(out: Outgoing) -> bytes:
+    """The wire form of ``out`` (CRLF line ends, 7-bit safe headers)."""
+    msg = EmailMessage(policy=SMTP)
+    msg["From"] = formataddr(
+        (clean_header(out.sender_name, "From name"), clean_header(out.sender, "From"))
+    )
+    msg["To"] = ", ".join(clean_header(a, "To") for a in out.to)
+    if out.cc:
+        msg["Cc"] = ", ".join(clean_header(a, "Cc") for a in out.cc)
+    msg["Subject"] = clean_header(out.subject, "Subject")
+    msg["Date"] = format_datetime(out.date)
+    msg["Message-ID"] = clean_header(out.message_id, "Message-ID")
+    if out.in_reply_to:
+        msg["In-Reply-To"] = clean_header(out.in_reply_to, "In-Reply-To")
+    refs = _references(out)
+    if refs:
+        msg["References"] = refs
+    if out.auto_submitted:
+        msg["Auto-Submitted"] = out.auto_submitted
+    msg["X-Auto-Response-Suppress"] = "All"
+    msg["X-Loop"] = clean_header(out.loop_name, "X-Loop")
+    msg["Content-Language"] = out.language
+    for name, value in out.extra_headers:
+        msg[clean_header(name, "header name")] = clean_header(value, name)
+    msg.set_content(out.text, charset="utf-8")
+    if out.html:
+        msg.add_alternative(out.html, subtype="html", charset="utf-8")
+    return msg.as_bytes()

@@ -1,0 +1,144 @@
+"""The outbox sender: claims due mail, delivers it, retries with exponential back-off."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import select, update
+
+from maild.clock import Clock, system_clock
+from maild.errors import TemporaryFailure
+from maild.replies.transport import SendError, Transport
+from maild.store.db import Database
+from maild.store.models import Outbox
+
+log = logging.getLogger(__name__)
+
+CLAIM_FOR = timedelta(minutes=10)
+
+
+def backoff(attempts: int) -> timedelta:
+    """15 s, 30 s, 1 min, ... capped at one hour."""
+    return timedelta(seconds=min(15 * 2 ** max(attempts - 1, 0), 3600))
+
+
+@dataclass(frozen=True)
+class Claimed:
+    id: int
+    envelope_from: str
+    recipients: tuple[str, ...]
+    raw: bytes
+    attempts: int
+
+
+def claim_due(db: Database, now: datetime, limit: int) -> list[Claimed]:
+    """Mark up to ``limit`` due mails as ours for a while (SKIP LOCKED on PostgreSQL)."""
+    with db.write() as s:
+        stmt = (
+            select(Outbox)
+            .where(Outbox.state == "queued", Outbox.next_attempt_at <= now)
+            .where((Outbox.claimed_until.is_(None)) | (Outbox.claimed_until < now))
+            .order_by(Outbox.id)
+            .limit(limit)
+        )
+        if not db.is_sqlite:
+            stmt = stmt.with_for_update(skip_locked=True)
+        rows = list(s.scalars(stmt))
+        for row in rows:
+            row.claimed_until = now + CLAIM_FOR
+        return [
+            Claimed(
+                r.id,
+                r.envelope_from,
+                tuple(filter(None, r.recipients.split(","))),
+                r.raw,
+                r.attempts,
+            )
+            for r in rows
+        ]
+
+
+def record(
+    db: Database,
+    item: Claimed,
+    now: datetime,
+    error: SendError | None,
+    warning: str | None,
+    max_attempts: int,
+) -> str:
+    """Store the outcome of one delivery attempt; returns the new state."""
+    values: dict[str, object] = {"claimed_until": None, "attempts": item.attempts + 1}
+    if error is None:
+        values.update(state="sent", sent_at=now, last_error=warning)
+    elif error.permanent or item.attempts + 1 >= max_attempts:
+        values.update(state="failed", last_error=str(error)[:2000])
+    else:
+        values.update(
+            state="queued",
+            last_error=str(error)[:2000],
+            next_attempt_at=now + backoff(item.attempts + 1),
+        )
+    with db.write() as s:
+        s.execute(update(Outbox).where(Outbox.id == item.id).values(**values))
+    return str(values["state"])
+
+
+class OutboxSender:
+    def __init__(
+        self,
+        db: Database,
+        transport: Transport,
+        *,
+        max_attempts: int = 30,
+        batch: int = 50,
+        clock: Clock = system_clock,
+    ) -> None:
+        self.db = db
+        self.transport = transport
+        self.max_attempts = max_attempts
+        self.batch = batch
+        self.clock = clock
+        self.wake = asyncio.Event()
+
+    async def send_due(self, now: datetime | None = None) -> int:
+        """Deliver every mail due at ``now``; returns how many were attempted."""
+        at = now or self.clock()
+        items = await asyncio.to_thread(claim_due, self.db, at, self.batch)
+        for item in items:
+            error, warning = None, None
+            try:
+                warning = await self.transport.send(item.envelope_from, item.recipients, item.raw)
+            except SendError as exc:
+                error = exc
+            state = await asyncio.to_thread(
+                record, self.db, item, self.clock(), error, warning, self.max_attempts
+            )
+            if error is not None:
+                log.warning(
+                    "outbox: mail %d %s: %s",
+                    item.id,
+                    "failed" if state == "failed" else "deferred",
+                    error,
+                )
+        return len(items)
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        """Send until ``stopping`` is set; woken early by ``wake``, else every 5 s."""
+        while not stopping.is_set():
+            try:
+                sent = await self.send_due()
+            except TemporaryFailure as exc:
+                log.error("outbox: %s", exc)
+                sent = 0
+            except Exception:  # one broad except: the sender never dies
+                log.exception("outbox: unexpected error")
+                sent = 0
+            if sent >= self.batch:
+                continue
+            self.wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), timeout=5.0)

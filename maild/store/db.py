@@ -1,0 +1,81 @@
+"""Engines and sessions: SQLite in WAL with full fsync, or PostgreSQL through psycopg 3."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.orm import Session, sessionmaker
+
+log = logging.getLogger(__name__)
+
+
+def _sqlite_path(url: str) -> Path | None:
+    rest = url.split("///", 1)[1] if "///" in url else ""
+    return Path(rest) if rest and rest != ":memory:" else None
+
+
+def _setup_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy, not pysqlite, decide when transactions begin (savepoints need it).
+        dbapi_connection.isolation_level = None
+        cur = dbapi_connection.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=FULL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Any) -> None:
+        mode = conn.get_execution_options().get("maild_begin", "")
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if mode == "immediate" else "BEGIN")
+
+
+class Database:
+    """One engine and its sessions; create one per process."""
+
+    def __init__(self, url: str, *, echo: bool = False) -> None:
+        self.url = url
+        self.is_sqlite = url.startswith("sqlite")
+        kwargs: dict[str, Any] = {"echo": echo, "future": True}
+        if self.is_sqlite:
+            path = _sqlite_path(url)
+            if path is not None:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            kwargs["connect_args"] = {"timeout": 30, "check_same_thread": False}
+        else:
+            kwargs.update(
+                pool_pre_ping=True,
+                pool_size=5,
+                max_overflow=5,
+                connect_args={"connect_timeout": 5, "options": "-c synchronous_commit=on"},
+            )
+        self.engine = create_engine(url, **kwargs)
+        if self.is_sqlite:
+            _setup_sqlite(self.engine)
+        writer = self.engine.execution_options(maild_begin="immediate")
+        self._reader = sessionmaker(self.engine, expire_on_commit=False)
+        self._writer = sessionmaker(writer, expire_on_commit=False)
+
+    def session(self) -> Session:
+        """A session for reading (SQLite: a deferred transaction)."""
+        return self._reader()
+
+    @contextmanager
+    def write(self) -> Iterator[Session]:
+        """One unit of work: committed on success, rolled back on any error."""
+        with self._writer() as session, session.begin():
+            yield session
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def open_database(url: str) -> Database:
+    return Database(url)

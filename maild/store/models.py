@@ -1,0 +1,203 @@
+"""SQLAlchemy 2.x typed models: inbound raw mail, requests, messages, events, outbox."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+# SQLite only auto-increments INTEGER PRIMARY KEY, PostgreSQL is happy with BIGINT.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Inbound(Base):
+    """A raw message as it was accepted, before and after the pipeline saw it."""
+
+    __tablename__ = "inbound"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    source: Mapped[str] = mapped_column(String(16))
+    envelope_from: Mapped[str | None] = mapped_column(String(512))
+    recipients: Mapped[str] = mapped_column(Text, default="")
+    digest: Mapped[str] = mapped_column(String(64), unique=True)
+    message_id: Mapped[str | None] = mapped_column(String(998))
+    size: Mapped[int] = mapped_column(Integer)
+    raw: Mapped[bytes] = mapped_column(LargeBinary)
+    # pending -> done | quarantined | duplicate
+    state: Mapped[str] = mapped_column(String(16), default="pending")
+    processed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    error: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+
+    __table_args__ = (
+        Index("ix_inbound_state", "state", "id"),
+        Index("ix_inbound_message_id", "message_id"),
+    )
+
+
+class Counter(Base):
+    """Named sequences without gaps (request numbers)."""
+
+    __tablename__ = "counters"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    value: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class Ticket(Base):
+    """A request: one conversation with one customer."""
+
+    __tablename__ = "tickets"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=False)
+    subject: Mapped[str] = mapped_column(Text)
+    requester: Mapped[str] = mapped_column(String(320))
+    requester_name: Mapped[str] = mapped_column(String(256), default="")
+    status: Mapped[str] = mapped_column(String(16), default="new")
+    type: Mapped[str] = mapped_column(String(16), default="question")
+    priority: Mapped[str] = mapped_column(String(16), default="normal")
+    assignee: Mapped[str | None] = mapped_column(String(320))
+    category: Mapped[str | None] = mapped_column(String(128))
+    language: Mapped[str] = mapped_column(String(8), default="en")
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("tickets.id"))
+    root_message_id: Mapped[str | None] = mapped_column(String(998))
+    due_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    first_response_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+    ccs: Mapped[list[TicketCc]] = relationship(
+        back_populates="ticket", cascade="all, delete-orphan", order_by="TicketCc.email"
+    )
+
+    __table_args__ = (
+        Index("ix_tickets_status", "status"),
+        Index("ix_tickets_requester", "requester"),
+    )
+
+
+class TicketCc(Base):
+    """A person copied on a request: gets its public replies and may write into it."""
+
+    __tablename__ = "ticket_cc"
+
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id"), primary_key=True)
+    email: Mapped[str] = mapped_column(String(320), primary_key=True)
+    ticket: Mapped[Ticket] = relationship(back_populates="ccs")
+
+
+class Message(Base):
+    """One mail of a request, in or out; kept with its text for display."""
+
+    __tablename__ = "messages"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    ticket_id: Mapped[int | None] = mapped_column(ForeignKey("tickets.id"))
+    inbound_id: Mapped[int | None] = mapped_column(ForeignKey("inbound.id"))
+    direction: Mapped[str] = mapped_column(String(3))
+    # customer | agent | note | department | system | auto-reply | bounce | list | loop
+    kind: Mapped[str] = mapped_column(String(16))
+    from_addr: Mapped[str] = mapped_column(String(320), default="")
+    from_name: Mapped[str] = mapped_column(String(256), default="")
+    to_addrs: Mapped[str] = mapped_column(Text, default="")
+    cc_addrs: Mapped[str] = mapped_column(Text, default="")
+    subject: Mapped[str] = mapped_column(Text, default="")
+    message_id: Mapped[str | None] = mapped_column(String(998))
+    in_reply_to: Mapped[str | None] = mapped_column(String(998))
+    text: Mapped[str] = mapped_column(Text, default="")
+    html: Mapped[str | None] = mapped_column(Text)
+    note: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+    attachments: Mapped[list[Attachment]] = relationship(
+        back_populates="message", cascade="all, delete-orphan", order_by="Attachment.id"
+    )
+
+    __table_args__ = (
+        Index("ix_messages_message_id", "message_id"),
+        Index("ix_messages_ticket", "ticket_id", "id"),
+    )
+
+
+class Blob(Base):
+    """Attachment content, stored once per content hash."""
+
+    __tablename__ = "blobs"
+
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class Attachment(Base):
+    """An attachment of a message; the file name is display text only, never a path."""
+
+    __tablename__ = "attachments"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    message_id: Mapped[int] = mapped_column(ForeignKey("messages.id"))
+    filename: Mapped[str] = mapped_column(String(255))
+    content_type: Mapped[str] = mapped_column(String(128))
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(ForeignKey("blobs.sha256"))
+    message: Mapped[Message] = relationship(back_populates="attachments")
+
+
+class Event(Base):
+    """One line of a request's history."""
+
+    __tablename__ = "events"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id"))
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    actor: Mapped[str] = mapped_column(String(320), default="")
+    kind: Mapped[str] = mapped_column(String(32))
+    detail: Mapped[str] = mapped_column(Text, default="")
+
+    __table_args__ = (Index("ix_events_ticket", "ticket_id", "id"),)
+
+
+class Outbox(Base):
+    """A mail to send, written in the same transaction as the change that caused it."""
+
+    __tablename__ = "outbox"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    ticket_id: Mapped[int | None] = mapped_column(ForeignKey("tickets.id"))
+    kind: Mapped[str] = mapped_column(String(32))
+    envelope_from: Mapped[str] = mapped_column(String(320))
+    recipients: Mapped[str] = mapped_column(Text)
+    rate_key: Mapped[str | None] = mapped_column(String(320))
+    message_id: Mapped[str] = mapped_column(String(998))
+    raw: Mapped[bytes] = mapped_column(LargeBinary)
+    # queued -> sent | failed
+    state: Mapped[str] = mapped_column(String(16), default="queued")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    claimed_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        Index("ix_outbox_due", "state", "next_attempt_at"),
+        Index("ix_outbox_rate", "rate_key", "created_at"),
+        UniqueConstraint("message_id", name="uq_outbox_message_id"),
+    )

@@ -1,0 +1,1 @@
+"""Subject tags, reply prefixes and header matching (pure)."""

@@ -1,0 +1,1 @@
+"""Request domain: statuses, loop rules, agent commands (pure)."""

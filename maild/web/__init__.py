@@ -1,0 +1,1 @@
+"""HTTP endpoints: health, signed links."""
