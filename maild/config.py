@@ -140,7 +140,7 @@ def _email(value: str) -> bool:
 
 def _hostport(value: str) -> bool:
     host, _, port = value.rpartition(":")
-    return bool(host) and port.isdigit() and 0 < int(port) < 65536
+    return bool(host) and port.isdigit() and 0 <= int(port) < 65536
 
 
 def _positive(value: int) -> bool:

@@ -116,9 +116,7 @@ def _store_batch(db: Database, items: Sequence[Incoming], clock: Clock) -> list[
     with db.write() as s:
         digests = {r.digest for r in rows}
         known = dict(
-            s.execute(select(Inbound.digest, Inbound.id).where(Inbound.digest.in_(digests)))
-            .tuples()
-            .all()
+            s.execute(select(Inbound.digest, Inbound.id).where(Inbound.digest.in_(digests))).all()
         )
         fresh: dict[str, Inbound] = {}
         for r in rows:

@@ -16,15 +16,11 @@ def ticket_by_refs(session: Session, refs: tuple[str, ...]) -> int | None:
     """The request of the nearest referenced message we stored or sent."""
     if not refs:
         return None
-    rows = (
-        session.execute(
-            select(Message.message_id, Message.ticket_id).where(
-                Message.message_id.in_(refs), Message.ticket_id.is_not(None)
-            )
+    rows = session.execute(
+        select(Message.message_id, Message.ticket_id).where(
+            Message.message_id.in_(refs), Message.ticket_id.is_not(None)
         )
-        .tuples()
-        .all()
-    )
+    ).all()
     found = {mid: tid for mid, tid in rows}
     for ref in reversed(refs):  # the nearest ancestor comes last
         if found.get(ref) is not None:

@@ -71,7 +71,7 @@ class Pipeline:
                 stmt = stmt.where(Inbound.id.in_(ids))
             chosen: list[int] = []
             total = 0
-            for iid, size in s.execute(stmt.order_by(Inbound.id).limit(limit)).tuples():
+            for iid, size in s.execute(stmt.order_by(Inbound.id).limit(limit)):
                 if chosen and total + size > MAX_BATCH_BYTES:
                     break
                 chosen.append(iid)

@@ -5,11 +5,21 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
-from email.message import EmailMessage
-from email.policy import SMTP
+from email.charset import QP, Charset
+from email.generator import BytesGenerator
+from email.header import Header
+from email.mime.multipart import MIMEMultipart
+from email.mime.text import MIMEText
+from email.policy import compat32
 from email.utils import format_datetime, formataddr
+from io import BytesIO
 
 from maild.errors import HeaderInjection
+
+_UTF8 = "utf-8"
+_BODY_CHARSET = Charset("utf-8")
+_BODY_CHARSET.body_encoding = QP
+_WIRE = compat32.clone(linesep="\r\n")
 
 AUTO_REPLIED = "auto-replied"
 AUTO_GENERATED = "auto-generated"
@@ -54,16 +64,28 @@ def _references(out: Outgoing) -> str:
     return " ".join(clean_header(r, "References") for r in refs[-20:])
 
 
+def _header(value: str) -> str:
+    """ASCII stays as it is; anything else becomes RFC 2047 words that keep every space."""
+    return value if value.isascii() else Header(value, _UTF8, header_name="Subject").encode()
+
+
+def _body(text: str, subtype: str) -> MIMEText:
+    return MIMEText(text, subtype, _BODY_CHARSET)  # type: ignore[arg-type]
+
+
 def build(out: Outgoing) -> bytes:
     """The wire form of ``out`` (CRLF line ends, 7-bit safe headers)."""
-    msg = EmailMessage(policy=SMTP)
-    msg["From"] = formataddr(
-        (clean_header(out.sender_name, "From name"), clean_header(out.sender, "From"))
-    )
+    msg: MIMEText | MIMEMultipart = _body(out.text, "plain")
+    if out.html:
+        msg = MIMEMultipart("alternative")
+        msg.attach(_body(out.text, "plain"))
+        msg.attach(_body(out.html, "html"))
+    name = clean_header(out.sender_name, "From name")
+    msg["From"] = formataddr((name, clean_header(out.sender, "From")), charset="utf-8")
     msg["To"] = ", ".join(clean_header(a, "To") for a in out.to)
     if out.cc:
         msg["Cc"] = ", ".join(clean_header(a, "Cc") for a in out.cc)
-    msg["Subject"] = clean_header(out.subject, "Subject")
+    msg["Subject"] = _header(clean_header(out.subject, "Subject"))
     msg["Date"] = format_datetime(out.date)
     msg["Message-ID"] = clean_header(out.message_id, "Message-ID")
     if out.in_reply_to:
@@ -76,9 +98,10 @@ def build(out: Outgoing) -> bytes:
     msg["X-Auto-Response-Suppress"] = "All"
     msg["X-Loop"] = clean_header(out.loop_name, "X-Loop")
     msg["Content-Language"] = out.language
-    for name, value in out.extra_headers:
-        msg[clean_header(name, "header name")] = clean_header(value, name)
-    msg.set_content(out.text, charset="utf-8")
-    if out.html:
-        msg.add_alternative(out.html, subtype="html", charset="utf-8")
-    return msg.as_bytes()
+    for hname, value in out.extra_headers:
+        msg[clean_header(hname, "header name")] = _header(clean_header(value, hname))
+    if "MIME-Version" not in msg:
+        msg["MIME-Version"] = "1.0"
+    buf = BytesIO()
+    BytesGenerator(buf, mangle_from_=False, policy=_WIRE).flatten(msg)
+    return buf.getvalue()

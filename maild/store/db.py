@@ -37,6 +37,15 @@ def _setup_sqlite(engine: Engine) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if mode == "immediate" else "BEGIN")
 
 
+def _setup_postgres(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_connection: Any, _record: Any) -> None:
+        # Durable before accepted: never let a server default turn this off under us.
+        with dbapi_connection.cursor() as cur:
+            cur.execute("SET synchronous_commit = on")
+        dbapi_connection.commit()
+
+
 class Database:
     """One engine and its sessions; create one per process."""
 
@@ -54,11 +63,13 @@ class Database:
                 pool_pre_ping=True,
                 pool_size=5,
                 max_overflow=5,
-                connect_args={"connect_timeout": 5, "options": "-c synchronous_commit=on"},
+                connect_args={"connect_timeout": 5},
             )
         self.engine = create_engine(url, **kwargs)
         if self.is_sqlite:
             _setup_sqlite(self.engine)
+        else:
+            _setup_postgres(self.engine)
         writer = self.engine.execution_options(maild_begin="immediate")
         self._reader = sessionmaker(self.engine, expire_on_commit=False)
         self._writer = sessionmaker(writer, expire_on_commit=False)
