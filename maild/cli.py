@@ -17,7 +17,7 @@ from sqlalchemy.exc import DBAPIError
 from maild import views
 from maild.config import Config, load
 from maild.errors import ConfigError, RejectedMessage, TemporaryFailure
-from maild.ingest.accept import store_raw
+from maild.ingest.accept import check_acceptable, store_raw, strip_mbox_line
 from maild.pipeline.runner import Pipeline
 from maild.store.db import Database
 from maild.store.migrate import upgrade
@@ -65,8 +65,9 @@ def cmd_run(config: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_deliver(config: Config, args: argparse.Namespace) -> int:
-    raw = sys.stdin.buffer.read(config.smtp.max_message_size + 1)
+    raw = strip_mbox_line(sys.stdin.buffer.read(config.smtp.max_message_size + 1))
     try:
+        check_acceptable(raw, config.smtp.max_message_size)
         db = _open(config)
         ensure_schema(db)
         stored = store_raw(

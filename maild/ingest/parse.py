@@ -4,23 +4,29 @@ from __future__ import annotations
 
 import email
 import logging
+import mimetypes
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from email.message import Message
 from email.policy import compat32
 from email.utils import getaddresses, parseaddr
 
-import mailparser
 import nh3
 
 from maild.errors import LimitExceeded, QuarantineError
-from maild.ingest.headers import decode_value, safe_filename
+from maild.ingest.headers import decode_bytes, decode_value, safe_filename
 from maild.ingest.html2text import html_to_text
 from maild.threading.refs import normalize_msgid, parse_msgid_list
 
 log = logging.getLogger(__name__)
 
 _CT_LINE = re.compile(rb"(?im)^content-type[ \t]*:")
+# A UTF-8 byte-order mark and blank or whitespace-only lines before the first header.
+_LEADING_JUNK = re.compile(rb"\A(?:\xef\xbb\xbf)?(?:[ \t]*\r?\n)*")
+_FOLD = re.compile(r"\r?\n[ \t]*")
+_SURROGATE = re.compile("[\udc80-\udcff]")
+_ADDR_SPEC = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
 
 
 @dataclass(frozen=True)
@@ -88,44 +94,153 @@ def _depth(msg: Message, limit: int) -> int:
     return deepest
 
 
-def _addresses(msg: Message, name: str) -> tuple[str, ...]:
-    values = [decode_value(v) for v in msg.get_all(name, [])]
-    found = []
+def _raw_headers(msg: Message) -> list[tuple[str, str]]:
+    """Header values as stored: str, with 8-bit bytes kept as surrogates (never a Header)."""
+    return [(k, str(v)) for k, v in msg.raw_items()]
+
+
+def _first(heads: list[tuple[str, str]], name: str) -> str:
+    lname = name.lower()
+    return next((v for k, v in heads if k.lower() == lname), "")
+
+
+def _clean_addr(addr: str) -> str:
+    addr = addr.strip().lower()
+    ok = "@" in addr and not any(c in addr for c in "\r\n<> \t\x00") and addr.isascii()
+    return addr if ok and len(addr) <= 254 else ""
+
+
+def _sender(value: str, hint: str | None) -> tuple[str, str]:
+    """(name, address) of a From value, parsed before its encoded words are decoded."""
+    name, addr = parseaddr(_FOLD.sub(" ", value))
+    found = _clean_addr(addr)
+    if not found:
+        # "Big Bug bb@bug.com", "a@x.org b@x.org": take the first thing shaped like an address.
+        m = _ADDR_SPEC.search(value)
+        if m:
+            found = _clean_addr(m.group(0))
+            name = name or value[: m.start()].strip(" <\"'")
+    return decode_value(name, hint)[:256], found
+
+
+def _addresses(heads: list[tuple[str, str]], name: str) -> tuple[str, ...]:
+    lname = name.lower()
+    values = [_FOLD.sub(" ", v) for k, v in heads if k.lower() == lname]
+    found: list[str] = []
     for _, addr in getaddresses(values):
-        addr = addr.strip().lower()
-        if "@" in addr and addr not in found and not any(c in addr for c in "\r\n<> "):
+        addr = _clean_addr(addr)
+        if addr and addr not in found:
             found.append(addr)
     return tuple(found[:100])
 
 
-def _bodies(msg: Message) -> tuple[str, str | None, tuple[Attachment, ...]]:
-    mp = mailparser.MailParser(msg)
-    text = "\n".join(t for t in mp.text_plain if t).strip()
-    html_raw = "\n".join(h for h in mp.text_html if h).strip()
-    html = nh3.clean(html_raw) if html_raw else None
+def _leaves(msg: Message) -> Iterator[tuple[Message, bool]]:
+    """Every leaf part in document order, with whether it sits inside an attachment.
+
+    An attached message (message/rfc822 with Content-Disposition: attachment) is one leaf.
+    """
+    stack: list[tuple[Message, bool]] = [(msg, False)]
+    while stack:
+        part, inside = stack.pop()
+        payload = part.get_payload()
+        if not isinstance(payload, list):
+            yield part, inside
+            continue
+        hidden = inside or part.get_content_disposition() == "attachment"
+        if hidden and not inside and part.get_content_type() == "message/rfc822":
+            yield part, inside
+            continue
+        children = [p for p in payload if isinstance(p, Message)]
+        stack.extend((child, hidden) for child in reversed(children))
+
+
+def _param_view(part: Message, hint: str | None) -> Message:
+    """The part itself, or a copy of its MIME headers with 8-bit bytes decoded.
+
+    compat32 turns 8-bit bytes in a parameter into U+FFFD before we could decode them.
+    """
+    heads = [(k, v) for k, v in _raw_headers(part) if k.lower().startswith("content-")]
+    if not any(_SURROGATE.search(v) for _, v in heads):
+        return part
+    view = Message()
+    for k, v in heads:
+        view[k] = decode_value(v, hint) if _SURROGATE.search(v) else v
+    return view
+
+
+def _filename(part: Message, hint: str | None) -> str | None:
+    view = _param_view(part, hint)
+    try:
+        name = view.get_filename()
+    except (LookupError, ValueError, TypeError, AssertionError):
+        return None
+    return decode_value(name, hint) if name else None
+
+
+def _payload_bytes(part: Message) -> bytes:
+    if part.get_content_type() == "message/rfc822" and part.is_multipart():
+        try:
+            return b"".join(p.as_bytes() for p in part.get_payload() if isinstance(p, Message))
+        except (LookupError, ValueError, TypeError, UnicodeError):
+            return b""
+    data = part.get_payload(decode=True)
+    return data if isinstance(data, bytes) else b""
+
+
+def _attachment(part: Message, name: str | None, ctype: str) -> Attachment:
+    default = "message.eml" if ctype == "message/rfc822" else "attachment"
+    ext = mimetypes.guess_extension(ctype) if ctype != "application/octet-stream" else None
+    return Attachment(
+        safe_filename(name, default + (ext or "") if default == "attachment" else default),
+        ctype[:128],
+        _payload_bytes(part),
+    )
+
+
+def _body_charset(msg: Message) -> str | None:
+    """The charset of the first text part: the best guess for undeclared 8-bit headers."""
+    for part, _ in _leaves(msg):
+        if part.get_content_maintype() == "text":
+            return part.get_content_charset()
+    return None
+
+
+def _bodies(msg: Message, hint: str | None) -> tuple[str, str | None, tuple[Attachment, ...]]:
+    plain: list[str] = []
+    html: list[str] = []
+    atts: list[Attachment] = []
+    for part, inside in _leaves(msg):
+        ctype = part.get_content_type()
+        disposition = part.get_content_disposition()
+        name = _filename(part, hint)
+        is_body = ctype in ("text/plain", "text/html") and not inside
+        if is_body and disposition != "attachment" and (not name or disposition == "inline"):
+            text = decode_bytes(_payload_bytes(part), part.get_content_charset())
+            (html if ctype == "text/html" else plain).append(text)
+            if not name:
+                continue
+        if (
+            name
+            or disposition == "attachment"
+            or inside
+            or part.get_content_maintype()
+            not in (
+                "text",
+                "multipart",
+                "message",
+            )
+        ):
+            atts.append(_attachment(part, name, ctype))
+    text = "\n".join(t for t in plain if t).strip()
+    html_raw = "\n".join(h for h in html if h).strip()
     if not text and html_raw:
         text = html_to_text(html_raw)
-    atts = []
-    for a in mp.attachments:
-        payload = a.get("payload") or ""
-        if a.get("binary"):
-            import base64
-
-            data = base64.b64decode(payload, validate=False)
-        else:
-            data = payload.encode("utf-8", "replace")
-        atts.append(
-            Attachment(
-                safe_filename(a.get("filename")),
-                str(a.get("mail_content_type") or "application/octet-stream")[:128],
-                data,
-            )
-        )
-    return text, html, tuple(atts)
+    return text, (nh3.clean(html_raw) if html_raw else None), tuple(atts)
 
 
 def parse_mail(raw: bytes, limits: Limits = Limits()) -> ParsedMail:
     """Parse a raw message; raise QuarantineError (with the reason) if it cannot be used."""
+    raw = _LEADING_JUNK.sub(b"", raw, count=1)
     check_limits(raw, limits)
     try:
         msg = email.message_from_bytes(raw, policy=compat32)
@@ -134,27 +249,29 @@ def parse_mail(raw: bytes, limits: Limits = Limits()) -> ParsedMail:
         raise LimitExceeded("MIME nesting too deep to parse") from None
     if depth > limits.max_depth:
         raise LimitExceeded(f"MIME nesting too deep ({depth} > {limits.max_depth})")
-    headers = tuple((k, decode_value(v)) for k, v in msg.items())
-    from_name, from_addr = parseaddr(decode_value(msg.get("From", "")))
-    from_addr = from_addr.strip().lower()
-    if any(c in from_addr for c in "\r\n<> "):
-        from_addr = ""
     try:
-        text, html, atts = _bodies(msg)
+        return _parsed(msg)
     except RecursionError:
         raise LimitExceeded("MIME nesting too deep to parse") from None
-    except (LookupError, ValueError, TypeError, AttributeError) as exc:
+    except (LookupError, ValueError, TypeError, AttributeError, UnicodeError) as exc:
         raise QuarantineError(f"body could not be decoded: {type(exc).__name__}: {exc}") from exc
+
+
+def _parsed(msg: Message) -> ParsedMail:
+    heads = _raw_headers(msg)
+    hint = _body_charset(msg)
+    text, html, atts = _bodies(msg, hint)
+    from_name, from_addr = _sender(_first(heads, "From"), hint)
     return ParsedMail(
-        message_id=normalize_msgid(decode_value(msg.get("Message-ID", ""))),
-        subject=decode_value(msg.get("Subject", "")),
+        message_id=normalize_msgid(decode_value(_first(heads, "Message-ID"))),
+        subject=decode_value(_first(heads, "Subject"), hint),
         from_addr=from_addr,
-        from_name=from_name.strip()[:256],
-        to=_addresses(msg, "To"),
-        cc=_addresses(msg, "Cc"),
-        in_reply_to=tuple(parse_msgid_list(decode_value(msg.get("In-Reply-To", "")))),
-        references=tuple(parse_msgid_list(decode_value(msg.get("References", "")))),
-        headers=headers,
+        from_name=from_name,
+        to=_addresses(heads, "To"),
+        cc=_addresses(heads, "Cc"),
+        in_reply_to=tuple(parse_msgid_list(decode_value(_first(heads, "In-Reply-To")))),
+        references=tuple(parse_msgid_list(decode_value(_first(heads, "References")))),
+        headers=tuple((decode_value(k), decode_value(v, hint)) for k, v in heads),
         content_type=msg.get_content_type().lower(),
         report_type=str(msg.get_param("report-type", "") or "").lower(),
         text=text,
