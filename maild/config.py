@@ -89,6 +89,7 @@ class Config:
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     hours: BusinessHours = field(default_factory=BusinessHours)
+    lmtp_listen: str | None = None
     path: Path | None = None
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
@@ -292,6 +293,17 @@ def _pipeline(t: _Table) -> PipelineConfig:
     return PipelineConfig(workers, batch)
 
 
+def _lmtp(t: _Table, base: Path) -> str | None:
+    listen = t.get("listen", str, "")
+    t.finish()
+    if not listen:
+        return None
+    if listen.startswith(("/", "./", "unix:")):
+        return str(_resolve(base, listen.removeprefix("unix:")))
+    t.check("listen", _hostport, f"must be host:port or a socket path, not {listen!r}", listen)
+    return listen
+
+
 def _clock_time(t: _Table, name: str, default: str) -> time:
     value = t.get(name, str, default)
     try:
@@ -361,6 +373,7 @@ def from_mapping(data: Mapping[str, Any], base: Path, path: Path | None = None) 
         agents=_agents(data.get("agents", [])),
         limits=_limits(_Table(data.get("limits", {}), "limits")),
         pipeline=_pipeline(_Table(data.get("pipeline", {}), "pipeline")),
+        lmtp_listen=_lmtp(_Table(data.get("lmtp", {}), "lmtp"), base),
         hours=_hours(_Table(data.get("hours", {}), "hours"), desk.timezone),
         path=path,
         raw=data,

@@ -12,7 +12,7 @@ from aiohttp import web
 from maild.clock import Clock, system_clock
 from maild.config import Config
 from maild.ingest.accept import Acceptor
-from maild.ingest.smtp import Handler, start_server
+from maild.ingest.smtp import Handler, start_server, start_unix_server
 from maild.pipeline.runner import Pipeline
 from maild.pipeline.worker import ProcessWorker, ThreadWorker
 from maild.replies.sender import OutboxSender
@@ -85,6 +85,7 @@ class Daemon:
         )
         self.handlers.append(handler)
         self.servers.append(await start_server(handler, host, port, hostname=socket.getfqdn()))
+        await self._start_lmtp()
         self._sender_task = asyncio.create_task(self.sender.run(self.stopping), name="outbox")
         whost, wport = split_hostport(self.config.web.listen)
         self.web = await start_web(self.db, whost, wport)
@@ -96,6 +97,29 @@ class Daemon:
             self.config.web.listen,
             self.config.outbound.url.split("@")[-1],
         )
+
+    async def _start_lmtp(self) -> None:
+        listen = self.config.lmtp_listen
+        if listen is None:
+            return
+        handler = Handler(
+            self.acceptor,
+            source="lmtp",
+            max_size=self.config.smtp.max_message_size,
+            max_recipients=self.config.smtp.max_recipients,
+        )
+        self.handlers.append(handler)
+        if listen.startswith("/"):
+            server = await start_unix_server(handler, listen, hostname=socket.getfqdn())
+        else:
+            host, port = split_hostport(listen)
+            server = await start_server(handler, host, port, hostname=socket.getfqdn(), lmtp=True)
+        self.servers.append(server)
+        log.info("lmtp on %s", listen)
+
+    @property
+    def lmtp_port(self) -> int:
+        return int(self.servers[1].sockets[0].getsockname()[1])
 
     async def stop(self) -> None:
         log.info("maild stopping: finishing messages in hand")

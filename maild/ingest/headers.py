@@ -89,9 +89,13 @@ def decode_bytes(data: bytes, charset: str | None = None) -> str:
         except (UnicodeError, LookupError):
             pass
         try:
-            return data.decode("utf-8")
-        except UnicodeDecodeError:
-            pass
+            text = data.decode("utf-8", "replace")
+        except UnicodeError:
+            text = "\ufffd"
+        if "\ufffd" not in text:
+            return text
+        if name == "utf-8" and not any(c > "\x7f" and c != "\ufffd" for c in text):
+            return guess_8bit(data)  # "utf-8" without a single utf-8 sequence: mislabelled
         try:
             return data.decode(name, "replace")
         except (UnicodeError, LookupError):

@@ -9,7 +9,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from email.message import Message
-from email.policy import compat32
+from email.policy import Compat32
 from email.utils import getaddresses, parseaddr
 
 import nh3
@@ -27,6 +27,23 @@ _LEADING_JUNK = re.compile(rb"\A(?:\xef\xbb\xbf)?(?:[ \t]*\r?\n)*")
 _FOLD = re.compile(r"\r?\n[ \t]*")
 _SURROGATE = re.compile("[\udc80-\udcff]")
 _ADDR_SPEC = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
+
+
+class _Policy(Compat32):
+    """compat32, except that MIME headers are unfolded as RFC 5322 says (CRLF removed).
+
+    Outlook folds long boundaries inside the quotes; compat32 keeps the CRLF in the
+    boundary and then finds no part at all.
+    """
+
+    def header_source_parse(self, sourcelines: list[str]) -> tuple[str, str]:
+        name, value = super().header_source_parse(sourcelines)
+        if name.lower() in ("content-type", "content-disposition"):
+            value = value.replace("\r", "").replace("\n", "")
+        return name, value
+
+
+_POLICY = _Policy()
 
 
 @dataclass(frozen=True)
@@ -106,7 +123,7 @@ def _first(heads: list[tuple[str, str]], name: str) -> str:
 
 def _clean_addr(addr: str) -> str:
     addr = addr.strip().lower()
-    ok = "@" in addr and not any(c in addr for c in "\r\n<> \t\x00") and addr.isascii()
+    ok = "@" in addr and not any(c in addr for c in "\r\n<> \t\x00")
     return addr if ok and len(addr) <= 254 else ""
 
 
@@ -243,7 +260,7 @@ def parse_mail(raw: bytes, limits: Limits = Limits()) -> ParsedMail:
     raw = _LEADING_JUNK.sub(b"", raw, count=1)
     check_limits(raw, limits)
     try:
-        msg = email.message_from_bytes(raw, policy=compat32)
+        msg = email.message_from_bytes(raw, policy=_POLICY)
         depth = _depth(msg, limits.max_depth)
     except RecursionError:
         raise LimitExceeded("MIME nesting too deep to parse") from None

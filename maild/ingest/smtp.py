@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import stat
 from typing import Any
 
 from aiosmtpd.lmtp import LMTP
@@ -29,6 +31,7 @@ class Handler:
     def __init__(
         self, acceptor: Acceptor, *, source: str = "smtp", max_size: int, max_recipients: int = 100
     ) -> None:
+        self.lmtp = source == "lmtp"
         self.acceptor = acceptor
         self.source = source
         self.max_size = max_size
@@ -70,7 +73,12 @@ class Handler:
         self.in_flight += 1
         self.idle.clear()
         try:
-            return await self._store(envelope)
+            status = await self._store(envelope)
+            if self.lmtp:
+                # LMTP answers once per recipient (RFC 2033); one durable store serves them all.
+                for _ in envelope.rcpt_tos[1:]:
+                    await server.push(status)
+            return status
         finally:
             self.in_flight -= 1
             if self.in_flight == 0:
@@ -125,3 +133,15 @@ async def start_server(
     return await loop.create_server(
         smtp_factory(handler, hostname=hostname, lmtp=lmtp), host=host, port=port
     )
+
+
+async def start_unix_server(handler: Handler, path: str, *, hostname: str) -> asyncio.Server:
+    """LMTP on a unix socket, as Postfix's ``lmtp:unix:/path`` and Dovecot expect."""
+    if os.path.exists(path) and stat.S_ISSOCK(os.stat(path).st_mode):
+        os.unlink(path)  # a stale socket from a previous run
+    loop = asyncio.get_running_loop()
+    server = await loop.create_unix_server(
+        smtp_factory(handler, hostname=hostname, lmtp=True), path=path
+    )
+    os.chmod(path, 0o660)
+    return server
