@@ -11,6 +11,8 @@ from datetime import date, time
 from pathlib import Path
 from typing import Any, TypeVar
 
+from maild import config_sections as sections
+from maild.config_sections import ClockConfig, Department, SlaConfig
 from maild.errors import ConfigError
 from maild.tickets.sla import DAY_NAMES, BusinessHours
 
@@ -27,6 +29,7 @@ class DeskConfig:
     language: str
     timezone: str
     templates: Path | None = None
+    lead: str | None = None
 
     @property
     def domain(self) -> str:
@@ -90,12 +93,20 @@ class Config:
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     hours: BusinessHours = field(default_factory=BusinessHours)
     lmtp_listen: str | None = None
+    departments: tuple[Department, ...] = ()
+    sla: SlaConfig = field(default_factory=SlaConfig)
+    clock: ClockConfig = field(default_factory=ClockConfig)
+    trusted_authserv_ids: tuple[str, ...] = ()
     path: Path | None = None
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def agent(self, email: str) -> Agent | None:
         email = email.lower()
         return next((a for a in self.agents if a.email == email), None)
+
+    def department(self, name_or_email: str) -> Department | None:
+        key = name_or_email.lower()
+        return next((d for d in self.departments if key in (d.name.lower(), d.email)), None)
 
 
 class _Table:
@@ -166,6 +177,8 @@ def _desk(t: _Table, base: Path) -> DeskConfig:
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
         raise ConfigError(t.key("timezone"), f"unknown time zone {timezone!r}") from None
     templates = t.get("templates", str, "")
+    lead = t.get("lead", str, "").strip().lower() or None
+    t.check("lead", lambda v: v is None or _email(v), f"not an email address: {lead!r}", lead)
     name = t.get("name", str)
     t.check(
         "name",
@@ -181,6 +194,7 @@ def _desk(t: _Table, base: Path) -> DeskConfig:
         language,
         timezone,
         _resolve(base, templates) if templates else None,
+        lead,
     )
 
 
@@ -247,6 +261,7 @@ def _web(t: _Table) -> WebConfig:
 
 
 def _secret(t: _Table) -> str:
+    t.seen.add("trusted_authserv_ids")  # read by config_sections.trusted_authserv_ids
     secret = os.environ.get("MAILD_SECRET_KEY") or t.get("secret_key", str, "")
     t.seen.add("secret_key")
     if len(secret) < 16:
@@ -351,6 +366,7 @@ KNOWN_SECTIONS = frozenset(
         "survey",
         "autoclose",
         "pending",
+        "hold",
         "imap",
         "lmtp",
     }
@@ -375,6 +391,14 @@ def from_mapping(data: Mapping[str, Any], base: Path, path: Path | None = None) 
         pipeline=_pipeline(_Table(data.get("pipeline", {}), "pipeline")),
         lmtp_listen=_lmtp(_Table(data.get("lmtp", {}), "lmtp"), base),
         hours=_hours(_Table(data.get("hours", {}), "hours"), desk.timezone),
+        departments=sections.departments(data.get("departments", [])),
+        sla=sections.sla(_Table(data.get("sla", {}), "sla")),
+        clock=sections.clock(
+            *(_Table(data.get(n, {}), n) for n in ("survey", "autoclose", "pending", "hold"))
+        ),
+        trusted_authserv_ids=sections.trusted_authserv_ids(
+            _Table(data.get("security", {}), "security")
+        ),
         path=path,
         raw=data,
     )

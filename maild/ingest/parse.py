@@ -122,7 +122,10 @@ def _first(heads: list[tuple[str, str]], name: str) -> str:
 
 
 def _clean_addr(addr: str) -> str:
-    addr = addr.strip().lower()
+    """A lower-cased address, or "" if it could not be one (8-bit bytes read as utf-8)."""
+    addr = decode_value(addr, "utf-8").lower()
+    if "\ufffd" in addr:
+        return ""
     ok = "@" in addr and not any(c in addr for c in "\r\n<> \t\x00")
     return addr if ok and len(addr) <= 254 else ""
 
@@ -222,32 +225,37 @@ def _body_charset(msg: Message) -> str | None:
     return None
 
 
+def _is_body(part: Message, inside: bool, name: str | None) -> bool:
+    """Text shown as the message: text/plain or text/html that is not an attached file.
+
+    A multipart whose boundary never shows up keeps its body as one string: show that too.
+    """
+    if inside or part.get_content_disposition() == "attachment":
+        return False
+    if name and part.get_content_disposition() != "inline":
+        return False
+    ctype = part.get_content_type()
+    return ctype in ("text/plain", "text/html") or part.get_content_maintype() == "multipart"
+
+
+def _is_attachment(part: Message, inside: bool, name: str | None) -> bool:
+    if name or inside or part.get_content_disposition() == "attachment":
+        return True
+    return part.get_content_maintype() not in ("text", "multipart", "message")
+
+
 def _bodies(msg: Message, hint: str | None) -> tuple[str, str | None, tuple[Attachment, ...]]:
     plain: list[str] = []
     html: list[str] = []
     atts: list[Attachment] = []
     for part, inside in _leaves(msg):
-        ctype = part.get_content_type()
-        disposition = part.get_content_disposition()
         name = _filename(part, hint)
-        is_body = ctype in ("text/plain", "text/html") and not inside
-        if is_body and disposition != "attachment" and (not name or disposition == "inline"):
+        if _is_body(part, inside, name):
             text = decode_bytes(_payload_bytes(part), part.get_content_charset())
-            (html if ctype == "text/html" else plain).append(text)
-            if not name:
-                continue
-        if (
-            name
-            or disposition == "attachment"
-            or inside
-            or part.get_content_maintype()
-            not in (
-                "text",
-                "multipart",
-                "message",
-            )
-        ):
-            atts.append(_attachment(part, name, ctype))
+            text = text.replace("\r\n", "\n").replace("\x00", "")  # PostgreSQL refuses NUL
+            (html if part.get_content_type() == "text/html" else plain).append(text)
+        if _is_attachment(part, inside, name):
+            atts.append(_attachment(part, name, part.get_content_type()))
     text = "\n".join(t for t in plain if t).strip()
     html_raw = "\n".join(h for h in html if h).strip()
     if not text and html_raw:

@@ -15,7 +15,7 @@ from maild.ingest.parse import ParsedMail
 from maild.pipeline.base import Context, Work
 from maild.store.models import Attachment, Blob, Counter, Event, Message, Ticket, TicketCc
 from maild.threading.tags import strip_reply_prefixes, strip_tag
-from maild.tickets.sla import add_business_hours, first_response_hours
+from maild.tickets.sla import add_business_hours
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +130,7 @@ def _new_ticket(work: Work, ctx: Context, parsed: ParsedMail) -> Ticket:
         created_at=now,
         updated_at=now,
     )
-    hours = first_response_hours(ticket.type, ticket.priority)
+    hours = ctx.config.sla.hours(ticket.type, ticket.priority)
     ticket.due_at = add_business_hours(now, hours, ctx.config.hours)
     ctx.session.add(ticket)
     ctx.session.flush()

@@ -79,6 +79,20 @@ class Ticket(Base):
     root_message_id: Mapped[str | None] = mapped_column(String(998))
     due_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     first_response_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The clock (migration 0002): every due mail is a column, so sweeps are plain queries.
+    status_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    solved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    survey_due_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    survey_sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    rating: Mapped[str | None] = mapped_column(String(8))
+    rating_comment: Mapped[str | None] = mapped_column(Text)
+    rated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    sla_warned_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    sla_breached_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    reminded_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    hold_department: Mapped[str | None] = mapped_column(String(128))
+    last_customer_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
@@ -89,6 +103,7 @@ class Ticket(Base):
     __table_args__ = (
         Index("ix_tickets_status", "status"),
         Index("ix_tickets_requester", "requester"),
+        Index("ix_tickets_survey_due", "survey_due_at"),
     )
 
 

@@ -52,13 +52,3 @@ def add_business_hours(start: datetime, hours: float, cal: BusinessHours) -> dat
             return (local + remaining).astimezone(UTC)
         remaining -= closes - local
         local = closes
-
-
-# First-response targets in business hours, from the desk's practice (issue 4 makes them
-# configurable per type and priority).
-FIRST_RESPONSE_HOURS = {"question": 4.0, "problem": 6.0, "incident": 4.0, "task": 8.0}
-PRIORITY_FACTOR = {"urgent": 0.5, "high": 1.0, "normal": 1.0, "low": 2.0}
-
-
-def first_response_hours(kind: str, priority: str) -> float:
-    return FIRST_RESPONSE_HOURS.get(kind, 4.0) * PRIORITY_FACTOR.get(priority, 1.0)
