@@ -97,6 +97,7 @@ class Config:
     sla: SlaConfig = field(default_factory=SlaConfig)
     clock: ClockConfig = field(default_factory=ClockConfig)
     trusted_authserv_ids: tuple[str, ...] = ()
+    imap: tuple[Any, ...] = ()  # maild.ingest.imap.ImapConfig
     path: Path | None = None
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
@@ -308,6 +309,12 @@ def _pipeline(t: _Table) -> PipelineConfig:
     return PipelineConfig(workers, batch)
 
 
+def _imap(items: object) -> tuple[Any, ...]:
+    from maild.ingest.imap import imap_configs_from_toml
+
+    return imap_configs_from_toml(items)
+
+
 def _lmtp(t: _Table, base: Path) -> str | None:
     listen = t.get("listen", str, "")
     t.finish()
@@ -396,6 +403,7 @@ def from_mapping(data: Mapping[str, Any], base: Path, path: Path | None = None) 
         clock=sections.clock(
             *(_Table(data.get(n, {}), n) for n in ("survey", "autoclose", "pending", "hold"))
         ),
+        imap=_imap(data.get("imap")),
         trusted_authserv_ids=sections.trusted_authserv_ids(
             _Table(data.get("security", {}), "security")
         ),

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import signal
 import socket
+from typing import Any
 
 from aiohttp import web
 
@@ -38,6 +39,7 @@ class Daemon:
         self.worker: ProcessWorker | ThreadWorker | None = None
         self.servers: list[asyncio.Server] = []
         self.handlers: list[Handler] = []
+        self.imap_sources: list[Any] = []
         self.web: web.AppRunner | None = None
         self.sender = OutboxSender(
             self.db,
@@ -86,6 +88,7 @@ class Daemon:
         self.handlers.append(handler)
         self.servers.append(await start_server(handler, host, port, hostname=socket.getfqdn()))
         await self._start_lmtp()
+        self._start_imap()
         self._sender_task = asyncio.create_task(self.sender.run(self.stopping), name="outbox")
         whost, wport = split_hostport(self.config.web.listen)
         self.web = await start_web(self.db, whost, wport)
@@ -97,6 +100,19 @@ class Daemon:
             self.config.web.listen,
             self.config.outbound.url.split("@")[-1],
         )
+
+    def _start_imap(self) -> None:
+        from maild.ingest.imap import ImapSource
+
+        loop = asyncio.get_running_loop()
+
+        def on_stored() -> None:
+            loop.call_soon_threadsafe(self._wake_pipeline)
+
+        for cfg in self.config.imap:
+            source = ImapSource(cfg, self.db, on_stored)
+            source.start()
+            self.imap_sources.append(source)
 
     async def _start_lmtp(self) -> None:
         listen = self.config.lmtp_listen
@@ -125,6 +141,8 @@ class Daemon:
         log.info("maild stopping: finishing messages in hand")
         for server in self.servers:
             server.close()
+        for source in self.imap_sources:
+            await asyncio.to_thread(source.stop)
         for handler in self.handlers:
             try:
                 await asyncio.wait_for(handler.idle.wait(), timeout=30)

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from aiosmtpd.controller import Controller
+from conftest_dovecot import dovecot, dovecot_tls  # noqa: F401
 from sqlalchemy import create_engine, text
 
 from maild.config import Config, from_mapping

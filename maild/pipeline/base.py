@@ -32,6 +32,9 @@ class Work:
     envelope_from: str | None
     parsed: ParsedMail | None = None
     verdict: Verdict | None = None
+    role: str = "customer"  # customer | agent | department (agent and department are proven)
+    proof: str = ""  # how the role was proven, or why a claimed one was not
+    proven_ticket: int | None = None  # the request a signed Message-ID names
     match: Match | None = None
     ticket_id: int | None = None
     message_row_id: int | None = None
