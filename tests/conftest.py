@@ -97,7 +97,7 @@ def config_mapping(db_url: str, tmp_path: Path, **sections: dict[str, Any]) -> d
         "pipeline": {"workers": 0},
     }
     for name, values in sections.items():
-        data[name] = {**data.get(name, {}), **values}
+        data[name] = values if isinstance(values, list) else {**data.get(name, {}), **values}
     return data
 
 

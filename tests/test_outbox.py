@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Callable
 from datetime import timedelta
 
+import pytest
 from aiosmtpd.controller import Controller
 from conftest import Sink, free_port, make_mail
 from sqlalchemy import select
@@ -16,6 +17,12 @@ from maild.replies.sender import OutboxSender, backoff
 from maild.replies.transport import SmtpTransport
 from maild.store.db import Database
 from maild.store.models import Outbox
+
+
+@pytest.fixture
+def config(make_config: Callable[..., Config], db: Database) -> Config:
+    """No agents: the only mail in the outbox is the customer's acknowledgement."""
+    return make_config(agents=[])
 
 
 def outbox(db: Database) -> list[Outbox]:

@@ -35,13 +35,20 @@ def test_message_becomes_request_and_ack_reaches_the_relay(
     cfg = make_config(outbound={"url": f"smtp://127.0.0.1:{controller.port}"})  # type: ignore[attr-defined]
     d = running(cfg)
     d.send(make_mail("Printer is broken", message_id="<p1@client.example.org>"))
-    wait_for(lambda: sink.messages)
-    sender, rcpts, raw = sink.messages[0]
-    assert sender == "support@example.com" and rcpts == ["customer@example.org"]
+    to_customer = lambda: [m for m in sink.messages if m[1] == ["customer@example.org"]]  # noqa: E731
+    wait_for(to_customer)
+    sender, _rcpts, raw = to_customer()[0]
+    assert sender == "support@example.com"
     ack = message_from_bytes(raw, policy=default)
     assert ack["Subject"] == "[Support #1] Printer is broken"
     assert ack["In-Reply-To"] == "<p1@client.example.org>"
-    wait_for(lambda: count(db, Outbox, Outbox.state == "sent") == 1)
+    # Both agents are notified of the new request.
+    wait_for(lambda: count(db, Outbox, Outbox.state == "sent") == 3)
+    assert sorted(m[1][0] for m in sink.messages) == [
+        "anna@example.com",
+        "boris@example.com",
+        "customer@example.org",
+    ]
     # The customer answers the acknowledgement: it lands on request 1, no second ack.
     d.send(
         make_mail(
@@ -51,7 +58,9 @@ def test_message_becomes_request_and_ack_reaches_the_relay(
         )
     )
     wait_for(lambda: count(db, Ticket, Ticket.status == "open") == 1)
-    assert count(db, Ticket) == 1 and len(sink.messages) == 1
+    assert count(db, Ticket) == 1
+    wait_for(lambda: len(sink.messages) == 5)  # two more notifications, nothing to the customer
+    assert len(to_customer()) == 1
 
 
 def test_maildir_outbox_by_default(
@@ -61,9 +70,10 @@ def test_maildir_outbox_by_default(
     d.send(make_mail("Где мой заказ?", body="Заказ 123 не пришёл."))
     new = tmp_path / "outbox" / "new"
     files = wait_for(lambda: list(new.glob("*")) if new.exists() else [])
-    msg = message_from_bytes(files[0].read_bytes(), policy=default)
+    wait_for(lambda: len(list(new.glob("*"))) == 3)  # the ack and two agent notifications
+    mails = [message_from_bytes(f.read_bytes(), policy=default) for f in new.glob("*")]
+    (msg,) = [m for m in mails if m["Delivered-To"] == "customer@example.org"]
     assert msg["Subject"] == "[Support #1] Где мой заказ?"
-    assert msg["Delivered-To"] == "customer@example.org"
     assert "Мы ответим" in msg.get_body(("plain",)).get_content()
 
 

@@ -2,139 +2,125 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import re
 from dataclasses import replace
 
-from sqlalchemy import update
-from sqlalchemy.orm import Session
-
 from maild.ingest.parse import ParsedMail
+from maild.pipeline.agent import handle_agent
 from maild.pipeline.base import Context, Work
-from maild.store.models import Attachment, Blob, Counter, Event, Message, Ticket, TicketCc
-from maild.threading.tags import strip_reply_prefixes, strip_tag
-from maild.tickets.sla import add_business_hours
+from maild.pipeline.records import add_ccs, add_event, new_ticket, store_message
+from maild.store.models import Ticket
+from maild.tickets.status import change_status
 
 log = logging.getLogger(__name__)
 
-_CYRILLIC = re.compile(r"[А-Яа-яЁё]")
-_LATIN = re.compile(r"[A-Za-z]")
 
-
-def guess_language(text: str, default: str) -> str:
-    """ru when the customer writes mostly Cyrillic, en when mostly Latin, else the desk's."""
-    sample = text[:2000]
-    cyr, lat = len(_CYRILLIC.findall(sample)), len(_LATIN.findall(sample))
-    if cyr + lat < 3:
-        return default
-    return "ru" if cyr >= lat else "en"
-
-
-def next_number(session: Session) -> int:
-    stmt = (
-        update(Counter)
-        .where(Counter.name == "ticket")
-        .values(value=Counter.value + 1)
-        .returning(Counter.value)
-    )
-    value = session.execute(stmt).scalar_one_or_none()
-    if value is None:
-        session.add(Counter(name="ticket", value=1))
-        session.flush()
-        return 1
-    return int(value)
-
-
-def add_event(
-    session: Session, ticket_id: int, ctx: Context, kind: str, actor: str = "", **detail: object
-) -> None:
-    session.add(
-        Event(
-            ticket_id=ticket_id,
-            at=ctx.clock(),
-            actor=actor,
-            kind=kind,
-            detail=json.dumps(detail, ensure_ascii=False, default=str),
+def _automatic(work: Work, ctx: Context, parsed: ParsedMail) -> Work:
+    verdict, match = work.verdict, work.match
+    assert verdict is not None and match is not None
+    msg = store_message(work, ctx, match.ticket_id, verdict.kind)
+    if match.ticket_id is not None:
+        add_event(
+            ctx.session,
+            match.ticket_id,
+            ctx,
+            "automatic-mail",
+            parsed.from_addr,
+            classified_as=verdict.kind,
+            reason=verdict.reason,
+            message=msg.id,
         )
+    log.info(
+        "inbound %d: %s (%s), %s",
+        work.inbound_id,
+        verdict.kind,
+        verdict.reason,
+        f"on #{match.ticket_id}" if match.ticket_id else "kept unattached",
     )
+    return replace(work, ticket_id=match.ticket_id, message_row_id=msg.id, action="automatic")
 
 
-def _store_attachments(session: Session, message: Message, parsed: ParsedMail) -> None:
-    for att in parsed.attachments:
-        sha = hashlib.sha256(att.data).hexdigest()
-        if session.get(Blob, sha) is None:
-            session.add(Blob(sha256=sha, size=len(att.data), data=att.data))
-            session.flush()
-        message.attachments.append(
-            Attachment(
-                filename=att.filename, content_type=att.content_type, size=len(att.data), sha256=sha
-            )
+def _create(work: Work, ctx: Context, parsed: ParsedMail, parent: int | None) -> Work:
+    ticket = new_ticket(ctx, parsed, parent)
+    msg = store_message(work, ctx, ticket.id, "customer")
+    ccs = add_ccs(ctx.session, ticket, parsed, ctx)
+    add_event(
+        ctx.session,
+        ticket.id,
+        ctx,
+        "created",
+        parsed.from_addr,
+        message=msg.id,
+        cc=ccs,
+        linked_to=parent,
+        proof=work.proof or None,
+    )
+    if parent is not None:
+        reason = work.match.reason if work.match else ""
+        add_event(
+            ctx.session, parent, ctx, "linked", parsed.from_addr, ticket=ticket.id, reason=reason
         )
-
-
-def store_message(work: Work, ctx: Context, ticket_id: int | None, kind: str) -> Message:
-    parsed = work.parsed
-    assert parsed is not None
-    msg = Message(
-        ticket_id=ticket_id,
-        inbound_id=work.inbound_id,
-        direction="in",
-        kind=kind,
-        from_addr=parsed.from_addr,
-        from_name=parsed.from_name,
-        to_addrs=",".join(parsed.to),
-        cc_addrs=",".join(parsed.cc),
-        subject=parsed.subject,
-        message_id=parsed.message_id,
-        in_reply_to=(parsed.in_reply_to or (None,))[0],
-        text=parsed.text,
-        html=parsed.html,
-        created_at=ctx.clock(),
+    log.info(
+        "inbound %d: new request #%d from %s%s",
+        work.inbound_id,
+        ticket.id,
+        parsed.from_addr,
+        f" (linked to #{parent})" if parent else "",
     )
-    ctx.session.add(msg)
-    _store_attachments(ctx.session, msg, parsed)
-    ctx.session.flush()
-    return msg
+    return replace(work, ticket_id=ticket.id, message_row_id=msg.id, created=True, action="created")
 
 
-def _add_ccs(session: Session, ticket: Ticket, parsed: ParsedMail, ctx: Context) -> list[str]:
-    own = {ctx.config.desk.address, ctx.config.outbound.sender, ticket.requester}
-    have = {c.email for c in ticket.ccs}
-    added = []
-    for addr in (*parsed.to, *parsed.cc):
-        if addr in own or addr in have or ctx.config.agent(addr) is not None:
-            continue
-        if addr in parsed.cc:
-            ticket.ccs.append(TicketCc(email=addr))
-            have.add(addr)
-            added.append(addr)
-    return added
-
-
-def _new_ticket(work: Work, ctx: Context, parsed: ParsedMail) -> Ticket:
-    now, desk = ctx.clock(), ctx.config.desk
-    subject = strip_reply_prefixes(strip_tag(parsed.subject, desk.tag))[:1000]
-    ticket = Ticket(
-        id=next_number(ctx.session),
-        subject=subject,
-        requester=parsed.from_addr,
-        requester_name=parsed.from_name,
-        status="new",
-        type="question",
-        priority="normal",
-        language=guess_language(f"{parsed.subject}\n{parsed.text}", desk.language),
-        parent_id=work.match.linked_to if work.match else None,
-        root_message_id=parsed.message_id,
-        created_at=now,
-        updated_at=now,
+def _customer_reply(work: Work, ctx: Context, parsed: ParsedMail, ticket: Ticket) -> Work:
+    if ticket.status == "closed":
+        # Closed is final: the customer's new message becomes a follow-up request.
+        return _create(work, ctx, parsed, ticket.id)
+    now = ctx.clock()
+    msg = store_message(work, ctx, ticket.id, "customer")
+    detail: dict[str, object] = {"message": msg.id}
+    if work.proof:
+        detail["alert"] = work.proof
+    if ticket.status in ("new", "pending", "solved"):
+        old = ticket.status
+        change_status(ticket, "open", now, ctx.config.clock)
+        detail["status"] = [old, "open"]
+    if parsed.from_addr == ticket.requester:
+        detail["cc"] = add_ccs(ctx.session, ticket, parsed, ctx)
+    ticket.updated_at = ticket.last_customer_at = now
+    add_event(
+        ctx.session,
+        ticket.id,
+        ctx,
+        "reopened" if detail.get("status") == ["solved", "open"] else "customer-reply",
+        parsed.from_addr,
+        **detail,
     )
-    hours = ctx.config.sla.hours(ticket.type, ticket.priority)
-    ticket.due_at = add_business_hours(now, hours, ctx.config.hours)
-    ctx.session.add(ticket)
-    ctx.session.flush()
-    return ticket
+    log.info(
+        "inbound %d: customer reply on #%d%s",
+        work.inbound_id,
+        ticket.id,
+        " (re-opened)" if detail.get("status") == ["solved", "open"] else "",
+    )
+    return replace(work, ticket_id=ticket.id, message_row_id=msg.id, action="customer-reply")
+
+
+def _department(work: Work, ctx: Context, parsed: ParsedMail, ticket: Ticket) -> Work:
+    msg = store_message(work, ctx, ticket.id, "department")
+    dept = ctx.config.department(parsed.from_addr)
+    ticket.updated_at = ctx.clock()
+    add_event(
+        ctx.session,
+        ticket.id,
+        ctx,
+        "department-reply",
+        parsed.from_addr,
+        department=dept.name if dept else "",
+        message=msg.id,
+        proof=work.proof,
+    )
+    log.info(
+        "inbound %d: department %s answered on #%d", work.inbound_id, parsed.from_addr, ticket.id
+    )
+    return replace(work, ticket_id=ticket.id, message_row_id=msg.id, action="department")
 
 
 class Apply:
@@ -143,74 +129,13 @@ class Apply:
     def __call__(self, work: Work, ctx: Context) -> Work:
         parsed, verdict, match = work.parsed, work.verdict, work.match
         assert parsed is not None and verdict is not None and match is not None
-        s = ctx.session
         if verdict.automatic:
-            msg = store_message(work, ctx, match.ticket_id, verdict.kind)
-            if match.ticket_id is not None:
-                add_event(
-                    s,
-                    match.ticket_id,
-                    ctx,
-                    "automatic-mail",
-                    parsed.from_addr,
-                    classified_as=verdict.kind,
-                    reason=verdict.reason,
-                    message=msg.id,
-                )
-            log.info(
-                "inbound %d: %s (%s), %s",
-                work.inbound_id,
-                verdict.kind,
-                verdict.reason,
-                f"on #{match.ticket_id}" if match.ticket_id else "kept unattached",
-            )
-            return replace(work, ticket_id=match.ticket_id, message_row_id=msg.id)
-        if match.ticket_id is None:
-            return self._create(work, ctx, parsed)
-        return self._reply(work, ctx, parsed, match.ticket_id)
-
-    def _create(self, work: Work, ctx: Context, parsed: ParsedMail) -> Work:
-        ticket = _new_ticket(work, ctx, parsed)
-        kind = "agent" if ctx.config.agent(parsed.from_addr) else "customer"
-        msg = store_message(work, ctx, ticket.id, kind)
-        ccs = _add_ccs(ctx.session, ticket, parsed, ctx)
-        add_event(
-            ctx.session,
-            ticket.id,
-            ctx,
-            "created",
-            parsed.from_addr,
-            message=msg.id,
-            cc=ccs,
-            linked_to=ticket.parent_id,
-        )
-        if ticket.parent_id is not None:
-            add_event(
-                ctx.session,
-                ticket.parent_id,
-                ctx,
-                "linked",
-                parsed.from_addr,
-                ticket=ticket.id,
-                reason=work.match.reason if work.match else "",
-            )
-        log.info(
-            "inbound %d: new request #%d from %s", work.inbound_id, ticket.id, parsed.from_addr
-        )
-        return replace(work, ticket_id=ticket.id, message_row_id=msg.id, created=True)
-
-    def _reply(self, work: Work, ctx: Context, parsed: ParsedMail, ticket_id: int) -> Work:
-        ticket = ctx.session.get(Ticket, ticket_id)
-        assert ticket is not None
-        kind = "agent" if ctx.config.agent(parsed.from_addr) else "customer"
-        msg = store_message(work, ctx, ticket.id, kind)
-        detail: dict[str, object] = {"message": msg.id}
-        if kind == "customer" and ticket.status in ("new", "pending"):
-            detail["status"] = [ticket.status, "open"]
-            ticket.status = "open"
-        if parsed.from_addr == ticket.requester:
-            detail["cc"] = _add_ccs(ctx.session, ticket, parsed, ctx)
-        ticket.updated_at = ctx.clock()
-        add_event(ctx.session, ticket.id, ctx, f"{kind}-reply", parsed.from_addr, **detail)
-        log.info("inbound %d: %s reply on #%d", work.inbound_id, kind, ticket.id)
-        return replace(work, ticket_id=ticket.id, message_row_id=msg.id)
+            return _automatic(work, ctx, parsed)
+        ticket = ctx.session.get(Ticket, match.ticket_id) if match.ticket_id else None
+        if ticket is None:
+            return _create(work, ctx, parsed, match.linked_to)
+        if work.role == "agent":
+            return handle_agent(work, ctx, ticket)
+        if work.role == "department":
+            return _department(work, ctx, parsed, ticket)
+        return _customer_reply(work, ctx, parsed, ticket)

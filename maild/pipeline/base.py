@@ -39,6 +39,7 @@ class Work:
     ticket_id: int | None = None
     message_row_id: int | None = None
     created: bool = False
+    action: str = ""  # what apply did: created, customer-reply, agent, department, automatic
     log: tuple[str, ...] = field(default=())
 
 

@@ -28,10 +28,17 @@ def ticket_by_refs(session: Session, refs: tuple[str, ...]) -> int | None:
     return None
 
 
-def is_member(session: Session, ticket: Ticket, address: str, ctx: Context) -> bool:
-    """Requester, a CC of the request, or an agent of the desk."""
+def is_member(session: Session, ticket: Ticket, work: Work, ctx: Context) -> bool:
+    """Requester, a CC of the request, a proven agent or department, or an agent's address.
+
+    A bare agent From (no proof) still lands on the request, but as a customer message that
+    executes nothing; see the "identify" stage.
+    """
+    address = work.parsed.from_addr if work.parsed else ""
     if not address:
         return False
+    if work.role in ("agent", "department"):
+        return True
     if address == ticket.requester or ctx.config.agent(address) is not None:
         return True
     cc = session.get(TicketCc, (ticket.id, address))
@@ -46,8 +53,12 @@ class MatchTicket:
         assert parsed is not None and verdict is not None
         s = ctx.session
         ticket, how = None, ""
-        number = find_ticket_number(parsed.subject, ctx.config.desk.tag)
-        if number is not None:
+        if work.proven_ticket is not None:
+            ticket, how = s.get(Ticket, work.proven_ticket), "signed Message-ID"
+        number = (
+            None if ticket is not None else find_ticket_number(parsed.subject, ctx.config.desk.tag)
+        )
+        if ticket is None and number is not None:
             ticket, how = s.get(Ticket, number), "tag"
         if ticket is None:
             refs = (*parsed.references, *parsed.in_reply_to)
@@ -55,7 +66,7 @@ class MatchTicket:
             ticket, how = (s.get(Ticket, tid), "references") if tid is not None else (None, "")
         if ticket is None:
             return replace(work, match=Match(None, reason="no thread"))
-        if verdict.automatic or is_member(s, ticket, parsed.from_addr, ctx):
+        if verdict.automatic or is_member(s, ticket, work, ctx):
             return replace(work, match=Match(ticket.id, reason=how))
         return replace(
             work,

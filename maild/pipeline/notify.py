@@ -1,18 +1,22 @@
-"""Stage "notify": the acknowledgement of a new request, unless the sender gets too many."""
+"""Stage "notify": the customer's acknowledgement and the agents' notifications."""
 
 from __future__ import annotations
 
 import logging
 
-from maild.pipeline.apply import add_event
 from maild.pipeline.base import Context, Work
-from maild.replies.compose import AUTO_REPLIED, Outgoing, new_message_id
+from maild.pipeline.records import add_event
+from maild.replies.compose import AUTO_GENERATED, AUTO_REPLIED, Outgoing, new_message_id
+from maild.replies.kinds import mail, when
 from maild.replies.outbox import enqueue, may_auto_reply
 from maild.replies.render import when_text
+from maild.security import signed_message_id
 from maild.store.models import Ticket
 from maild.threading.tags import tagged_subject
 
 log = logging.getLogger(__name__)
+
+NOTIFY_ON = {"created": "new", "customer-reply": "reply", "department": "department"}
 
 
 def acknowledgement(ticket: Ticket, work: Work, ctx: Context) -> Outgoing:
@@ -27,7 +31,7 @@ def acknowledgement(ticket: Ticket, work: Work, ctx: Context) -> Outgoing:
         ticket=ticket,
         name=ticket.requester_name,
         due_text=due_text,
-        parent_id=ticket.parent_id if work.match else None,
+        parent_id=ticket.parent_id,
     )
     return Outgoing(
         sender_name=desk.name,
@@ -46,30 +50,77 @@ def acknowledgement(ticket: Ticket, work: Work, ctx: Context) -> Outgoing:
     )
 
 
+def _acknowledge(ticket: Ticket, work: Work, ctx: Context) -> None:
+    limit = ctx.config.limits.auto_replies_per_hour
+    if not may_auto_reply(ctx.session, ticket.requester, ctx.clock(), limit):
+        add_event(
+            ctx.session,
+            ticket.id,
+            ctx,
+            "ack-suppressed",
+            reason=f"more than {limit} automatic replies to {ticket.requester}/hour",
+        )
+        log.warning(
+            "request #%d: no acknowledgement, %s got %d automatic replies this hour",
+            ticket.id,
+            ticket.requester,
+            limit,
+        )
+        return
+    enqueue(ctx.session, acknowledgement(ticket, work, ctx), ticket_id=ticket.id, kind="ack")
+    add_event(ctx.session, ticket.id, ctx, "acknowledged")
+
+
+def recipients(ticket: Ticket, ctx: Context, author: str) -> list[str]:
+    """The assignee, or every agent while nobody is assigned; never the author."""
+    agents = [ticket.assignee] if ticket.assignee else [a.email for a in ctx.config.agents]
+    return [a for a in agents if a and a != author]
+
+
+def notify_agents(
+    ticket: Ticket, ctx: Context, event: str, author: str, text: str, warning: str = ""
+) -> int:
+    """One notification per agent, each with a Message-ID signed for that agent."""
+    cfg = ctx.config
+    sent = 0
+    for agent in recipients(ticket, ctx, author):
+        mid = signed_message_id(cfg.secret_key, "n", ticket.id, agent, cfg.desk.domain)
+        out = mail(
+            ctx,
+            ticket,
+            to=[agent],
+            template="notify",
+            language=cfg.desk.language,
+            message_id=mid,
+            auto=AUTO_GENERATED,
+            event=event,
+            author=author,
+            text=text,
+            warning=warning,
+            due=when(ctx, ticket.due_at, cfg.desk.language),
+        )
+        enqueue(ctx.session, out, ticket_id=ticket.id, kind="notify", automatic=False)
+        sent += 1
+    return sent
+
+
 class Notify:
     name = "notify"
 
     def __call__(self, work: Work, ctx: Context) -> Work:
-        if not work.created or work.ticket_id is None:
+        if work.action not in NOTIFY_ON or work.ticket_id is None or work.parsed is None:
             return work
         ticket = ctx.session.get(Ticket, work.ticket_id)
         assert ticket is not None
-        limit = ctx.config.limits.auto_replies_per_hour
-        if not may_auto_reply(ctx.session, ticket.requester, ctx.clock(), limit):
-            add_event(
-                ctx.session,
-                ticket.id,
-                ctx,
-                "ack-suppressed",
-                reason=f"more than {limit} automatic replies to {ticket.requester}/hour",
+        if work.action == "created":
+            _acknowledge(ticket, work, ctx)
+        warning = ""
+        if work.proof.startswith("unproven"):
+            warning = (
+                f"This message claims to come from agent {work.parsed.from_addr} but "
+                "carries no proof; it was treated as a customer message."
             )
-            log.warning(
-                "request #%d: no acknowledgement, %s got %d automatic replies this hour",
-                ticket.id,
-                ticket.requester,
-                limit,
-            )
-            return work
-        enqueue(ctx.session, acknowledgement(ticket, work, ctx), ticket_id=ticket.id, kind="ack")
-        add_event(ctx.session, ticket.id, ctx, "acknowledged")
+        notify_agents(
+            ticket, ctx, NOTIFY_ON[work.action], work.parsed.from_addr, work.parsed.text, warning
+        )
         return work

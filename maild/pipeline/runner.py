@@ -17,6 +17,7 @@ from maild.ingest.parse import Limits, ParsedMail, parse_mail
 from maild.pipeline.apply import Apply
 from maild.pipeline.base import Context, Stage, Work
 from maild.pipeline.classify import Classify
+from maild.pipeline.identify import Identify
 from maild.pipeline.match import MatchTicket
 from maild.pipeline.notify import Notify
 from maild.replies.render import Renderer
@@ -26,9 +27,10 @@ from maild.store.models import Inbound
 log = logging.getLogger(__name__)
 
 # The order of the pipeline, reviewed in one place. "parse" runs before the transaction.
-PIPELINE: tuple[str, ...] = ("parse", "classify", "match-ticket", "apply", "notify")
+PIPELINE: tuple[str, ...] = ("parse", "classify", "identify", "match-ticket", "apply", "notify")
 STAGES: dict[str, Callable[[], Stage]] = {
     "classify": Classify,
+    "identify": Identify,
     "match-ticket": MatchTicket,
     "apply": Apply,
     "notify": Notify,

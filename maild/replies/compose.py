@@ -5,9 +5,11 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
+from email import encoders
 from email.charset import QP, Charset
 from email.generator import BytesGenerator
 from email.header import Header
+from email.mime.base import MIMEBase
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
 from email.policy import compat32
@@ -44,6 +46,9 @@ class Outgoing:
     cc: tuple[str, ...] = ()
     auto_submitted: str | None = AUTO_REPLIED
     extra_headers: tuple[tuple[str, str], ...] = ()
+    reply_to: str | None = None
+    # (file name, content type, bytes): the name is only ever a MIME parameter, never a path
+    attachments: tuple[tuple[str, str, bytes], ...] = ()
 
 
 def clean_header(value: str, what: str) -> str:
@@ -73,13 +78,32 @@ def _body(text: str, subtype: str) -> MIMEText:
     return MIMEText(text, subtype, _BODY_CHARSET)  # type: ignore[arg-type]
 
 
+def _attachment(name: str, ctype: str, data: bytes) -> MIMEBase:
+    maintype, _, subtype = ctype.partition("/")
+    if not (maintype.isascii() and subtype.isascii() and maintype and subtype) or "\n" in ctype:
+        maintype, subtype = "application", "octet-stream"
+    part = MIMEBase(maintype, subtype)
+    part.set_payload(data)
+    encoders.encode_base64(part)
+    safe = "".join(c for c in name if c >= " " and c not in '"\\/') or "attachment"
+    param: str | tuple[str, str, str] = safe if safe.isascii() else ("utf-8", "", safe)
+    part.add_header("Content-Disposition", "attachment", filename=param)
+    return part
+
+
 def build(out: Outgoing) -> bytes:
     """The wire form of ``out`` (CRLF line ends, 7-bit safe headers)."""
-    msg: MIMEText | MIMEMultipart = _body(out.text, "plain")
+    msg: MIMEBase = _body(out.text, "plain")
     if out.html:
         msg = MIMEMultipart("alternative")
         msg.attach(_body(out.text, "plain"))
         msg.attach(_body(out.html, "html"))
+    if out.attachments:
+        mixed = MIMEMultipart("mixed")
+        mixed.attach(msg)
+        for name, ctype, data in out.attachments:
+            mixed.attach(_attachment(name, ctype, data))
+        msg = mixed
     name = clean_header(out.sender_name, "From name")
     msg["From"] = formataddr((name, clean_header(out.sender, "From")), charset="utf-8")
     msg["To"] = ", ".join(clean_header(a, "To") for a in out.to)
@@ -93,6 +117,8 @@ def build(out: Outgoing) -> bytes:
     refs = _references(out)
     if refs:
         msg["References"] = refs
+    if out.reply_to:
+        msg["Reply-To"] = clean_header(out.reply_to, "Reply-To")
     if out.auto_submitted:
         msg["Auto-Submitted"] = out.auto_submitted
     msg["X-Auto-Response-Suppress"] = "All"

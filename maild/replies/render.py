@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -67,3 +67,41 @@ class Renderer:
         except Exception:  # TemplateNotFound: an HTML part is optional
             return text, None
         return text, html_tpl.render(**context)
+
+
+_RU_DAYS = ("понедельник", "вторник", "среда", "четверг", "пятница", "суббота", "воскресенье")
+_RU_MONTHS_GEN = (
+    "января",
+    "февраля",
+    "марта",
+    "апреля",
+    "мая",
+    "июня",
+    "июля",
+    "августа",
+    "сентября",
+    "октября",
+    "ноября",
+    "декабря",
+)
+_EN_MONTHS = (
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+)
+
+
+def day_text(day: date, language: str) -> str:
+    """ "Monday 30 November" / "понедельник, 30 ноября"."""
+    if language == "ru":
+        return f"{_RU_DAYS[day.weekday()]}, {day.day} {_RU_MONTHS_GEN[day.month - 1]}"
+    return f"{_EN_DAYS[day.weekday()]} {day.day} {_EN_MONTHS[day.month - 1]}"

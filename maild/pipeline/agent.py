@@ -1,0 +1,183 @@
+"""An agent's reply: commands, internal notes, the answer relayed to the customer, escalation."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+
+from maild.config_sections import Department
+from maild.pipeline.base import Context, Work
+from maild.pipeline.records import add_event, set_due, store_message
+from maild.replies import escalation
+from maild.replies.compose import AUTO_REPLIED
+from maild.replies.kinds import mail
+from maild.replies.outbox import enqueue
+from maild.replies.quotes import strip_quoted
+from maild.security import signed_message_id
+from maild.store.models import Ticket, TicketCc
+from maild.tickets.commands import HELP, Command, ParsedCommands, parse_commands
+from maild.tickets.status import change_status
+
+log = logging.getLogger(__name__)
+
+
+def validate(cmds: ParsedCommands, ctx: Context, agent: str) -> list[str]:
+    """Errors that depend on the desk's configuration (agents, departments)."""
+    errors = list(cmds.errors)
+    assign = cmds.get("assign")
+    if assign and assign.arg.lower() != "me" and ctx.config.agent(assign.arg) is None:
+        errors.append(f"#assign {assign.arg}: not an agent of this desk")
+    esc = cmds.get("escalate")
+    if esc and ctx.config.department(esc.arg.split()[0]) is None:
+        names = ", ".join(d.name for d in ctx.config.departments) or "none configured"
+        errors.append(f"#escalate {esc.arg.split()[0]}: unknown department ({names})")
+    status = cmds.get("status")
+    if esc and status and status.arg != "hold":
+        errors.append("#escalate puts the request on hold; leave out #status")
+    if (
+        cmds.get("note")
+        and len(cmds.commands) > 1
+        and any(c.name in ("escalate",) for c in cmds.commands)
+    ):
+        errors.append("#note and #escalate do not go together")
+    return errors
+
+
+def _command_error(ticket: Ticket, ctx: Context, agent: str, errors: list[str]) -> None:
+    cfg = ctx.config
+    out = mail(
+        ctx,
+        ticket,
+        to=[agent],
+        template="command_error",
+        language=cfg.desk.language,
+        auto=AUTO_REPLIED,
+        errors=errors,
+        help=HELP,
+        message_id=signed_message_id(cfg.secret_key, "n", ticket.id, agent, cfg.desk.domain),
+    )
+    enqueue(ctx.session, out, ticket_id=ticket.id, kind="command-error", automatic=False)
+
+
+def _execute(ticket: Ticket, cmds: ParsedCommands, ctx: Context, agent: str) -> Department | None:
+    """Apply every command (already validated); returns the department escalated to."""
+    now, s = ctx.clock(), ctx.session
+    dept = None
+    for cmd in cmds.commands:
+        if cmd.name in ("priority", "type"):
+            add_event(
+                s, ticket.id, ctx, cmd.name, agent, old=getattr(ticket, cmd.name), new=cmd.arg
+            )
+            setattr(ticket, cmd.name, cmd.arg)
+            if ticket.first_response_at is None:
+                set_due(ticket, ctx.config)
+        elif cmd.name == "status":
+            changed = change_status(ticket, cmd.arg, now, ctx.config.clock)
+            if changed:
+                add_event(s, ticket.id, ctx, "status", agent, old=changed[0], new=changed[1])
+        elif cmd.name == "assign":
+            who = agent if cmd.arg.lower() == "me" else cmd.arg.lower()
+            add_event(s, ticket.id, ctx, "assign", agent, old=ticket.assignee, new=who)
+            ticket.assignee = who
+        elif cmd.name == "category":
+            add_event(s, ticket.id, ctx, "category", agent, new=cmd.arg[:128])
+            ticket.category = cmd.arg[:128]
+        elif cmd.name == "cc":
+            _cc(ticket, cmd.arg, ctx, agent)
+        elif cmd.name == "escalate":
+            dept = ctx.config.department(cmd.arg.split()[0])
+    ticket.updated_at = now
+    return dept
+
+
+def _cc(ticket: Ticket, arg: str, ctx: Context, agent: str) -> None:
+    action, _, email = arg.partition(" ")
+    email = email.strip().lower()
+    have = {c.email: c for c in ticket.ccs}
+    if action.lower() == "add" and email not in have and email != ticket.requester:
+        ticket.ccs.append(TicketCc(email=email))
+    elif action.lower() == "remove" and email in have:
+        ticket.ccs.remove(have[email])
+    add_event(ctx.session, ticket.id, ctx, f"cc-{action.lower()}", agent, email=email)
+
+
+def agent_name(ctx: Context, email: str) -> str:
+    agent = ctx.config.agent(email)
+    return agent.name if agent else email
+
+
+def _relay(ticket: Ticket, work: Work, ctx: Context, agent: str, text: str, solved: bool) -> None:
+    """Send the agent's new text (and attachments) to the requester and the CCs."""
+    parsed = work.parsed
+    assert parsed is not None
+    name = agent_name(ctx, agent)
+    atts = tuple((a.filename, a.content_type, a.data) for a in parsed.attachments)
+    out = mail(
+        ctx,
+        ticket,
+        to=[ticket.requester],
+        cc=[c.email for c in ticket.ccs],
+        template="resolution" if solved else "",
+        prefix=text,
+        auto=None,
+        sender_name=f"{name} ({ctx.config.desk.name})",
+        attachments=atts,
+    )
+    enqueue(
+        ctx.session,
+        out,
+        ticket_id=ticket.id,
+        kind="agent-reply",
+        message_kind="agent",
+        automatic=False,
+    )
+
+
+def handle_agent(work: Work, ctx: Context, ticket: Ticket) -> Work:
+    parsed = work.parsed
+    assert parsed is not None
+    agent, now = parsed.from_addr, ctx.clock()
+    cmds = parse_commands(parsed.text)
+    errors = validate(cmds, ctx, agent)
+    note = cmds.get("note") is not None
+    msg = store_message(work, ctx, ticket.id, "note" if note and not errors else "agent")
+    if errors:
+        add_event(
+            ctx.session, ticket.id, ctx, "command-error", agent, errors=errors, message=msg.id
+        )
+        _command_error(ticket, ctx, agent, errors)
+        log.info(
+            "inbound %d: agent %s on #%d: command error: %s",
+            work.inbound_id,
+            agent,
+            ticket.id,
+            "; ".join(errors),
+        )
+        return replace(work, ticket_id=ticket.id, message_row_id=msg.id, action="agent-error")
+    dept = _execute(ticket, cmds, ctx, agent)
+    solved_now = (cmds.get("status") or Command("")).arg == "solved"
+    text = "" if note else strip_quoted(cmds.body).strip()
+    if note:
+        add_event(ctx.session, ticket.id, ctx, "note", agent, message=msg.id)
+    elif dept is not None:
+        note_text = (cmds.get("escalate") or Command("")).arg.partition(" ")[2]
+        escalation.escalate(ticket, ctx, agent_name(ctx, agent), dept, note_text, text)
+        add_event(
+            ctx.session, ticket.id, ctx, "escalated", agent, department=dept.name, message=msg.id
+        )
+    elif text or solved_now:
+        _relay(ticket, work, ctx, agent, text, solved_now)
+        add_event(ctx.session, ticket.id, ctx, "agent-reply", agent, message=msg.id)
+    if not note and (text or dept) and ticket.first_response_at is None:
+        ticket.first_response_at = now
+        ticket.assignee = ticket.assignee or agent
+        if ticket.status == "new" and cmds.get("status") is None:
+            change_status(ticket, "open", now, ctx.config.clock)
+    log.info(
+        "inbound %d: agent %s on #%d (%s)",
+        work.inbound_id,
+        agent,
+        ticket.id,
+        ", ".join(f"#{c.name} {c.arg}".strip() for c in cmds.commands) or "reply",
+    )
+    return replace(work, ticket_id=ticket.id, message_row_id=msg.id, action="agent")

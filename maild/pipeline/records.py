@@ -1,0 +1,144 @@
+"""Rows the stages write: request numbers, messages with attachments, CCs, history events."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+
+from sqlalchemy import update
+from sqlalchemy.orm import Session
+
+from maild.config import Config
+from maild.ingest.parse import ParsedMail
+from maild.pipeline.base import Context, Work
+from maild.store.models import Attachment, Blob, Counter, Event, Message, Ticket, TicketCc
+from maild.threading.tags import strip_reply_prefixes, strip_tag
+from maild.tickets.sla import add_business_hours
+
+log = logging.getLogger(__name__)
+
+_CYRILLIC = re.compile(r"[А-Яа-яЁё]")
+_LATIN = re.compile(r"[A-Za-z]")
+
+
+def guess_language(text: str, default: str) -> str:
+    """ru when the customer writes mostly Cyrillic, en when mostly Latin, else the desk's."""
+    sample = text[:2000]
+    cyr, lat = len(_CYRILLIC.findall(sample)), len(_LATIN.findall(sample))
+    if cyr + lat < 3:
+        return default
+    return "ru" if cyr >= lat else "en"
+
+
+def next_number(session: Session) -> int:
+    stmt = (
+        update(Counter)
+        .where(Counter.name == "ticket")
+        .values(value=Counter.value + 1)
+        .returning(Counter.value)
+    )
+    value = session.execute(stmt).scalar_one_or_none()
+    if value is None:
+        session.add(Counter(name="ticket", value=1))
+        session.flush()
+        return 1
+    return int(value)
+
+
+def add_event(
+    session: Session, ticket_id: int, ctx: Context, kind: str, actor: str = "", **detail: object
+) -> None:
+    session.add(
+        Event(
+            ticket_id=ticket_id,
+            at=ctx.clock(),
+            actor=actor,
+            kind=kind,
+            detail=json.dumps(detail, ensure_ascii=False, default=str),
+        )
+    )
+
+
+def _store_attachments(session: Session, message: Message, parsed: ParsedMail) -> None:
+    for att in parsed.attachments:
+        sha = hashlib.sha256(att.data).hexdigest()
+        if session.get(Blob, sha) is None:
+            session.add(Blob(sha256=sha, size=len(att.data), data=att.data))
+            session.flush()
+        message.attachments.append(
+            Attachment(
+                filename=att.filename, content_type=att.content_type, size=len(att.data), sha256=sha
+            )
+        )
+
+
+def store_message(work: Work, ctx: Context, ticket_id: int | None, kind: str) -> Message:
+    parsed = work.parsed
+    assert parsed is not None
+    msg = Message(
+        ticket_id=ticket_id,
+        inbound_id=work.inbound_id,
+        direction="in",
+        kind=kind,
+        from_addr=parsed.from_addr,
+        from_name=parsed.from_name,
+        to_addrs=",".join(parsed.to),
+        cc_addrs=",".join(parsed.cc),
+        subject=parsed.subject,
+        message_id=parsed.message_id,
+        in_reply_to=(parsed.in_reply_to or (None,))[0],
+        text=parsed.text,
+        html=parsed.html,
+        created_at=ctx.clock(),
+    )
+    ctx.session.add(msg)
+    _store_attachments(ctx.session, msg, parsed)
+    ctx.session.flush()
+    return msg
+
+
+def add_ccs(session: Session, ticket: Ticket, parsed: ParsedMail, ctx: Context) -> list[str]:
+    own = {ctx.config.desk.address, ctx.config.outbound.sender, ticket.requester}
+    have = {c.email for c in ticket.ccs}
+    added = []
+    for addr in (*parsed.to, *parsed.cc):
+        if addr in own or addr in have or ctx.config.agent(addr) is not None:
+            continue
+        if addr in parsed.cc:
+            ticket.ccs.append(TicketCc(email=addr))
+            have.add(addr)
+            added.append(addr)
+    return added
+
+
+def set_due(ticket: Ticket, config: Config) -> None:
+    """The first-response deadline, in business hours from creation, by type and priority."""
+    hours = config.sla.hours(ticket.type, ticket.priority)
+    ticket.due_at = add_business_hours(ticket.created_at, hours, config.hours)
+
+
+def new_ticket(ctx: Context, parsed: ParsedMail, parent_id: int | None) -> Ticket:
+    now, desk = ctx.clock(), ctx.config.desk
+    subject = strip_reply_prefixes(strip_tag(parsed.subject, desk.tag))[:1000]
+    ticket = Ticket(
+        id=next_number(ctx.session),
+        subject=subject,
+        requester=parsed.from_addr,
+        requester_name=parsed.from_name,
+        status="new",
+        type="question",
+        priority="normal",
+        language=guess_language(f"{parsed.subject}\n{parsed.text}", desk.language),
+        parent_id=parent_id,
+        root_message_id=parsed.message_id,
+        created_at=now,
+        updated_at=now,
+        status_since=now,
+        last_customer_at=now,
+    )
+    set_due(ticket, ctx.config)
+    ctx.session.add(ticket)
+    ctx.session.flush()
+    return ticket

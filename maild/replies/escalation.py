@@ -1,0 +1,95 @@
+"""Hand a request to another department, and tell the customer when to expect an answer."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from maild.config_sections import Department
+from maild.replies.kinds import MailContext, mail
+from maild.replies.outbox import enqueue
+from maild.replies.render import day_text
+from maild.security import signed_message_id
+from maild.store.models import Blob, Message, Ticket
+from maild.tickets.hold import answer_window
+from maild.tickets.status import change_status
+
+
+def _history(ctx: MailContext, ticket: Ticket) -> tuple[list[dict[str, str]], Message | None]:
+    msgs = list(
+        ctx.session.scalars(
+            select(Message).where(Message.ticket_id == ticket.id).order_by(Message.id)
+        )
+    )
+    lines = [
+        {
+            "at": m.created_at.strftime("%Y-%m-%d %H:%M"),
+            "who": f"{m.kind} {m.from_addr}",
+            "line": (m.text.strip().splitlines() or [""])[0][:100],
+        }
+        for m in msgs[-30:]
+    ]
+    last = next((m for m in reversed(msgs) if m.kind == "customer"), None)
+    return lines, last
+
+
+def _attachments(ctx: MailContext, message: Message | None) -> tuple[tuple[str, str, bytes], ...]:
+    if message is None:
+        return ()
+    found = []
+    for att in message.attachments:
+        blob = ctx.session.get(Blob, att.sha256)
+        if blob is not None:
+            found.append((att.filename, att.content_type, blob.data))
+    return tuple(found)
+
+
+def escalate(
+    ticket: Ticket, ctx: MailContext, agent_name: str, dept: Department, note: str, text: str
+) -> None:
+    """Put ``ticket`` on hold for ``dept``: mail the department, tell the customer when."""
+    cfg, now = ctx.config, ctx.clock()
+    history, last = _history(ctx, ticket)
+    change_status(ticket, "hold", now, cfg.clock, department=dept.name)
+    to_dept = mail(
+        ctx,
+        ticket,
+        to=[dept.email],
+        template="escalation",
+        language=cfg.desk.language,
+        department=dept,
+        agent_name=agent_name,
+        note=note,
+        history=history,
+        last_text=last.text if last else "",
+        attachments=_attachments(ctx, last),
+        message_id=signed_message_id(cfg.secret_key, "e", ticket.id, dept.email, cfg.desk.domain),
+    )
+    enqueue(
+        ctx.session,
+        to_dept,
+        ticket_id=ticket.id,
+        kind="escalation",
+        message_kind="system",
+        automatic=False,
+    )
+    window, day = answer_window(now, cfg.hours)
+    to_customer = mail(
+        ctx,
+        ticket,
+        to=[ticket.requester],
+        cc=[c.email for c in ticket.ccs],
+        template="hold_customer",
+        prefix=text,
+        auto=None,
+        department=dept,
+        window=window,
+        day=day_text(day, ticket.language),
+    )
+    enqueue(
+        ctx.session,
+        to_customer,
+        ticket_id=ticket.id,
+        kind="hold-interim",
+        message_kind="agent",
+        automatic=False,
+    )

@@ -1,0 +1,105 @@
+"""What every reply kind needs: the desk as sender, the thread of a request, templates."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, Protocol
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from maild.clock import Clock
+from maild.config import Config
+from maild.replies.compose import AUTO_GENERATED, Outgoing, new_message_id
+from maild.replies.render import Renderer
+from maild.store.models import Message, Ticket
+from maild.threading.tags import tagged_subject
+
+
+class MailContext(Protocol):
+    """The part of a pipeline or sweep context a reply kind needs."""
+
+    @property
+    def session(self) -> Session: ...
+    @property
+    def config(self) -> Config: ...
+    @property
+    def renderer(self) -> Renderer: ...
+    @property
+    def clock(self) -> Clock: ...
+
+
+def thread_of(session: Session, ticket: Ticket) -> tuple[str | None, tuple[str, ...]]:
+    """(In-Reply-To, References) that continue the customer's thread of ``ticket``."""
+    ids = list(
+        session.scalars(
+            select(Message.message_id)
+            .where(
+                Message.ticket_id == ticket.id,
+                Message.direction == "in",
+                Message.kind == "customer",
+                Message.message_id.is_not(None),
+            )
+            .order_by(Message.id.desc())
+            .limit(10)
+        )
+    )
+    last = ids[0] if ids else ticket.root_message_id
+    refs = [r for r in (ticket.root_message_id, *reversed(ids)) if r]
+    return last, tuple(dict.fromkeys(refs))
+
+
+def mail(
+    ctx: MailContext,
+    ticket: Ticket,
+    *,
+    to: Sequence[str],
+    template: str,
+    language: str | None = None,
+    message_id: str | None = None,
+    cc: Sequence[str] = (),
+    auto: str | None = AUTO_GENERATED,
+    sender_name: str | None = None,
+    prefix: str = "",
+    suffix: str = "",
+    attachments: tuple[tuple[str, str, bytes], ...] = (),
+    **context: Any,
+) -> Outgoing:
+    """One mail about ``ticket`` from the desk, its text from ``<lang>/<template>.txt.j2``."""
+    cfg, now = ctx.config, ctx.clock()
+    lang = language or ticket.language
+    text, html = (
+        ctx.renderer.render(
+            lang, template, desk=cfg.desk, ticket=ticket, now=now, config=cfg, **context
+        )
+        if template
+        else ("", None)
+    )
+    if prefix or suffix:
+        text, html = "\n\n".join(p for p in (prefix.strip(), text.strip(), suffix) if p), None
+    in_reply_to, refs = thread_of(ctx.session, ticket)
+    return Outgoing(
+        sender_name=sender_name or cfg.desk.name,
+        sender=cfg.outbound.sender,
+        to=tuple(to),
+        subject=tagged_subject(cfg.desk.tag, ticket.id, ticket.subject),
+        text=text + "\n",
+        html=html,
+        message_id=message_id or new_message_id(cfg.desk.domain, f"t.{ticket.id}"),
+        loop_name=cfg.desk.address,
+        language=lang,
+        date=now,
+        in_reply_to=in_reply_to,
+        references=refs,
+        cc=tuple(cc),
+        auto_submitted=auto,
+        reply_to=cfg.desk.address,
+        attachments=attachments,
+    )
+
+
+def when(ctx: MailContext, at: datetime | None, language: str) -> str:
+    from maild.replies.render import when_text
+
+    return when_text(at, ctx.clock(), language, ctx.config.desk.timezone) if at else "-"
