@@ -78,7 +78,7 @@ def escalate(
         ticket,
         to=[ticket.requester],
         cc=[c.email for c in ticket.ccs],
-        template="hold_customer",
+        template="hold_interim",
         prefix=text,
         auto=None,
         department=dept,
