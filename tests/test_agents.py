@@ -279,7 +279,7 @@ def test_reply_to_closed_request_starts_a_follow_up(
     ingest(make_mail("Re: [Support #1] Printer is broken", body="Me again."))
     follow = ticket(db, 2)
     assert follow.parent_id == 1 and follow.requester == "customer@example.org"
-    ack = [m for r, m in mails(db, "ack") if r.ticket_id == 2][0]
+    ack = next(m for r, m in mails(db, "ack") if r.ticket_id == 2)
     assert "#1" in text_of(ack)
 
 
