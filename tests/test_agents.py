@@ -370,3 +370,37 @@ def test_russian_escalation_promise(
     )
     ((_, interim),) = mails(db, "hold-interim")
     assert "первый рабочий день, понедельник, 30 ноября" in text_of(interim)
+
+
+def test_end_to_end_over_smtp(
+    make_config: Callable[..., Config],
+    db: Database,
+    smtp_sink: tuple[object, object],
+    running: Callable[..., object],
+) -> None:
+    """Customer -> notification -> the agent answers from her mail client -> customer."""
+    from conftest import wait_for
+
+    sink, controller = smtp_sink
+    cfg = make_config(outbound={"url": f"smtp://127.0.0.1:{controller.port}"})  # type: ignore[attr-defined]
+    d = running(cfg)
+    d.send(make_mail("Printer is broken", message_id="<e2e@client.example.org>"))  # type: ignore[attr-defined]
+
+    def delivered(rcpt: str) -> list[EmailMessage]:
+        return [
+            message_from_bytes(raw, policy=default)  # type: ignore[misc]
+            for _, rcpts, raw in sink.messages
+            if rcpt in rcpts
+        ]  # type: ignore[attr-defined]
+
+    (note,) = wait_for(lambda: delivered("anna@example.com"))
+    d.send(
+        reply_to(note, "anna@example.com", "#priority high\nTry the other tray.\n\n> quoted"),  # type: ignore[attr-defined]
+        sender="anna@example.com",
+    )
+    answer = wait_for(
+        lambda: [m for m in delivered("customer@example.org") if "Auto-Submitted" not in m]
+    )
+    text = text_of(answer[0])
+    assert text.strip() == "Try the other tray." and "#priority" not in text
+    assert ticket(db).priority == "high"
