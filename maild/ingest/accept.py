@@ -91,7 +91,8 @@ def check_acceptable(raw: bytes, max_size: int | None = None) -> None:
         raise RejectedMessage("empty message")
     if max_size is not None and len(raw) > max_size:
         raise RejectedMessage(f"message is {len(raw)} bytes, over the limit of {max_size}")
-    first = raw.lstrip(b"\r\n").split(b"\n", 1)[0]
+    # Real mail may open with a BOM or blank padding lines; the parser skips those too.
+    first = raw.lstrip(b"\xef\xbb\xbf").lstrip(b" \t\r\n").split(b"\n", 1)[0]
     if not _HEADER_LINE.match(first):
         raise RejectedMessage("not a mail: the first line is not a header")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import binascii
 import email
 import logging
 import mimetypes
@@ -12,6 +13,7 @@ from email.message import Message
 from email.policy import Compat32
 from email.utils import getaddresses, parseaddr
 
+import mailparser
 import nh3
 
 from maild.errors import LimitExceeded, QuarantineError
@@ -26,6 +28,10 @@ _CT_LINE = re.compile(rb"(?im)^content-type[ \t]*:")
 _LEADING_JUNK = re.compile(rb"\A(?:\xef\xbb\xbf)?(?:[ \t]*\r?\n)*")
 _FOLD = re.compile(r"\r?\n[ \t]*")
 _SURROGATE = re.compile("[\udc80-\udcff]")
+_ENCODED_WORD = re.compile(r"=\?[^?]*\?[bBqQ]\?.*?\?=")
+_STASHED = re.compile(r"maildEW(\d+)x")
+_B64_JUNK = re.compile(rb"[^A-Za-z0-9+/=]")
+_B64_PAD = re.compile(rb"=+")
 _ADDR_SPEC = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
 
 
@@ -123,6 +129,8 @@ def _first(heads: list[tuple[str, str]], name: str) -> str:
 
 def _clean_addr(addr: str) -> str:
     """A lower-cased address, or "" if it could not be one (8-bit bytes read as utf-8)."""
+    if _STASHED.search(addr):
+        return ""  # an encoded word inside an address: not an address
     addr = decode_value(addr, "utf-8").lower()
     if "\ufffd" in addr:
         return ""
@@ -130,22 +138,47 @@ def _clean_addr(addr: str) -> str:
     return addr if ok and len(addr) <= 254 else ""
 
 
+def _stash_words(value: str) -> tuple[str, list[str]]:
+    """The value with each RFC 2047 word replaced by a plain token, and the words.
+
+    An encoded word may hide ":", "<", "," or "@" ("=?utf-8?q?x=0D=0ABcc:_evil@example.net?=");
+    the address parser must never see those, or the display name becomes a group or an
+    address. RFC 2047 words are decoded after parsing, in the name only.
+    """
+    words: list[str] = []
+
+    def keep(m: re.Match[str]) -> str:
+        words.append(m.group(0))
+        return f"maildEW{len(words) - 1}x"
+
+    return _ENCODED_WORD.sub(keep, _FOLD.sub(" ", value)), words
+
+
+def _unstash(text: str, words: list[str]) -> str:
+    def back(m: re.Match[str]) -> str:
+        i = int(m.group(1))
+        return words[i] if i < len(words) else m.group(0)
+
+    return _STASHED.sub(back, text)
+
+
 def _sender(value: str, hint: str | None) -> tuple[str, str]:
     """(name, address) of a From value, parsed before its encoded words are decoded."""
-    name, addr = parseaddr(_FOLD.sub(" ", value))
+    plain, words = _stash_words(value)
+    name, addr = parseaddr(plain)
     found = _clean_addr(addr)
     if not found:
         # "Big Bug bb@bug.com", "a@x.org b@x.org": take the first thing shaped like an address.
-        m = _ADDR_SPEC.search(value)
+        m = _ADDR_SPEC.search(plain)
         if m:
             found = _clean_addr(m.group(0))
-            name = name or value[: m.start()].strip(" <\"'")
-    return decode_value(name, hint)[:256], found
+            name = name or plain[: m.start()].strip(" <\"'")
+    return decode_value(_unstash(name, words), hint)[:256], found
 
 
 def _addresses(heads: list[tuple[str, str]], name: str) -> tuple[str, ...]:
     lname = name.lower()
-    values = [_FOLD.sub(" ", v) for k, v in heads if k.lower() == lname]
+    values = [_stash_words(v)[0] for k, v in heads if k.lower() == lname]
     found: list[str] = []
     for _, addr in getaddresses(values):
         addr = _clean_addr(addr)
@@ -203,8 +236,28 @@ def _payload_bytes(part: Message) -> bytes:
             return b"".join(p.as_bytes() for p in part.get_payload() if isinstance(p, Message))
         except (LookupError, ValueError, TypeError, UnicodeError):
             return b""
+    if str(part.get("Content-Transfer-Encoding", "")).strip().lower() == "base64":
+        payload = part.get_payload()
+        if isinstance(payload, str):
+            return _base64(payload.encode("ascii", "ignore"))
     data = part.get_payload(decode=True)
     return data if isinstance(data, bytes) else b""
+
+
+def _base64(data: bytes) -> bytes:
+    """Lenient base64: junk dropped, each padded run decoded on its own, a dangling char ignored.
+
+    compat32 hands back the undecoded text when the length is off by one.
+    """
+    out = []
+    for chunk in _B64_PAD.split(_B64_JUNK.sub(b"", data)):
+        if len(chunk) % 4 == 1:
+            chunk = chunk[:-1]
+        try:
+            out.append(binascii.a2b_base64(chunk + b"=" * (-len(chunk) % 4)))
+        except binascii.Error:
+            break
+    return b"".join(out)
 
 
 def _attachment(part: Message, name: str | None, ctype: str) -> Attachment:
@@ -282,10 +335,36 @@ def parse_mail(raw: bytes, limits: Limits = Limits()) -> ParsedMail:
         raise QuarantineError(f"body could not be decoded: {type(exc).__name__}: {exc}") from exc
 
 
+def _defects(msg: Message) -> tuple[str, ...]:
+    found = {type(d).__name__ for part in msg.walk() for d in part.defects}
+    return tuple(sorted(found))
+
+
+def _recover(msg: Message) -> tuple[str, tuple[str, ...]]:
+    """mail-parser's repairs for a broken structure (a part lost in the epilogue, ...).
+
+    Only for messages the stdlib flags as defective: it walks the whole message again.
+    """
+    try:
+        mp = mailparser.MailParser(msg)
+    except Exception:  # a second opinion must never fail the message
+        log.debug("mail-parser could not read a defective message", exc_info=True)
+        return "", ()
+    text = "\n".join(t for t in mp.text_plain if t).strip()
+    if not text and mp.text_html:
+        text = html_to_text("\n".join(mp.text_html))
+    return text.replace("\x00", ""), tuple(sorted(mp.defects_categories))
+
+
 def _parsed(msg: Message) -> ParsedMail:
     heads = _raw_headers(msg)
     hint = _body_charset(msg)
     text, html, atts = _bodies(msg, hint)
+    defects = _defects(msg)
+    if defects:
+        recovered, categories = _recover(msg)
+        text = text or ("" if html else recovered)
+        defects = categories or defects
     from_name, from_addr = _sender(_first(heads, "From"), hint)
     return ParsedMail(
         message_id=normalize_msgid(decode_value(_first(heads, "Message-ID"))),
@@ -302,5 +381,5 @@ def _parsed(msg: Message) -> ParsedMail:
         text=text,
         html=html,
         attachments=atts,
-        defects=tuple(type(d).__name__ for d in msg.defects),
+        defects=defects,
     )

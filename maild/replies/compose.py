@@ -2,26 +2,14 @@
 
 from __future__ import annotations
 
+import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
-from email import encoders
-from email.charset import QP, Charset
-from email.generator import BytesGenerator
-from email.header import Header
-from email.mime.base import MIMEBase
-from email.mime.multipart import MIMEMultipart
-from email.mime.text import MIMEText
-from email.policy import compat32
-from email.utils import format_datetime, formataddr
-from io import BytesIO
+from email.utils import format_datetime
 
 from maild.errors import HeaderInjection
-
-_UTF8 = "utf-8"
-_BODY_CHARSET = Charset("utf-8")
-_BODY_CHARSET.body_encoding = QP
-_WIRE = compat32.clone(linesep="\r\n")
+from maild.replies import mime
 
 AUTO_REPLIED = "auto-replied"
 AUTO_GENERATED = "auto-generated"
@@ -62,72 +50,64 @@ def new_message_id(domain: str, prefix: str = "maild") -> str:
     return f"<{prefix}.{secrets.token_hex(10)}@{clean_header(domain, 'domain')}>"
 
 
-def _references(out: Outgoing) -> str:
+def _references(out: Outgoing) -> list[str]:
     refs = [r for r in out.references if r != out.in_reply_to]
     if out.in_reply_to:
         refs.append(out.in_reply_to)
-    return " ".join(clean_header(r, "References") for r in refs[-20:])
+    return [clean_header(r, "References") for r in refs[-20:]]
 
 
-def _header(value: str) -> str:
-    """ASCII stays as it is; anything else becomes RFC 2047 words that keep every space."""
-    return value if value.isascii() else Header(value, _UTF8, header_name="Subject").encode()
-
-
-def _body(text: str, subtype: str) -> MIMEText:
-    return MIMEText(text, subtype, _BODY_CHARSET)  # type: ignore[arg-type]
-
-
-def _attachment(name: str, ctype: str, data: bytes) -> MIMEBase:
-    maintype, _, subtype = ctype.partition("/")
-    if not (maintype.isascii() and subtype.isascii() and maintype and subtype) or "\n" in ctype:
-        maintype, subtype = "application", "octet-stream"
-    part = MIMEBase(maintype, subtype)
-    part.set_payload(data)
-    encoders.encode_base64(part)
-    safe = "".join(c for c in name if c >= " " and c not in '"\\/') or "attachment"
-    param: str | tuple[str, str, str] = safe if safe.isascii() else ("utf-8", "", safe)
-    part.add_header("Content-Disposition", "attachment", filename=param)
-    return part
+def _content(out: Outgoing) -> tuple[str, bytes]:
+    """(Content-Type header block, body) of the whole mail."""
+    plain = mime.text_part(out.text, "plain")
+    if out.html:
+        ctype, body = mime.multipart("alternative", [plain, mime.text_part(out.html, "html")])
+        part = f"Content-Type: {ctype}\r\n\r\n".encode() + body
+    else:
+        part = plain
+    if out.attachments:
+        atts = [mime.attachment_part(n, t, d) for n, t, d in out.attachments]
+        ctype, body = mime.multipart("mixed", [part, *atts])
+        return f"Content-Type: {ctype}\r\n", body
+    head, _, body = part.partition(b"\r\n\r\n")
+    return head.decode() + "\r\n", body
 
 
 def build(out: Outgoing) -> bytes:
-    """The wire form of ``out`` (CRLF line ends, 7-bit safe headers)."""
-    msg: MIMEBase = _body(out.text, "plain")
-    if out.html:
-        msg = MIMEMultipart("alternative")
-        msg.attach(_body(out.text, "plain"))
-        msg.attach(_body(out.html, "html"))
-    if out.attachments:
-        mixed = MIMEMultipart("mixed")
-        mixed.attach(msg)
-        for name, ctype, data in out.attachments:
-            mixed.attach(_attachment(name, ctype, data))
-        msg = mixed
-    name = clean_header(out.sender_name, "From name")
-    msg["From"] = formataddr((name, clean_header(out.sender, "From")), charset="utf-8")
-    msg["To"] = ", ".join(clean_header(a, "To") for a in out.to)
+    """The wire form of ``out`` (CRLF line ends, 7-bit headers, nothing unchecked)."""
+    h = [
+        "From: "
+        + mime.address(
+            clean_header(out.sender_name, "From name"), clean_header(out.sender, "From")
+        ),
+        "To: " + mime.fold_list([clean_header(a, "To") for a in out.to], ", "),
+    ]
     if out.cc:
-        msg["Cc"] = ", ".join(clean_header(a, "Cc") for a in out.cc)
-    msg["Subject"] = _header(clean_header(out.subject, "Subject"))
-    msg["Date"] = format_datetime(out.date)
-    msg["Message-ID"] = clean_header(out.message_id, "Message-ID")
+        h.append("Cc: " + mime.fold_list([clean_header(a, "Cc") for a in out.cc], ", "))
+    h += [
+        f"Subject: {mime.encode_words(clean_header(out.subject, 'Subject'))}",
+        f"Date: {format_datetime(out.date)}",
+        f"Message-ID: {clean_header(out.message_id, 'Message-ID')}",
+    ]
     if out.in_reply_to:
-        msg["In-Reply-To"] = clean_header(out.in_reply_to, "In-Reply-To")
+        h.append(f"In-Reply-To: {clean_header(out.in_reply_to, 'In-Reply-To')}")
     refs = _references(out)
     if refs:
-        msg["References"] = refs
+        h.append("References: " + mime.fold_list(refs))
     if out.reply_to:
-        msg["Reply-To"] = clean_header(out.reply_to, "Reply-To")
+        h.append(f"Reply-To: {clean_header(out.reply_to, 'Reply-To')}")
     if out.auto_submitted:
-        msg["Auto-Submitted"] = out.auto_submitted
-    msg["X-Auto-Response-Suppress"] = "All"
-    msg["X-Loop"] = clean_header(out.loop_name, "X-Loop")
-    msg["Content-Language"] = out.language
-    for hname, value in out.extra_headers:
-        msg[clean_header(hname, "header name")] = _header(clean_header(value, hname))
-    if "MIME-Version" not in msg:
-        msg["MIME-Version"] = "1.0"
-    buf = BytesIO()
-    BytesGenerator(buf, mangle_from_=False, policy=_WIRE).flatten(msg)
-    return buf.getvalue()
+        h.append(f"Auto-Submitted: {out.auto_submitted}")
+    h += [
+        "X-Auto-Response-Suppress: All",
+        f"X-Loop: {clean_header(out.loop_name, 'X-Loop')}",
+        f"Content-Language: {clean_header(out.language, 'language')}",
+    ]
+    for name, value in out.extra_headers:
+        if not re.fullmatch(r"[!-9;-~]+", name):
+            raise HeaderInjection(f"bad header name {name[:40]!r}")
+        h.append(f"{name}: {mime.encode_words(clean_header(value, name))}")
+    ctype, body = _content(out)
+    head = "\r\n".join(h) + "\r\nMIME-Version: 1.0\r\n" + ctype + "\r\n"
+    # RFC 6532: a customer with a non-ASCII address gets UTF-8 headers (the relay needs SMTPUTF8).
+    return head.encode("ascii" if head.isascii() else "utf-8") + body

@@ -81,6 +81,7 @@ class SmtpTransport:
                 use_tls=self.cfg.tls,
                 start_tls=self.cfg.starttls or None,
                 timeout=self.cfg.timeout,
+                mail_options=[] if _ascii(sender, recipients, raw) else ["SMTPUTF8"],
             )
         except aiosmtplib.SMTPRecipientsRefused as exc:
             codes = [r.code for r in exc.recipients]
@@ -94,6 +95,11 @@ class SmtpTransport:
             text = "; ".join(f"{k}: {v.code} {v.message}" for k, v in errors.items())
             return f"some recipients refused: {text}"
         return None
+
+
+def _ascii(sender: str, recipients: Sequence[str], raw: bytes) -> bool:
+    head = raw.split(b"\r\n\r\n", 1)[0]
+    return sender.isascii() and all(r.isascii() for r in recipients) and head.isascii()
 
 
 def transport_from_config(cfg: OutboundConfig) -> Transport:
