@@ -43,6 +43,8 @@ def _automatic(work: Work, ctx: Context, parsed: ParsedMail) -> Work:
 def _create(work: Work, ctx: Context, parsed: ParsedMail, parent: int | None) -> Work:
     ticket = new_ticket(ctx, parsed, parent)
     msg = store_message(work, ctx, ticket.id, "customer")
+    if parsed.message_id:  # the whole thread so far is this one message
+        ctx.cache[("thread", ticket.id)] = (parsed.message_id, (parsed.message_id,))
     ccs = add_ccs(ctx.session, ticket, parsed, ctx)
     add_event(
         ctx.session,

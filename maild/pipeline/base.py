@@ -51,6 +51,8 @@ class Context:
     config: Config
     clock: Clock
     renderer: Renderer
+    # Per unit of work: the thread of each request touched, so N mails cost one query.
+    cache: dict[object, object] = field(default_factory=dict)
 
 
 class Stage(Protocol):

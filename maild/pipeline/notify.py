@@ -8,7 +8,7 @@ from maild.pipeline.base import Context, Work
 from maild.pipeline.records import add_event
 from maild.replies.compose import AUTO_GENERATED, AUTO_REPLIED, Outgoing, new_message_id
 from maild.replies.kinds import mail, when
-from maild.replies.outbox import enqueue, may_auto_reply
+from maild.replies.outbox import enqueue, enqueue_internal, may_auto_reply
 from maild.replies.render import when_text
 from maild.security import signed_message_id
 from maild.store.models import Ticket
@@ -82,7 +82,7 @@ def notify_agents(
 ) -> int:
     """One notification per agent, each with a Message-ID signed for that agent."""
     cfg = ctx.config
-    sent = 0
+    mails = []
     for agent in recipients(ticket, ctx, author):
         mid = signed_message_id(cfg.secret_key, "n", ticket.id, agent, cfg.desk.domain)
         out = mail(
@@ -99,9 +99,9 @@ def notify_agents(
             warning=warning,
             due=when(ctx, ticket.due_at, cfg.desk.language),
         )
-        enqueue(ctx.session, out, ticket_id=ticket.id, kind="notify", automatic=False)
-        sent += 1
-    return sent
+        mails.append(out)
+    enqueue_internal(ctx.session, mails, ticket_id=ticket.id, kind="notify")
+    return len(mails)
 
 
 class Notify:

@@ -7,7 +7,7 @@ import json
 import logging
 import re
 
-from sqlalchemy import update
+from sqlalchemy import Table, insert, update
 from sqlalchemy.orm import Session
 
 from maild.config import Config
@@ -19,6 +19,7 @@ from maild.tickets.sla import add_business_hours
 
 log = logging.getLogger(__name__)
 
+_EVENT_INSERT = insert(Event.__table__)  # type: ignore[arg-type]
 _CYRILLIC = re.compile(r"[А-Яа-яЁё]")
 _LATIN = re.compile(r"[A-Za-z]")
 
@@ -32,14 +33,18 @@ def guess_language(text: str, default: str) -> str:
     return "ru" if cyr >= lat else "en"
 
 
+_COUNTERS: Table = Counter.__table__  # type: ignore[assignment]
+_NEXT_NUMBER = (
+    update(_COUNTERS)
+    .where(_COUNTERS.c.name == "ticket")
+    .values(value=_COUNTERS.c.value + 1)
+    .returning(_COUNTERS.c.value)
+)
+
+
 def next_number(session: Session) -> int:
-    stmt = (
-        update(Counter)
-        .where(Counter.name == "ticket")
-        .values(value=Counter.value + 1)
-        .returning(Counter.value)
-    )
-    value = session.execute(stmt).scalar_one_or_none()
+    """The next request number, without gaps (the counter row is locked until commit)."""
+    value = session.connection().execute(_NEXT_NUMBER).scalar_one_or_none()
     if value is None:
         session.add(Counter(name="ticket", value=1))
         session.flush()
@@ -50,14 +55,15 @@ def next_number(session: Session) -> int:
 def add_event(
     session: Session, ticket_id: int, ctx: Context, kind: str, actor: str = "", **detail: object
 ) -> None:
-    session.add(
-        Event(
-            ticket_id=ticket_id,
-            at=ctx.clock(),
-            actor=actor,
-            kind=kind,
-            detail=json.dumps(detail, ensure_ascii=False, default=str),
-        )
+    session.connection().execute(
+        _EVENT_INSERT,
+        {
+            "ticket_id": ticket_id,
+            "at": ctx.clock(),
+            "actor": actor,
+            "kind": kind,
+            "detail": json.dumps(detail, ensure_ascii=False, default=str),
+        },
     )
 
 

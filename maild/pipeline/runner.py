@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import select, update
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy import Table, bindparam, select, update
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
 from maild.clock import Clock, system_clock
@@ -36,6 +37,18 @@ STAGES: dict[str, Callable[[], Stage]] = {
     "notify": Notify,
 }
 MAX_BATCH_BYTES = 32 * 1024 * 1024
+SLICE_SECONDS = 0.05
+_INBOUND: Table = Inbound.__table__  # type: ignore[assignment]
+_CLAIM = (
+    update(_INBOUND)
+    .where(_INBOUND.c.id == bindparam("iid"), _INBOUND.c.state == "pending")
+    .values(
+        state=bindparam("state"),
+        error=bindparam("error"),
+        processed_at=bindparam("at"),
+        attempts=_INBOUND.c.attempts + 1,
+    )
+)
 
 
 @dataclass(frozen=True)
@@ -85,49 +98,76 @@ class Pipeline:
         """Process one batch of pending messages (or just ``ids``); returns how many."""
         try:
             batch = self._load(ids, limit or self.config.pipeline.batch_size)
-            if batch:
-                with self.db.write() as s:
-                    for item in batch:
-                        self._one(s, item)
-        except (OperationalError, InterfaceError, DBAPIError) as exc:
+            left = list(batch)
+            while left:
+                left = self._slice(left)
+        except (OperationalError, InterfaceError) as exc:
             raise TemporaryFailure(f"database unavailable: {exc.orig or exc}") from exc
         return len(batch)
 
-    def _claim(self, s: Session, item: Pending, state: str, error: str | None) -> bool:
-        result = s.execute(
-            update(Inbound)
-            .where(Inbound.id == item.id, Inbound.state == "pending")
-            .values(
-                state=state, error=error, processed_at=self.clock(), attempts=Inbound.attempts + 1
-            )
-        )
-        return bool(getattr(result, "rowcount", 0))
+    def _slice(self, items: list[Pending]) -> list[Pending]:
+        """Apply messages in one short write transaction; returns those left for the next.
 
-    def _one(self, s: Session, item: Pending) -> None:
+        Optimistic: no savepoint per message. If one message fails, the slice is rolled back
+        and redone one message at a time, so the bad one goes to quarantine alone. A slice
+        ends after SLICE_SECONDS so that the SMTP side never waits long for the write lock.
+        """
+        started = time.monotonic()
+        try:
+            with self.db.write() as s:
+                for n, item in enumerate(items):
+                    self._one(s, item, isolated=False)
+                    if time.monotonic() - started > SLICE_SECONDS:
+                        return items[n + 1 :]
+                return []
+        except (OperationalError, InterfaceError):
+            raise
+        except Exception:  # a bad message: find it, and only it
+            log.info("pipeline: a message failed; redoing %d one by one", len(items))
+        for item in items:
+            with self.db.write() as s:
+                self._one(s, item, isolated=True)
+        return []
+
+    def _claim(self, s: Session, item: Pending, state: str, error: str | None) -> bool:
+        result = s.connection().execute(
+            _CLAIM, {"iid": item.id, "state": state, "error": error, "at": self.clock()}
+        )
+        return bool(result.rowcount)
+
+    def _one(self, s: Session, item: Pending, *, isolated: bool) -> None:
         if item.parsed is None:
             if self._claim(s, item, "quarantined", item.error):
                 log.warning("inbound %d quarantined: %s", item.id, item.error)
             return
         if not self._claim(s, item, "done", None):
             return  # another worker got it first
-        ctx = Context(session=s, config=self.config, clock=self.clock, renderer=self.renderer)
-        work = Work(item.id, item.source, item.envelope_from, parsed=item.parsed)
-        stage_name = ""
+        if not isolated:
+            self._stages(s, item)
+            return
         try:
             with s.begin_nested():
-                for stage in self.stages:
-                    stage_name = stage.name
-                    work = stage(work, ctx)
+                self._stages(s, item)
         except (OperationalError, InterfaceError):
             raise
         except Exception as exc:  # the one broad except: a bad message goes to quarantine
-            reason = f"stage {stage_name} failed: {type(exc).__name__}: {exc}"[:2000]
+            reason = f"{type(exc).__name__}: {exc}"[:2000]
             s.execute(
-                update(Inbound)
-                .where(Inbound.id == item.id)
-                .values(state="quarantined", error=reason)
+                update(_INBOUND)
+                .where(_INBOUND.c.id == item.id)
+                .values(state="quarantined", error=f"stage failed: {reason}")
             )
-            log.warning("inbound %d quarantined: %s", item.id, reason)
+            log.warning("inbound %d quarantined: stage failed: %s", item.id, reason)
+
+    def _stages(self, s: Session, item: Pending) -> None:
+        ctx = Context(session=s, config=self.config, clock=self.clock, renderer=self.renderer)
+        work = Work(item.id, item.source, item.envelope_from, parsed=item.parsed)
+        for stage in self.stages:
+            try:
+                work = stage(work, ctx)
+            except Exception as exc:
+                exc.add_note(f"in stage {stage.name}")
+                raise
 
 
 def drain(pipeline: Pipeline, stopping: Callable[[], bool] = lambda: False) -> int:

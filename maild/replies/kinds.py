@@ -30,8 +30,19 @@ class MailContext(Protocol):
     def clock(self) -> Clock: ...
 
 
-def thread_of(session: Session, ticket: Ticket) -> tuple[str | None, tuple[str, ...]]:
+def thread_of(ctx: MailContext, ticket: Ticket) -> tuple[str | None, tuple[str, ...]]:
     """(In-Reply-To, References) that continue the customer's thread of ``ticket``."""
+    cache = getattr(ctx, "cache", None)
+    key = ("thread", ticket.id)
+    if cache is not None and key in cache:
+        return cache[key]
+    found = _thread_query(ctx.session, ticket)
+    if cache is not None:
+        cache[key] = found
+    return found
+
+
+def _thread_query(session: Session, ticket: Ticket) -> tuple[str | None, tuple[str, ...]]:
     ids = list(
         session.scalars(
             select(Message.message_id)
@@ -78,7 +89,7 @@ def mail(
     )
     if prefix or suffix:
         text, html = "\n\n".join(p for p in (prefix.strip(), text.strip(), suffix) if p), None
-    in_reply_to, refs = thread_of(ctx.session, ticket)
+    in_reply_to, refs = thread_of(ctx, ticket)
     return Outgoing(
         sender_name=sender_name or cfg.desk.name,
         sender=cfg.outbound.sender,

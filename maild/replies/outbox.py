@@ -2,25 +2,74 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, insert, select
 from sqlalchemy.orm import Session
 
 from maild.replies.compose import Outgoing, build, clean_header
 from maild.store.models import Message, Outbox
 
+# Plain Core statements, compiled once: these run several times for every inbound message.
+_OUTBOX_INSERT = insert(Outbox.__table__)  # type: ignore[arg-type]
+_MESSAGE_INSERT = insert(Message.__table__)  # type: ignore[arg-type]
+_RATE = select(func.count(Outbox.id)).where(
+    Outbox.rate_key == bindparam("key"), Outbox.created_at >= bindparam("since")
+)
+
 
 def auto_replies_since(session: Session, address: str, since: datetime) -> int:
     """How many automatic mails went (or are going) to ``address`` since ``since``."""
-    stmt = select(func.count(Outbox.id)).where(
-        Outbox.rate_key == address.lower(), Outbox.created_at >= since
-    )
-    return int(session.scalar(stmt) or 0)
+    found = session.connection().execute(_RATE, {"key": address.lower(), "since": since})
+    return int(found.scalar() or 0)
 
 
 def may_auto_reply(session: Session, address: str, now: datetime, per_hour: int) -> bool:
     return auto_replies_since(session, address, now - timedelta(hours=1)) < per_hour
+
+
+def _outbox_row(out: Outgoing, ticket_id: int | None, kind: str, automatic: bool) -> dict[str, Any]:
+    recipients = [clean_header(a, "recipient") for a in (*out.to, *out.cc)]
+    return dict(
+        ticket_id=ticket_id,
+        kind=kind,
+        envelope_from=clean_header(out.sender, "envelope sender"),
+        recipients=",".join(recipients),
+        rate_key=out.to[0].lower() if automatic and out.to else None,
+        message_id=out.message_id,
+        raw=build(out),
+        state="queued",
+        attempts=0,
+        next_attempt_at=out.date,
+        created_at=out.date,
+        claimed_until=None,
+        last_error=None,
+        sent_at=None,
+    )
+
+
+def _message_row(
+    out: Outgoing, ticket_id: int | None, kind: str, message_kind: str
+) -> dict[str, Any]:
+    return dict(
+        ticket_id=ticket_id,
+        direction="out",
+        kind=message_kind,
+        from_addr=out.sender,
+        from_name=out.sender_name,
+        to_addrs=",".join(out.to),
+        cc_addrs=",".join(out.cc),
+        subject=out.subject,
+        message_id=out.message_id,
+        in_reply_to=out.in_reply_to,
+        text=out.text,
+        html=out.html,
+        created_at=out.date,
+        note=kind,
+        inbound_id=None,
+    )
 
 
 def enqueue(
@@ -31,40 +80,21 @@ def enqueue(
     kind: str,
     message_kind: str = "system",
     automatic: bool = True,
-) -> Outbox:
-    """Queue ``out``; it is sent only if the surrounding transaction commits."""
-    recipients = [clean_header(a, "recipient") for a in (*out.to, *out.cc)]
-    raw = build(out)
-    row = Outbox(
-        ticket_id=ticket_id,
-        kind=kind,
-        envelope_from=clean_header(out.sender, "envelope sender"),
-        recipients=",".join(recipients),
-        rate_key=out.to[0].lower() if automatic and out.to else None,
-        message_id=out.message_id,
-        raw=raw,
-        state="queued",
-        attempts=0,
-        next_attempt_at=out.date,
-        created_at=out.date,
-    )
-    session.add(row)
-    session.add(
-        Message(
-            ticket_id=ticket_id,
-            direction="out",
-            kind=message_kind,
-            from_addr=out.sender,
-            from_name=out.sender_name,
-            to_addrs=",".join(out.to),
-            cc_addrs=",".join(out.cc),
-            subject=out.subject,
-            message_id=out.message_id,
-            in_reply_to=out.in_reply_to,
-            text=out.text,
-            html=out.html,
-            created_at=out.date,
-            note=kind,
-        )
-    )
-    return row
+) -> None:
+    """Queue ``out``; it is sent only if the surrounding transaction commits.
+
+    Plain INSERTs, not ORM objects: a request can cause several mails, and this is the hot path.
+    The mail is also kept as an outgoing message of its request (history, threading).
+    """
+    conn = session.connection()
+    conn.execute(_OUTBOX_INSERT, _outbox_row(out, ticket_id, kind, automatic))
+    conn.execute(_MESSAGE_INSERT, _message_row(out, ticket_id, kind, message_kind))
+
+
+def enqueue_internal(
+    session: Session, mails: Sequence[Outgoing], *, ticket_id: int | None, kind: str
+) -> None:
+    """Queue internal mail (agent notifications) in one statement; no message rows."""
+    if mails:
+        rows = [_outbox_row(out, ticket_id, kind, False) for out in mails]
+        session.connection().execute(_OUTBOX_INSERT, rows)
