@@ -62,15 +62,9 @@ def claim_due(db: Database, now: datetime, limit: int) -> list[Claimed]:
         ]
 
 
-def record(
-    db: Database,
-    item: Claimed,
-    now: datetime,
-    error: SendError | None,
-    warning: str | None,
-    max_attempts: int,
-) -> str:
-    """Store the outcome of one delivery attempt; returns the new state."""
+def _outcome(
+    item: Claimed, now: datetime, error: SendError | None, warning: str | None, max_attempts: int
+) -> dict[str, object]:
     values: dict[str, object] = {"claimed_until": None, "attempts": item.attempts + 1}
     if error is None:
         values.update(state="sent", sent_at=now, last_error=warning)
@@ -82,9 +76,21 @@ def record(
             last_error=str(error)[:2000],
             next_attempt_at=now + backoff(item.attempts + 1),
         )
+    return values
+
+
+Attempt = tuple[Claimed, SendError | None, str | None]
+
+
+def record(db: Database, attempts: list[Attempt], now: datetime, max_attempts: int) -> list[str]:
+    """Store the outcome of delivery attempts in one transaction; returns the new states."""
+    states = []
     with db.write() as s:
-        s.execute(update(Outbox).where(Outbox.id == item.id).values(**values))
-    return str(values["state"])
+        for item, error, warning in attempts:
+            values = _outcome(item, now, error, warning, max_attempts)
+            s.execute(update(Outbox).where(Outbox.id == item.id).values(**values))
+            states.append(str(values["state"]))
+    return states
 
 
 class OutboxSender:
@@ -95,9 +101,11 @@ class OutboxSender:
         *,
         max_attempts: int = 30,
         batch: int = 50,
+        concurrency: int = 8,
         clock: Clock = system_clock,
     ) -> None:
         self.db = db
+        self.concurrency = concurrency
         self.transport = transport
         self.max_attempts = max_attempts
         self.batch = batch
@@ -108,15 +116,13 @@ class OutboxSender:
         """Deliver every mail due at ``now``; returns how many were attempted."""
         at = now or self.clock()
         items = await asyncio.to_thread(claim_due, self.db, at, self.batch)
-        for item in items:
-            error, warning = None, None
-            try:
-                warning = await self.transport.send(item.envelope_from, item.recipients, item.raw)
-            except SendError as exc:
-                error = exc
-            state = await asyncio.to_thread(
-                record, self.db, item, self.clock(), error, warning, self.max_attempts
-            )
+        if not items:
+            return 0
+        gate = asyncio.Semaphore(self.concurrency)
+        attempts = await asyncio.gather(*(self._attempt(item, gate) for item in items))
+        later = max(at, self.clock())
+        states = await asyncio.to_thread(record, self.db, attempts, later, self.max_attempts)
+        for (item, error, _), state in zip(attempts, states, strict=True):
             if error is not None:
                 log.warning(
                     "outbox: mail %d %s: %s",
@@ -125,6 +131,14 @@ class OutboxSender:
                     error,
                 )
         return len(items)
+
+    async def _attempt(self, item: Claimed, gate: asyncio.Semaphore) -> Attempt:
+        async with gate:
+            try:
+                warning = await self.transport.send(item.envelope_from, item.recipients, item.raw)
+            except SendError as exc:
+                return item, exc, None
+            return item, None, warning
 
     async def run(self, stopping: asyncio.Event) -> None:
         """Send until ``stopping`` is set; woken early by ``wake``, else every 5 s."""

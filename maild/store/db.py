@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -46,6 +49,32 @@ def _setup_postgres(engine: Engine) -> None:
         dbapi_connection.commit()
 
 
+class _WriteLock:
+    """Serialises SQLite writers across threads and processes with flock.
+
+    SQLite's own busy handler polls with sleeps of up to 100 ms, which a waiting SMTP session
+    would feel; a blocked flock wakes the moment the holder lets go.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path.with_name(path.name + ".lock")
+        self.local = threading.Lock()
+        self.fd: int | None = None
+        self.pid = 0
+
+    @contextmanager
+    def hold(self) -> Iterator[None]:
+        with self.local:
+            if self.fd is None or self.pid != os.getpid():
+                self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+                self.pid = os.getpid()
+            fcntl.flock(self.fd, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(self.fd, fcntl.LOCK_UN)
+
+
 class Database:
     """One engine and its sessions; create one per process."""
 
@@ -70,6 +99,8 @@ class Database:
             _setup_sqlite(self.engine)
         else:
             _setup_postgres(self.engine)
+        path = _sqlite_path(url) if self.is_sqlite else None
+        self._lock = _WriteLock(path) if path is not None else None
         writer = self.engine.execution_options(maild_begin="immediate")
         self._reader = sessionmaker(self.engine, expire_on_commit=False)
         self._writer = sessionmaker(writer, expire_on_commit=False)
@@ -81,7 +112,11 @@ class Database:
     @contextmanager
     def write(self) -> Iterator[Session]:
         """One unit of work: committed on success, rolled back on any error."""
-        with self._writer() as session, session.begin():
+        if self._lock is None:
+            with self._writer() as session, session.begin():
+                yield session
+            return
+        with self._lock.hold(), self._writer() as session, session.begin():
             yield session
 
     def dispose(self) -> None:
