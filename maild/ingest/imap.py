@@ -1,9 +1,9 @@
 """IMAP source: IDLE on (or poll) a mailbox, commit each message, then move or flag it.
 
-Exactly-once rests on the order of two steps: ``store_raw`` commits the raw bytes, and only
+Exactly-once rests on the order of two steps: ``store_many`` commits the raw bytes (a batch at a time), and only
 then is the message moved to ``processed_folder`` (or flagged ``\\Seen`` + keyword). A crash
 between the two leaves the message in the folder; the next scan stores it again and
-``store_raw`` reports a duplicate, so no second request is made. Every scan searches the whole
+the store reports a duplicate, so no second request is made. Every scan searches the whole
 folder for unprocessed messages rather than trusting a remembered UID, so a UIDVALIDITY change
 needs nothing more than a log line: the folder is simply scanned again.
 """
@@ -25,7 +25,7 @@ from imapclient import IMAPClient, SocketTimeout
 from imapclient.exceptions import IMAPClientError
 
 from maild.errors import ConfigError, MaildError, RejectedMessage, TemporaryFailure
-from maild.ingest.accept import store_raw
+from maild.ingest.accept import Incoming, check_acceptable, store_many, strip_mbox_line
 
 if TYPE_CHECKING:
     from maild.store.db import Database
@@ -327,24 +327,29 @@ class ImapSource:
     def _handle_batch(self, client: IMAPClient, uids: Sequence[int]) -> int:
         """Commit each message of the batch, then acknowledge the committed ones."""
         fetched = client.fetch(uids, ["BODY.PEEK[]"])
+        batch: list[tuple[int, Incoming]] = []
         done: list[int] = []
         rejected: list[int] = []
         new = 0
+        for uid in uids:
+            raw = fetched.get(uid, {}).get(b"BODY[]")
+            if raw is None:  # expunged by someone else meanwhile
+                continue
+            try:
+                raw = strip_mbox_line(raw)
+                check_acceptable(raw)
+            except RejectedMessage as exc:
+                log.warning("IMAP %s: UID %d rejected (%s); flagged %s", self.cfg.label,
+                            uid, exc, REJECTED_KEYWORD)  # fmt: skip
+                rejected.append(uid)
+                continue
+            batch.append((uid, Incoming(raw, SOURCE)))
         try:
-            for uid in uids:
-                raw = fetched.get(uid, {}).get(b"BODY[]")
-                if raw is None:  # expunged by someone else meanwhile
-                    continue
-                try:
-                    stored = store_raw(self._db, raw, source=SOURCE)
-                except RejectedMessage as exc:
-                    log.warning("IMAP %s: UID %d rejected (%s); flagged %s", self.cfg.label,
-                                uid, exc, REJECTED_KEYWORD)  # fmt: skip
-                    rejected.append(uid)
-                    continue
-                done.append(uid)
-                new += not stored.duplicate
-        finally:  # on TemporaryFailure too: what is committed gets acknowledged
+            # One transaction (one fsync) for the whole batch; nothing is acknowledged before.
+            results = store_many(self._db, [item for _, item in batch]) if batch else []
+            done = [uid for uid, _ in batch]
+            new = sum(not r.duplicate for r in results)
+        finally:  # on TemporaryFailure only the rejected ones are flagged
             self._acknowledge(client, done, rejected)
             if new:
                 self._on_stored()
