@@ -1,9 +1,9 @@
 """IMAP source: IDLE on (or poll) a mailbox, commit each message, then move or flag it.
 
 Exactly-once rests on the order of two steps: ``store_many`` commits the raw bytes (a batch at
-a time), and only then is the message moved to ``processed_folder`` (or flagged ``\\Seen`` + keyword). A crash
-between the two leaves the message in the folder; the next scan stores it again and
-the store reports a duplicate, so no second request is made. Every scan searches the whole
+a time), and only then is the message moved to ``processed_folder`` (or flagged ``\\Seen`` +
+keyword). A crash between the two leaves the message in the folder; the next scan stores it
+again and the store reports a duplicate, so no second request is made. Every scan searches the whole
 folder for unprocessed messages rather than trusting a remembered UID, so a UIDVALIDITY change
 needs nothing more than a log line: the folder is simply scanned again.
 """
