@@ -18,6 +18,7 @@ from maild.pipeline.runner import Pipeline
 from maild.pipeline.worker import ProcessWorker, ThreadWorker
 from maild.replies.sender import OutboxSender
 from maild.replies.transport import transport_from_config
+from maild.scheduler.runner import SweepScheduler
 from maild.store.db import Database
 from maild.store.migrate import upgrade
 from maild.web.app import start_web
@@ -41,6 +42,7 @@ class Daemon:
         self.handlers: list[Handler] = []
         self.imap_sources: list[Any] = []
         self.web: web.AppRunner | None = None
+        self.scheduler: SweepScheduler | None = None
         self.sender = OutboxSender(
             self.db,
             transport_from_config(config.outbound),
@@ -91,7 +93,11 @@ class Daemon:
         self._start_imap()
         self._sender_task = asyncio.create_task(self.sender.run(self.stopping), name="outbox")
         whost, wport = split_hostport(self.config.web.listen)
-        self.web = await start_web(self.db, whost, wport)
+        self.web = await start_web(
+            self.db, whost, wport, self.config, self.clock, self.sender.wake.set
+        )
+        self.scheduler = SweepScheduler(self.db, self.config, self.clock, self.sender.wake.set)
+        self.scheduler.start()
         self._wake_pipeline()  # accepted before a crash, not yet processed
         log.info(
             "maild ready: smtp on %s:%d, web on %s, outbound %s",
@@ -134,11 +140,18 @@ class Daemon:
         log.info("lmtp on %s", listen)
 
     @property
+    def web_port(self) -> int:
+        assert self.web is not None
+        return int(self.web.addresses[0][1])
+
+    @property
     def lmtp_port(self) -> int:
         return int(self.servers[1].sockets[0].getsockname()[1])
 
     async def stop(self) -> None:
         log.info("maild stopping: finishing messages in hand")
+        if self.scheduler is not None:
+            await self.scheduler.stop()
         for server in self.servers:
             server.close()
         for source in self.imap_sources:

@@ -37,6 +37,8 @@ def ticket_summary(t: Ticket) -> dict[str, Any]:
         "updated_at": iso(t.updated_at),
         "due_at": iso(t.due_at),
         "first_response_at": iso(t.first_response_at),
+        "rating": t.rating,
+        "rating_comment": t.rating_comment,
     }
 
 

@@ -69,7 +69,7 @@ def test_maildir_outbox_by_default(
     d = running()
     d.send(make_mail("Где мой заказ?", body="Заказ 123 не пришёл."))
     new = tmp_path / "outbox" / "new"
-    files = wait_for(lambda: list(new.glob("*")) if new.exists() else [])
+    wait_for(lambda: list(new.glob("*")) if new.exists() else [])
     wait_for(lambda: len(list(new.glob("*"))) == 3)  # the ack and two agent notifications
     mails = [message_from_bytes(f.read_bytes(), policy=default) for f in new.glob("*")]
     (msg,) = [m for m in mails if m["Delivered-To"] == "customer@example.org"]

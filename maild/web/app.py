@@ -1,16 +1,22 @@
-"""The small HTTP side of the daemon: health now, signed survey links later."""
+"""The small HTTP side of the daemon: health and the signed survey links."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 from aiohttp import web
 from sqlalchemy import func, select
 
+from maild.clock import Clock, system_clock
+from maild.config import Config
+from maild.replies.render import Renderer
 from maild.store.db import Database
 from maild.store.models import Inbound, Outbox
+from maild.web.survey import SurveySite, add_routes
 
 DB_KEY = web.AppKey("db", Database)
+CONFIG_KEY = web.AppKey("config", Config)
 
 
 def _counts(db: Database) -> dict[str, int]:
@@ -33,15 +39,31 @@ async def health(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok", **counts})
 
 
-def make_app(db: Database) -> web.Application:
+def make_app(
+    db: Database,
+    config: Config | None = None,
+    clock: Clock = system_clock,
+    on_outbox: Callable[[], None] | None = None,
+) -> web.Application:
     app = web.Application(client_max_size=64 * 1024)
     app[DB_KEY] = db
     app.router.add_get("/healthz", health)
+    if config is not None:  # the survey links need the key, the templates and the clock
+        app[CONFIG_KEY] = config
+        renderer = Renderer(config.desk.templates)
+        add_routes(app, SurveySite(db, config, clock, renderer, on_outbox))
     return app
 
 
-async def start_web(db: Database, host: str, port: int) -> web.AppRunner:
-    runner = web.AppRunner(make_app(db), access_log=None)
+async def start_web(
+    db: Database,
+    host: str,
+    port: int,
+    config: Config | None = None,
+    clock: Clock = system_clock,
+    on_outbox: Callable[[], None] | None = None,
+) -> web.AppRunner:
+    runner = web.AppRunner(make_app(db, config, clock, on_outbox), access_log=None)
     await runner.setup()
     await web.TCPSite(runner, host, port).start()
     return runner

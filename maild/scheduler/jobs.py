@@ -1,0 +1,202 @@
+"""The sweeps: each claims the requests that are due and queues their mail in one transaction."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, or_, select
+from sqlalchemy.orm import Session
+
+from maild.clock import as_utc
+from maild.config import Config
+from maild.replies.render import Renderer
+from maild.replies.scheduled import Notices, staff_for
+from maild.scheduler.claim import add_event, for_each_due
+from maild.scheduler.elapsed import sla_progress
+from maild.store.db import Database
+from maild.store.models import Message, Ticket
+from maild.tickets.status import change_status
+from maild.web.links import RATINGS, rating_url
+
+log = logging.getLogger(__name__)
+
+Sweep = Callable[[Database, Config, datetime], int]
+
+
+def _notices(config: Config, now: datetime) -> Notices:
+    return Notices(config, Renderer(config.desk.templates), now)
+
+
+def local_text(value: datetime, config: Config) -> str:
+    """An instant as the desk reads it: "2026-11-30 12:30 MSK"."""
+    return as_utc(value).astimezone(config.hours.zone).strftime("%Y-%m-%d %H:%M %Z")
+
+
+def _status(s: Session, t: Ticket, new: str, now: datetime, config: Config, why: str) -> None:
+    change = change_status(t, new, now, config.clock)
+    if change is not None:
+        add_event(s, t.id, now, "status-changed", old=change[0], new=change[1], reason=why)
+
+
+def sweep_survey(db: Database, config: Config, now: datetime) -> int:
+    """Solved for ``[survey] delay_hours`` and no survey yet: send it, with signed links."""
+    now = as_utc(now)
+    notices = _notices(config, now)
+    expires = now + timedelta(days=config.clock.survey_valid_days)
+    web, key = config.web.base_url, config.secret_key
+
+    def send(s: Session, t: Ticket) -> bool:
+        urls = {r: rating_url(web, key, t.id, r, expires) for r in RATINGS}
+        notices.to_customer(
+            s, t, "survey", good_url=urls["good"], bad_url=urls["bad"], expires=expires
+        )
+        t.survey_sent_at = now
+        add_event(s, t.id, now, "survey-sent", expires=expires.isoformat())
+        return True
+
+    where = [
+        Ticket.status == "solved",
+        Ticket.survey_due_at <= now,
+        Ticket.survey_sent_at.is_(None),
+    ]
+    return for_each_due(db, "survey", where, send)
+
+
+def sweep_autoclose(db: Database, config: Config, now: datetime) -> int:
+    """Solved with no reply for ``[autoclose] days``: closed (a later reply is a follow-up)."""
+    now = as_utc(now)
+    since = now - timedelta(days=config.clock.autoclose_days)
+
+    def close(s: Session, t: Ticket) -> bool:
+        _status(s, t, "closed", now, config, "autoclose")
+        return True
+
+    where = [Ticket.status == "solved", Ticket.status_since <= since]
+    return for_each_due(db, "autoclose", where, close)
+
+
+def sweep_pending(db: Database, config: Config, now: datetime) -> int:
+    """Waiting for the customer: remind after ``remind_days``, solve after ``solve_days``."""
+    now = as_utc(now)
+    notices = _notices(config, now)
+    remind_at = now - timedelta(days=config.clock.pending_remind_days)
+    solve_at = now - timedelta(days=config.clock.pending_solve_days)
+
+    def act(s: Session, t: Ticket) -> bool:
+        if t.status_since is not None and as_utc(t.status_since) <= solve_at:
+            notices.to_customer(s, t, "pending_autosolved", days=config.clock.pending_solve_days)
+            _status(s, t, "solved", now, config, "no reply while pending")
+            return True
+        if t.reminded_at is not None:
+            return False
+        notices.to_customer(s, t, "pending_reminder", days=config.clock.pending_remind_days)
+        t.reminded_at = now
+        add_event(s, t.id, now, "pending-reminded")
+        return True
+
+    where = [
+        Ticket.status == "pending",
+        Ticket.status_since <= max(remind_at, solve_at),
+        or_(Ticket.reminded_at.is_(None), Ticket.status_since <= solve_at),
+    ]
+    return for_each_due(db, "pending", where, act)
+
+
+def _last_department_reply(s: Session, ticket_id: int) -> datetime | None:
+    stmt = select(func.max(Message.created_at)).where(
+        Message.ticket_id == ticket_id, Message.kind == "department", Message.direction == "in"
+    )
+    value = s.scalar(stmt)
+    return as_utc(value) if value is not None else None
+
+
+def sweep_hold(db: Database, config: Config, now: datetime) -> int:
+    """Waiting for a department that has not answered: remind it and tell the customer."""
+    now = as_utc(now)
+    notices = _notices(config, now)
+    quiet = timedelta(hours=config.clock.hold_remind_hours)
+
+    def remind(s: Session, t: Ticket) -> bool:
+        answered = _last_department_reply(s, t.id)
+        if answered is not None and answered > now - quiet:
+            return False
+        dept = config.department(t.hold_department or "")
+        to = (dept.email,) if dept else staff_for(t, config)
+        if dept is None:
+            log.warning("request #%d: on hold for unknown department %r", t.id, t.hold_department)
+        since = local_text(t.status_since or now, config)
+        notices.to_staff(s, t, to, "hold_department_reminder", proof="e", since=since)
+        notices.to_customer(s, t, "hold_customer")
+        t.reminded_at = now
+        add_event(s, t.id, now, "hold-reminded", department=t.hold_department, to=list(to))
+        return True
+
+    where = [
+        Ticket.status == "hold",
+        Ticket.status_since <= now - quiet,
+        or_(Ticket.reminded_at.is_(None), Ticket.reminded_at <= now - max(quiet, timedelta(1))),
+    ]
+    return for_each_due(db, "hold", where, remind)
+
+
+def _sla_mail(s: Session, t: Ticket, notices: Notices, config: Config, progress: float) -> bool:
+    now, did = notices.now, False
+    context: dict[str, Any] = {
+        "percent": round(progress * 100),
+        "due": local_text(t.due_at or now, config),
+        "created": local_text(t.created_at, config),
+    }
+    if progress >= config.sla.warn_at and t.sla_warned_at is None:
+        to = staff_for(t, config)
+        notices.to_staff(s, t, to, "sla_warning", **context)
+        t.sla_warned_at, did = now, True
+        add_event(s, t.id, now, "sla-warning", to=list(to), percent=context["percent"])
+    if progress >= 1.0 and t.sla_breached_at is None:
+        to = (config.desk.lead,) if config.desk.lead else staff_for(t, config)
+        notices.to_staff(s, t, to, "sla_breach", **context)
+        t.sla_breached_at, did = now, True
+        add_event(s, t.id, now, "sla-breach", to=list(to), percent=context["percent"])
+    return did
+
+
+def sweep_sla(db: Database, config: Config, now: datetime) -> int:
+    """No agent reply yet: warn the assignee at ``[sla] warn_at``, tell the lead at 100 %."""
+    now = as_utc(now)
+    notices = _notices(config, now)
+
+    def progress(t: Ticket) -> float:
+        assert t.due_at is not None
+        return sla_progress(as_utc(t.created_at), as_utc(t.due_at), now, config.hours)
+
+    def ready(t: Ticket) -> bool:
+        return progress(t) >= (config.sla.warn_at if t.sla_warned_at is None else 1.0)
+
+    def act(s: Session, t: Ticket) -> bool:
+        return _sla_mail(s, t, notices, config, progress(t))
+
+    where = [
+        Ticket.status.not_in(("solved", "closed")),
+        Ticket.first_response_at.is_(None),
+        Ticket.due_at.is_not(None),
+        Ticket.sla_breached_at.is_(None),
+    ]
+    return for_each_due(db, "sla", where, act, ready)
+
+
+# The order of the sweeps, reviewed in one place: close before surveying, so that a request
+# solved long ago while the daemon was down is not sent a survey it can no longer answer.
+SWEEPS: tuple[tuple[str, Sweep], ...] = (
+    ("sla", sweep_sla),
+    ("pending", sweep_pending),
+    ("hold", sweep_hold),
+    ("autoclose", sweep_autoclose),
+    ("survey", sweep_survey),
+)
+
+
+def run_all(db: Database, config: Config, now: datetime) -> dict[str, int]:
+    """Every sweep once at ``now`` (what `maild sweep` does); returns what each one did."""
+    return {name: sweep(db, config, now) for name, sweep in SWEEPS}
