@@ -234,6 +234,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     logging.getLogger("alembic").setLevel(logging.WARNING)
     logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd: a line per command
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)  # a line per job run
     try:
         config = load(args.config)
     except ConfigError as exc:
