@@ -9,8 +9,6 @@ import secrets
 from collections.abc import Iterable, Sequence
 
 _SIGNED = re.compile(r"^<([a-z])\.(\d{1,12})\.([0-9a-f]{8})\.([0-9a-f]{24})@([^>]+)>$")
-_RESINFO = re.compile(r"\bdkim\s*=\s*([a-z]+)\b(.*?)(?=;|$)", re.I | re.S)
-_HEADER_D = re.compile(r"\bheader\.(?:d|i)\s*=\s*\"?@?([^\s;\"]+)", re.I)
 
 
 def _mac(secret: str, kind: str, ticket: int, recipient: str, nonce: str) -> str:
@@ -41,26 +39,67 @@ def verify_message_ids(
     return None
 
 
-def dkim_pass_domains(values: Sequence[str], trusted_ids: Sequence[str]) -> set[str]:
-    """Domains with dkim=pass in the topmost Authentication-Results of a trusted server.
+def _tokens(value: str) -> list[list[str]]:
+    """RFC 8601 value -> result groups (split on ';'), each a list of whitespace tokens.
 
-    Only the first header (the one our own border MTA added last) from a trusted authserv-id
-    counts; one further down may have been written by anyone.
+    Comments are dropped and quoted strings stay inside one token, so text an attacker put in
+    an envelope address or a comment can never pose as a result or a property.
     """
-    trusted = {t.lower() for t in trusted_ids}
-    for value in values:
-        authserv = value.split(";", 1)[0].strip().split()[0].lower() if value.strip() else ""
-        if authserv not in trusted:
+    groups: list[list[str]] = [[]]
+    token, depth, quoted, escaped = "", 0, False, False
+    for ch in value:
+        if escaped:
+            token, escaped = (token + ch) if not depth else token, False
+        elif ch == "\\":
+            escaped = True
+        elif quoted:
+            token += ch
+            quoted = ch != '"'
+        elif ch == "(":
+            depth += 1
+        elif ch == ")" and depth:
+            depth -= 1
+        elif depth:
             continue
-        domains: set[str] = set()
-        for result, props in _RESINFO.findall(value.split(";", 1)[1] if ";" in value else ""):
-            if result.lower() == "pass":
-                domains.update(d.lower().rstrip(".") for d in _HEADER_D.findall(props))
-        return domains
-    return set()
+        elif ch == '"':
+            token, quoted = token + ch, True
+        elif ch == ";" or ch.isspace():
+            if token:
+                groups[-1].append(token)
+            token = ""
+            if ch == ";":
+                groups.append([])
+        else:
+            token += ch
+    if token:
+        groups[-1].append(token)
+    return [g for g in groups if g]
+
+
+def dkim_pass_domains(values: Sequence[str], trusted_ids: Sequence[str]) -> set[str]:
+    """Domains with dkim=pass in the topmost Authentication-Results, if a trusted server wrote it.
+
+    Only the topmost header counts (our border MTA adds it last, above anything the sender
+    wrote); if its authserv-id is not trusted, nothing is proven. Only ``header.d`` of a result
+    whose method and result are exactly ``dkim=pass`` names a domain.
+    """
+    if not values:
+        return set()
+    groups = _tokens(values[0])
+    if not groups or groups[0][0].lower() not in {t.lower() for t in trusted_ids}:
+        return set()
+    domains: set[str] = set()
+    for group in groups[1:]:
+        if group[0].lower() != "dkim=pass":
+            continue
+        for prop in group[1:]:
+            name, _, val = prop.partition("=")
+            if name.lower() == "header.d" and val and '"' not in val and "@" not in val:
+                domains.add(val.lower().rstrip("."))
+    return domains
 
 
 def proves_domain(domains: set[str], address: str) -> bool:
     """True when a DKIM-pass domain covers the address's domain exactly."""
     domain = address.rpartition("@")[2].lower()
-    return bool(domain) and any(d == domain or d.endswith("@" + domain) for d in domains)
+    return bool(domain) and domain in domains

@@ -191,3 +191,20 @@ def test_unknown_request_is_404(desk: tuple[Desk, Config]) -> None:
     path = rating_path(config.secret_key, 999, "good", datetime(2099, 1, 1).astimezone())
     assert d.request(path)[0] == 404
     assert d.request(path, {"comment": ""})[0] == 404
+
+
+def test_reopened_request_refuses_the_old_link_and_bad_mails_once(
+    desk: tuple[Desk, Config],
+) -> None:
+    d, config = desk
+    number = solved_yesterday(d.db, config)
+    d.start()
+    links = d.survey_links(number)
+    for comment in ("bad", "still bad", "really bad"):
+        assert d.request(links["bad"], {"comment": comment})[0] == 200
+    assert len(outbox(d.db, "bad_rating")) == 2  # one mail per agent, once per solve cycle
+    set_status(d.db, config, number, "open", system_clock())
+    status, _ = d.request(links["good"], {"comment": "changed my mind"})
+    assert status == 410
+    assert d.request(links["good"])[0] == 410
+    assert ticket(d.db, number).rating == "bad"

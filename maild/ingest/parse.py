@@ -137,7 +137,8 @@ def _clean_addr(addr: str) -> str:
     addr = decode_value(addr, "utf-8").lower()
     if "\ufffd" in addr:
         return ""
-    ok = "@" in addr and not any(c in addr for c in "\r\n<> \t\x00")
+    # Quoted local parts with "," or ";" would split into several SMTP recipients later on.
+    ok = addr.count("@") == 1 and not any(c in addr for c in '\r\n<> \t\x00,;"()[]\\')
     return addr if ok and len(addr) <= 254 else ""
 
 

@@ -8,7 +8,7 @@ from dataclasses import replace
 from maild.ingest.parse import ParsedMail
 from maild.pipeline.agent import handle_agent
 from maild.pipeline.base import Context, Work
-from maild.pipeline.records import add_ccs, add_event, new_ticket, store_message
+from maild.pipeline.records import add_ccs, add_event, answers_us, new_ticket, store_message
 from maild.store.models import Ticket
 from maild.tickets.status import change_status
 
@@ -85,7 +85,9 @@ def _customer_reply(work: Work, ctx: Context, parsed: ParsedMail, ticket: Ticket
         old = ticket.status
         change_status(ticket, "open", now, ctx.config.clock)
         detail["status"] = [old, "open"]
-    if parsed.from_addr == ticket.requester:
+    if parsed.from_addr == ticket.requester and answers_us(ctx, ticket, parsed):
+        # Only a reply to mail we sent may widen the circle: a forged From copying the tag
+        # must not add a reader to someone else's request.
         detail["cc"] = add_ccs(ctx.session, ticket, parsed, ctx)
     ticket.updated_at = ticket.last_customer_at = now
     add_event(

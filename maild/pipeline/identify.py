@@ -4,11 +4,26 @@ from __future__ import annotations
 
 import logging
 from dataclasses import replace
+from email.utils import getaddresses
 
+from maild.ingest.parse import ParsedMail
 from maild.pipeline.base import Context, Work
 from maild.security import dkim_pass_domains, proves_domain, verify_message_ids
 
 log = logging.getLogger(__name__)
+
+
+def single_from(parsed: ParsedMail) -> bool:
+    """Exactly one From header with exactly one address, the one we read.
+
+    DKIM and DMARC judge the From a mail client shows; a second From header, a second address
+    or an address hidden in a display name must not let us read a different one.
+    """
+    froms = [v for k, v in parsed.headers if k.lower() == "from"]
+    if len(froms) != 1:
+        return False
+    found = getaddresses([froms[0]])
+    return len(found) == 1 and found[0][1].strip().lower() == parsed.from_addr
 
 
 def _proof(work: Work, ctx: Context, kind: str) -> tuple[int | None, str]:
@@ -16,6 +31,8 @@ def _proof(work: Work, ctx: Context, kind: str) -> tuple[int | None, str]:
     parsed = work.parsed
     assert parsed is not None
     cfg = ctx.config
+    if not single_from(parsed):
+        return None, ""
     refs = (*parsed.in_reply_to, *parsed.references)
     ticket = verify_message_ids(cfg.secret_key, kind, refs, parsed.from_addr, cfg.desk.domain)
     if ticket is not None:

@@ -8,6 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from maild.pipeline.base import Context, Match, Work
+from maild.pipeline.records import answers_us
 from maild.store.models import Message, Ticket, TicketCc
 from maild.threading.tags import find_ticket_number
 
@@ -66,7 +67,12 @@ class MatchTicket:
             ticket, how = (s.get(Ticket, tid), "references") if tid is not None else (None, "")
         if ticket is None:
             return replace(work, match=Match(None, reason="no thread"))
-        if verdict.automatic or is_member(s, ticket, work, ctx):
+        if verdict.automatic:
+            # A bounce or auto-reply joins by answering mail we sent; a copied tag is not enough.
+            if is_member(s, ticket, work, ctx) or answers_us(ctx, ticket, parsed):
+                return replace(work, match=Match(ticket.id, reason=how))
+            return replace(work, match=Match(None, reason=f"{how}: automatic mail from a stranger"))
+        if is_member(s, ticket, work, ctx):
             return replace(work, match=Match(ticket.id, reason=how))
         return replace(
             work,

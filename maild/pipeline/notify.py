@@ -19,6 +19,15 @@ log = logging.getLogger(__name__)
 NOTIFY_ON = {"created": "new", "customer-reply": "reply", "department": "department"}
 
 
+def _closed_parent(ticket: Ticket, ctx: Context) -> int | None:
+    """The earlier request to mention: only the same customer's own, closed one."""
+    if ticket.parent_id is None:
+        return None
+    parent = ctx.session.get(Ticket, ticket.parent_id)
+    ok = parent is not None and parent.status == "closed" and parent.requester == ticket.requester
+    return ticket.parent_id if ok else None
+
+
 def acknowledgement(ticket: Ticket, work: Work, ctx: Context) -> Outgoing:
     parsed = work.parsed
     assert parsed is not None and ticket.due_at is not None

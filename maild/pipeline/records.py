@@ -7,7 +7,7 @@ import json
 import logging
 import re
 
-from sqlalchemy import Table, insert, update
+from sqlalchemy import Table, insert, select, update
 from sqlalchemy.orm import Session
 
 from maild.config import Config
@@ -148,3 +148,17 @@ def new_ticket(ctx: Context, parsed: ParsedMail, parent_id: int | None) -> Ticke
     ctx.session.add(ticket)
     ctx.session.flush()
     return ticket
+
+
+def answers_us(ctx: Context, ticket: Ticket, parsed: ParsedMail) -> bool:
+    refs = (*parsed.in_reply_to, *parsed.references)
+    if not refs:
+        return False
+    found = ctx.session.scalar(
+        select(Message.id)
+        .where(
+            Message.ticket_id == ticket.id, Message.direction == "out", Message.message_id.in_(refs)
+        )
+        .limit(1)
+    )
+    return found is not None

@@ -54,7 +54,8 @@ def _references(out: Outgoing) -> list[str]:
     refs = [r for r in out.references if r != out.in_reply_to]
     if out.in_reply_to:
         refs.append(out.in_reply_to)
-    return [clean_header(r, "References") for r in refs[-20:]]
+    # An absurdly long id would make a header line longer than SMTP allows: leave it out.
+    return [clean_header(r, "References") for r in refs[-20:] if len(r) <= 250]
 
 
 def _content(out: Outgoing) -> tuple[str, bytes]:
@@ -89,7 +90,7 @@ def build(out: Outgoing) -> bytes:
         f"Date: {format_datetime(out.date)}",
         f"Message-ID: {clean_header(out.message_id, 'Message-ID')}",
     ]
-    if out.in_reply_to:
+    if out.in_reply_to and len(out.in_reply_to) <= 250:
         h.append(f"In-Reply-To: {clean_header(out.in_reply_to, 'In-Reply-To')}")
     refs = _references(out)
     if refs:

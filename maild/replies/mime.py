@@ -75,6 +75,9 @@ def attachment_part(name: str, ctype: str, data: bytes) -> bytes:
     ):
         maintype, subtype = "application", "octet-stream"
     safe = "".join(c for c in name if c >= " " and c not in '"\\/\x7f') or "attachment"
+    if len(safe) > 60:  # keeps the header line well under 998 octets, extension kept
+        stem, dot, ext = safe.rpartition(".")
+        safe = f"{stem[: 55 - len(ext)]}~{dot}{ext}" if dot and len(ext) <= 10 else safe[:60]
     param = f'filename="{safe}"' if safe.isascii() else f"filename*=utf-8''{quote(safe, safe='')}"
     b64 = base64.encodebytes(data).replace(b"\n", b"\r\n")
     head = (

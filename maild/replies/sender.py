@@ -138,6 +138,9 @@ class OutboxSender:
                 warning = await self.transport.send(item.envelope_from, item.recipients, item.raw)
             except SendError as exc:
                 return item, exc, None
+            except Exception as exc:  # never lose the other outcomes of the batch
+                log.exception("outbox: mail %d: unexpected error", item.id)
+                return item, SendError(f"{type(exc).__name__}: {exc}", permanent=False), None
             return item, None, warning
 
     async def run(self, stopping: asyncio.Event) -> None:

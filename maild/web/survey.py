@@ -14,7 +14,7 @@ from aiohttp import web
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from maild.clock import Clock
+from maild.clock import Clock, as_utc
 from maild.config import Config
 from maild.replies.render import Renderer
 from maild.replies.scheduled import Notices, staff_for
@@ -104,7 +104,7 @@ async def rate_page(request: web.Request) -> web.Response:
     shown = await asyncio.to_thread(_load, site.db, link.ticket_id)
     if shown is None:
         return _error(site, "missing")
-    if shown.status == "closed":
+    if shown.status != "solved":  # closed, or re-opened since the survey went out
         return _error(site, "closed", shown.language)
     return _page(
         site,
@@ -148,13 +148,17 @@ def record_rating(site: SurveySite, link: RatingLink, comment: str) -> tuple[str
         t = _lock(site, s, link.ticket_id)
         if t is None:
             return "missing", None
-        if t.status == "closed":
+        if t.status != "solved":  # closed, or re-opened: this survey is over
             return "closed", t.language
-        changed = (t.rating, t.rating_comment or "") != (link.rating, comment)
+        earlier = t.rated_at is not None and not (
+            t.solved_at is not None and as_utc(t.rated_at) < as_utc(t.solved_at)
+        )
+        # One mail to the team per solve cycle when it turns Bad, however often the form is sent.
+        changed = link.rating == "bad" and not (earlier and t.rating == "bad")
         t.rating, t.rating_comment, t.rated_at = link.rating, comment or None, now
         t.updated_at = now
         add_event(s, t.id, now, "rated", t.requester, rating=link.rating, comment=comment)
-        if link.rating == "bad" and changed:
+        if changed:
             _notify_bad(site, s, t, comment, now)
         log.info("request #%d rated %s", t.id, link.rating)
         return "recorded", t.language
