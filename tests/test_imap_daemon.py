@@ -22,6 +22,7 @@ def test_daemon_reads_the_mailbox_and_acknowledges(
     cfg = make_config(imap=[{
         "host": dovecot.host, "port": dovecot.port, "tls": "none", "username": dovecot.user,
         "password": dovecot.password, "processed_folder": "Processed", "idle": True,
+        "poll_seconds": 2,
     }])  # fmt: skip
     running(cfg)
     dovecot.append(make_mail("Письмо через IMAP", message_id="<imap1@client.example.org>"))
@@ -30,7 +31,7 @@ def test_daemon_reads_the_mailbox_and_acknowledges(
         with db.session() as s:
             return s.scalar(select(Ticket))
 
-    t = wait_for(ticket)
+    t = wait_for(ticket, timeout=30)
     assert t.subject == "Письмо через IMAP" and t.requester == "customer@example.org"
     with db.session() as s:
         assert s.scalar(select(func.count(Inbound.id)).where(Inbound.source == "imap")) == 1

@@ -381,9 +381,13 @@ class ImapSource:
             self._stop.wait(self.cfg.poll_seconds)
 
     def _idle(self, client: IMAPClient) -> None:
-        """IDLE until new mail, the stop flag, or the 29-minute renewal; check every second."""
+        """IDLE until new mail, the stop flag, or poll_seconds (at most the 29-minute renewal).
+
+        Leaving IDLE every poll_seconds for a fresh scan costs one SEARCH and covers a
+        notification the server never sent (a message appended between SEARCH and IDLE).
+        """
         client.idle()
-        deadline = time.monotonic() + IDLE_RENEW_SECONDS
+        deadline = time.monotonic() + min(IDLE_RENEW_SECONDS, self.cfg.poll_seconds)
         quick_empty = 0
         while not self._stop.is_set() and time.monotonic() < deadline:
             started = time.monotonic()
