@@ -37,7 +37,7 @@ STAGES: dict[str, Callable[[], Stage]] = {
     "notify": Notify,
 }
 MAX_BATCH_BYTES = 32 * 1024 * 1024
-SLICE_SECONDS = 0.05
+SLICE_SECONDS = 0.02
 _INBOUND: Table = Inbound.__table__  # type: ignore[assignment]
 _CLAIM = (
     update(_INBOUND)
