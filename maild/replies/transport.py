@@ -29,6 +29,9 @@ class Transport(Protocol):
         """Deliver or raise SendError; a returned text is a warning (some recipients refused)."""
 
 
+Mail = tuple[str, Sequence[str], bytes]  # envelope sender, recipients, the message
+
+
 class MaildirTransport:
     """Writes each mail into ``new/`` of a Maildir (tmp, fsync, rename), as an MDA would."""
 
@@ -50,11 +53,34 @@ class MaildirTransport:
         os.rename(tmp, self.path / "new" / name)
 
     async def send(self, sender: str, recipients: Sequence[str], raw: bytes) -> str | None:
-        try:
-            await asyncio.to_thread(self._write, sender, recipients, raw)
-        except OSError as exc:
-            raise SendError(f"maildir: {exc}", permanent=False) from exc
+        (error,) = await self.send_many([(sender, recipients, raw)])
+        if error is not None:
+            raise error
         return None
+
+    def _write_all(
+        self, mails: Sequence[tuple[str, Sequence[str], bytes]]
+    ) -> list[SendError | None]:
+        errors: list[SendError | None] = []
+        for sender, recipients, raw in mails:
+            try:
+                self._write(sender, recipients, raw)
+                errors.append(None)
+            except OSError as exc:
+                errors.append(SendError(f"maildir: {exc}", permanent=False))
+        try:  # the renames are durable once the directory is
+            fd = os.open(self.path / "new", os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            return [SendError(f"maildir: {exc}", permanent=False)] * len(mails)
+        return errors
+
+    async def send_many(self, mails: Sequence[Mail]) -> list[SendError | None]:
+        """Write a whole batch in one trip to a worker thread."""
+        return await asyncio.to_thread(self._write_all, mails)
 
 
 class SmtpTransport:
