@@ -404,3 +404,17 @@ def test_end_to_end_over_smtp(
     text = text_of(answer[0])
     assert text.strip() == "Try the other tray." and "#priority" not in text
     assert ticket(db).priority == "high"
+
+
+def test_task_deadline_by_command(db: Database, ingest: Ingest, opened: EmailMessage) -> None:
+    ingest(reply_to(opened, "anna@example.com", "#type task\n#due 2026-12-01\n#note\nplanned"))
+    t = ticket(db)
+    assert t.type == "task"
+    due = t.due_at.replace(tzinfo=ZoneInfo("UTC")) if t.due_at.tzinfo is None else t.due_at  # type: ignore[union-attr]
+    assert due.astimezone(ZoneInfo("Europe/Moscow")).isoformat() == "2026-12-01T18:00:00+03:00"
+    ingest(reply_to(opened, "anna@example.com", "#due 2026-12-02T10:30\n#note\nmoved"))
+    t = ticket(db)
+    due = t.due_at.replace(tzinfo=ZoneInfo("UTC")) if t.due_at.tzinfo is None else t.due_at  # type: ignore[union-attr]
+    assert due.astimezone(ZoneInfo("Europe/Moscow")).hour == 10
+    ingest(reply_to(opened, "anna@example.com", "#due tomorrow\n#note\nx"))
+    assert mails(db, "command-error")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import replace
+from datetime import UTC, datetime
 
 from maild.config_sections import Department
 from maild.pipeline.base import Context, Work
@@ -15,7 +16,7 @@ from maild.replies.outbox import enqueue
 from maild.replies.quotes import strip_quoted
 from maild.security import signed_message_id
 from maild.store.models import Ticket, TicketCc
-from maild.tickets.commands import HELP, Command, ParsedCommands, parse_commands
+from maild.tickets.commands import HELP, Command, ParsedCommands, parse_commands, parse_due
 from maild.tickets.status import change_status
 
 log = logging.getLogger(__name__)
@@ -86,8 +87,22 @@ def _execute(ticket: Ticket, cmds: ParsedCommands, ctx: Context, agent: str) -> 
             _cc(ticket, cmd.arg, ctx, agent)
         elif cmd.name == "escalate":
             dept = ctx.config.department(cmd.arg.split()[0])
+    due = cmds.get("due")
+    if due is not None:  # after #type/#priority, which would recompute the default deadline
+        _set_due(ticket, due.arg, ctx, agent)
     ticket.updated_at = now
     return dept
+
+
+def _set_due(ticket: Ticket, arg: str, ctx: Context, agent: str) -> None:
+    parsed = parse_due(arg)
+    assert parsed is not None  # validated before anything ran
+    day, clock = parsed
+    hours = ctx.config.hours
+    local = datetime.combine(day, clock or hours.end, hours.zone)
+    ticket.due_at = local.astimezone(UTC)
+    ticket.sla_warned_at = ticket.sla_breached_at = None
+    add_event(ctx.session, ticket.id, ctx, "due", agent, due=ticket.due_at.isoformat())
 
 
 def _cc(ticket: Ticket, arg: str, ctx: Context, agent: str) -> None:

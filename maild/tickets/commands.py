@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import date, time
 
 from maild.config_sections import PRIORITIES, TYPES
 from maild.tickets.status import STATUSES
@@ -19,7 +20,8 @@ HELP = """Commands go on the first lines of your reply, one per line, before any
   #category <name>
   #note                      (the whole message is an internal note, never sent to the customer)
   #cc add|remove <email>
-  #escalate <department> [text for the department]"""
+  #escalate <department> [text for the department]
+  #due YYYY-MM-DD [HH:MM]    (the deadline of a task, desk time; a date alone means closing time)"""
 
 CHOICES: dict[str, tuple[str, ...]] = {
     "status": STATUSES,
@@ -52,6 +54,8 @@ def _check(name: str, arg: str) -> str | None:
         return None
     if name == "note":
         return None
+    if name == "due":
+        return None if parse_due(arg) else f"#due {arg}: expected YYYY-MM-DD or YYYY-MM-DD HH:MM"
     if name in ("assign", "category", "escalate") and not arg:
         return f"#{name} needs a value"
     if name == "assign" and arg.lower() != "me" and not _EMAIL.match(arg):
@@ -64,6 +68,15 @@ def _check(name: str, arg: str) -> str | None:
     if name in ("assign", "category", "escalate"):
         return None
     return f"#{name}: unknown command"
+
+
+def parse_due(arg: str) -> tuple[date, time | None] | None:
+    """``#due`` value: a date, optionally with a time of day."""
+    day, _, clock = arg.strip().replace("T", " ").replace("t", " ").partition(" ")
+    try:
+        return date.fromisoformat(day), time.fromisoformat(clock.strip()) if clock else None
+    except ValueError:
+        return None
 
 
 def parse_commands(text: str) -> ParsedCommands:
