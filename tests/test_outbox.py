@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from aiosmtpd.controller import Controller
@@ -106,3 +107,42 @@ def test_gives_up_after_max_attempts(
     asyncio.run(sender.send_due())
     asyncio.run(sender.send_due(system_clock() + timedelta(hours=2)))
     assert outbox(db)[0].state == "failed"
+
+
+def test_deferred_recipient_is_retried_alone(
+    db: Database,
+    ingest: Callable[..., int],
+    make_config: Callable[..., Config],
+    smtp_sink: tuple[Sink, Controller],
+) -> None:
+    """A 450 for one CC (greylisting): the others have the mail, only the CC is tried again."""
+    _, controller = smtp_sink
+    ingest(make_mail("Hello"))
+    with db.write() as s:
+        row = s.scalar(select(Outbox))
+        assert row is not None
+        row.recipients = "customer@example.org,grey@example.net"
+
+    class Greylist(Sink):
+        greylisting = True
+
+        async def handle_RCPT(
+            self, server: object, session: object, envelope: Any, address: str, options: list[str]
+        ) -> str:
+            if address == "grey@example.net" and self.greylisting:
+                return "450 4.7.1 greylisted, try later"
+            envelope.rcpt_tos.append(address)
+            return "250 OK"
+
+    grey = Greylist()
+    controller.handler = grey
+    sender = sender_for(db, make_config, controller.port)
+    asyncio.run(sender.send_due())
+    (row,) = outbox(db)
+    assert row.state == "queued" and row.recipients == "grey@example.net"
+    assert [m[1] for m in grey.messages] == [["customer@example.org"]]
+    grey.greylisting = False
+    asyncio.run(sender.send_due(system_clock() + timedelta(hours=1)))
+    (row,) = outbox(db)
+    assert row.state == "sent"
+    assert [m[1] for m in grey.messages] == [["customer@example.org"], ["grey@example.net"]]

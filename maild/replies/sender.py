@@ -76,6 +76,8 @@ def _outcome(
             last_error=str(error)[:2000],
             next_attempt_at=now + backoff(item.attempts + 1),
         )
+        if error.retry:  # delivered to the others: only the deferred ones are tried again
+            values["recipients"] = ",".join(error.retry)
     return values
 
 

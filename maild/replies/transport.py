@@ -19,9 +19,11 @@ from maild.errors import MaildError
 
 
 class SendError(MaildError):
-    def __init__(self, message: str, *, permanent: bool) -> None:
+    def __init__(self, message: str, *, permanent: bool, retry: Sequence[str] = ()) -> None:
         super().__init__(message)
         self.permanent = permanent
+        # Recipients to try again (a 4xx for some of them); the others already have the mail.
+        self.retry = tuple(retry)
 
 
 class Transport(Protocol):
@@ -119,6 +121,9 @@ class SmtpTransport:
             raise SendError(f"{type(exc).__name__}: {exc}", permanent=False) from exc
         if errors:
             text = "; ".join(f"{k}: {v.code} {v.message}" for k, v in errors.items())
+            later = [k for k, v in errors.items() if v.code < 500]
+            if later:
+                raise SendError(f"some recipients deferred: {text}", permanent=False, retry=later)
             return f"some recipients refused: {text}"
         return None
 
