@@ -5,16 +5,16 @@ from __future__ import annotations
 import os
 import tomllib
 import zoneinfo
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import date, time
 from pathlib import Path
 from typing import Any, TypeVar
 
 from maild import config_sections as sections
 from maild.config_sections import ClockConfig, Department, SlaConfig
+from maild.config_table import Table, hostport, is_email, positive, resolve
 from maild.errors import ConfigError
-from maild.tickets.sla import DAY_NAMES, BusinessHours
+from maild.tickets.sla import BusinessHours
 
 T = TypeVar("T")
 _MISSING = object()
@@ -105,64 +105,14 @@ class Config:
         email = email.lower()
         return next((a for a in self.agents if a.email == email), None)
 
-    def department(self, name_or_email: str) -> Department | None:
-        key = name_or_email.lower()
+    def department(self, name_oremail: str) -> Department | None:
+        key = name_oremail.lower()
         return next((d for d in self.departments if key in (d.name.lower(), d.email)), None)
 
 
-class _Table:
-    """A TOML table read key by key, so that every error can name its full key."""
-
-    def __init__(self, data: object, prefix: str) -> None:
-        if not isinstance(data, dict):
-            raise ConfigError(prefix, "must be a table")
-        self.data: dict[str, Any] = data
-        self.prefix = prefix
-        self.seen: set[str] = set()
-
-    def key(self, name: str) -> str:
-        return f"{self.prefix}.{name}" if self.prefix else name
-
-    def get(self, name: str, kind: type[T], default: Any = _MISSING) -> T:
-        self.seen.add(name)
-        if name not in self.data:
-            if default is _MISSING:
-                raise ConfigError(self.key(name), "is missing")
-            return default
-        value = self.data[name]
-        if kind is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            raise ConfigError(self.key(name), f"must be {kind.__name__}, not {value!r}")
-        return value
-
-    def check(self, name: str, ok: Callable[[Any], bool], problem: str, value: Any) -> None:
-        if not ok(value):
-            raise ConfigError(self.key(name), problem)
-
-    def finish(self) -> None:
-        unknown = sorted(set(self.data) - self.seen)
-        if unknown:
-            raise ConfigError(self.key(unknown[0]), "unknown key")
-
-
-def _email(value: str) -> bool:
-    local, at, domain = value.partition("@")
-    return bool(local and at and "." in domain) and not any(c in value for c in " \r\n\t<>,;")
-
-
-def _hostport(value: str) -> bool:
-    host, _, port = value.rpartition(":")
-    return bool(host) and port.isdigit() and 0 <= int(port) < 65536
-
-
-def _positive(value: int) -> bool:
-    return value > 0
-
-
-def _desk(t: _Table, base: Path) -> DeskConfig:
+def _desk(t: Table, base: Path) -> DeskConfig:
     address = t.get("address", str).strip().lower()
-    t.check("address", _email, f"not an email address: {address!r}", address)
+    t.check("address", is_email, f"not an email address: {address!r}", address)
     tag = t.get("tag", str, "Support").strip()
     t.check(
         "tag",
@@ -179,7 +129,7 @@ def _desk(t: _Table, base: Path) -> DeskConfig:
         raise ConfigError(t.key("timezone"), f"unknown time zone {timezone!r}") from None
     templates = t.get("templates", str, "")
     lead = t.get("lead", str, "").strip().lower() or None
-    t.check("lead", lambda v: v is None or _email(v), f"not an email address: {lead!r}", lead)
+    t.check("lead", lambda v: v is None or is_email(v), f"not an email address: {lead!r}", lead)
     name = t.get("name", str)
     t.check(
         "name",
@@ -194,62 +144,57 @@ def _desk(t: _Table, base: Path) -> DeskConfig:
         tag,
         language,
         timezone,
-        _resolve(base, templates) if templates else None,
+        resolve(base, templates) if templates else None,
         lead,
     )
 
 
-def _resolve(base: Path, value: str) -> Path:
-    path = Path(value).expanduser()
-    return path if path.is_absolute() else (base / path)
-
-
-def _storage_url(t: _Table, base: Path) -> str:
+def _storage_url(t: Table, base: Path) -> str:
     url = t.get("url", str, "sqlite:///var/maild.db")
     prefixes = ("sqlite://", "postgresql://", "postgresql+psycopg://")
     t.check("url", lambda v: v.startswith(prefixes), f"must start with one of {prefixes}", url)
     if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
         rest = url[len("sqlite:///") :]
         if rest and rest != ":memory:":
-            url = "sqlite:///" + str(_resolve(base, rest))
+            url = "sqlite:///" + str(resolve(base, rest))
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url[len("postgresql://") :]
     t.finish()
     return url
 
 
-def _smtp(t: _Table) -> SmtpConfig:
+def _smtp(t: Table) -> SmtpConfig:
     listen = t.get("listen", str, "127.0.0.1:2525")
-    t.check("listen", _hostport, f"must be host:port, not {listen!r}", listen)
+    t.check("listen", hostport, f"must be host:port, not {listen!r}", listen)
     size = t.get("max_message_size", int, 26_214_400)
     t.check("max_message_size", lambda v: v >= 1024, "must be at least 1024", size)
     rcpts = t.get("max_recipients", int, 100)
-    t.check("max_recipients", _positive, "must be positive", rcpts)
+    t.check("max_recipients", positive, "must be positive", rcpts)
     t.finish()
     return SmtpConfig(listen, size, rcpts)
 
 
-def _outbound(t: _Table, base: Path, desk: DeskConfig) -> OutboundConfig:
+def _outbound(t: Table, base: Path, desk: DeskConfig) -> OutboundConfig:
     url = t.get("url", str, "maildir:var/outbox")
     if url.startswith("maildir:"):
-        url = "maildir:" + str(_resolve(base, url[len("maildir:") :]))
+        url = "maildir:" + str(resolve(base, url[len("maildir:") :]))
     elif not url.startswith(("smtp://", "smtps://")):
         raise ConfigError(t.key("url"), f"must be maildir:PATH or smtp://host:port, not {url!r}")
     sender = t.get("from", str, desk.address)
-    t.check("from", lambda v: _email(v.strip()), f"not an email address: {sender!r}", sender)
+    t.check("from", lambda v: is_email(v.strip()), f"not an email address: {sender!r}", sender)
     starttls = t.get("starttls", bool, False)
     tls = t.get("tls", bool, url.startswith("smtps://"))
     t.check("tls", lambda v: not (v and starttls), "tls and starttls exclude each other", tls)
     timeout = t.get("timeout", float, 30.0)
     attempts = t.get("max_attempts", int, 30)
-    t.check("max_attempts", _positive, "must be positive", attempts)
+    t.check("max_attempts", positive, "must be positive", attempts)
     t.finish()
     return OutboundConfig(url, sender.strip().lower(), starttls, tls, timeout, attempts)
 
 
-def _web(t: _Table) -> WebConfig:
+def _web(t: Table) -> WebConfig:
     listen = t.get("listen", str, "127.0.0.1:8080")
-    t.check("listen", _hostport, f"must be host:port, not {listen!r}", listen)
+    t.check("listen", hostport, f"must be host:port, not {listen!r}", listen)
     base_url = t.get("base_url", str, f"http://{listen}").rstrip("/")
     t.check(
         "base_url",
@@ -261,7 +206,7 @@ def _web(t: _Table) -> WebConfig:
     return WebConfig(listen, base_url)
 
 
-def _secret(t: _Table) -> str:
+def _secret(t: Table) -> str:
     t.seen.add("trusted_authserv_ids")  # read by config_sections.trusted_authserv_ids
     secret = os.environ.get("MAILD_SECRET_KEY") or t.get("secret_key", str, "")
     t.seen.add("secret_key")
@@ -278,9 +223,9 @@ def _agents(items: object) -> tuple[Agent, ...]:
         raise ConfigError("agents", "must be an array of tables ([[agents]])")
     agents = []
     for i, item in enumerate(items):
-        t = _Table(item, f"agents[{i}]")
+        t = Table(item, f"agents[{i}]")
         email = t.get("email", str).strip().lower()
-        t.check("email", _email, f"not an email address: {email!r}", email)
+        t.check("email", is_email, f"not an email address: {email!r}", email)
         name = t.get("name", str, email.partition("@")[0])
         t.check("name", lambda v: "\n" not in v and "\r" not in v, "must be one line", name)
         t.finish()
@@ -288,72 +233,25 @@ def _agents(items: object) -> tuple[Agent, ...]:
     return tuple(agents)
 
 
-def _limits(t: _Table) -> LimitsConfig:
+def _limits(t: Table) -> LimitsConfig:
     values = {}
     for name, default in vars(LimitsConfig()).items():
         value = t.get(name, int, default)
-        t.check(name, _positive, "must be positive", value)
+        t.check(name, positive, "must be positive", value)
         values[name] = value
     t.finish()
     return LimitsConfig(**values)
 
 
-def _pipeline(t: _Table) -> PipelineConfig:
+def _pipeline(t: Table) -> PipelineConfig:
     workers = t.get("workers", int, 1)
     t.check(
         "workers", lambda v: 0 <= v <= 1, "must be 0 (in-process) or 1 (a worker process)", workers
     )
     batch = t.get("batch_size", int, 64)
-    t.check("batch_size", _positive, "must be positive", batch)
+    t.check("batch_size", positive, "must be positive", batch)
     t.finish()
     return PipelineConfig(workers, batch)
-
-
-def _imap(items: object) -> tuple[Any, ...]:
-    from maild.ingest.imap import imap_configs_from_toml
-
-    return imap_configs_from_toml(items)
-
-
-def _lmtp(t: _Table, base: Path) -> str | None:
-    listen = t.get("listen", str, "")
-    t.finish()
-    if not listen:
-        return None
-    if listen.startswith(("/", "./", "unix:")):
-        return str(_resolve(base, listen.removeprefix("unix:")))
-    t.check("listen", _hostport, f"must be host:port or a socket path, not {listen!r}", listen)
-    return listen
-
-
-def _clock_time(t: _Table, name: str, default: str) -> time:
-    value = t.get(name, str, default)
-    try:
-        return time.fromisoformat(value)
-    except ValueError:
-        raise ConfigError(t.key(name), f"must be HH:MM, not {value!r}") from None
-
-
-def _hours(t: _Table, timezone: str) -> BusinessHours:
-    days = t.get("days", list, ["mon", "tue", "wed", "thu", "fri"])
-    t.check(
-        "days",
-        lambda v: bool(v) and all(d in DAY_NAMES for d in v),
-        f"must list days from {DAY_NAMES}",
-        days,
-    )
-    start, end = _clock_time(t, "start", "09:00"), _clock_time(t, "end", "18:00")
-    t.check("end", lambda v: v > start, "must be after start", end)
-    holidays = []
-    for i, h in enumerate(t.get("holidays", list, [])):
-        try:
-            holidays.append(date.fromisoformat(str(h)))
-        except ValueError:
-            raise ConfigError(t.key(f"holidays[{i}]"), f"not a YYYY-MM-DD date: {h!r}") from None
-    t.finish()
-    return BusinessHours(
-        timezone, frozenset(DAY_NAMES.index(d) for d in days), start, end, frozenset(holidays)
-    )
 
 
 KNOWN_SECTIONS = frozenset(
@@ -385,27 +283,27 @@ def from_mapping(data: Mapping[str, Any], base: Path, path: Path | None = None) 
     for section in data:
         if section not in KNOWN_SECTIONS:
             raise ConfigError(section, "unknown section")
-    desk = _desk(_Table(data.get("desk", _MISSING_DESK), "desk"), base)
+    desk = _desk(Table(data.get("desk", _MISSING_DESK), "desk"), base)
     return Config(
         desk=desk,
-        storage_url=_storage_url(_Table(data.get("storage", {}), "storage"), base),
-        smtp=_smtp(_Table(data.get("smtp", {}), "smtp")),
-        outbound=_outbound(_Table(data.get("outbound", {}), "outbound"), base, desk),
-        web=_web(_Table(data.get("web", {}), "web")),
-        secret_key=_secret(_Table(data.get("security", {}), "security")),
+        storage_url=_storage_url(Table(data.get("storage", {}), "storage"), base),
+        smtp=_smtp(Table(data.get("smtp", {}), "smtp")),
+        outbound=_outbound(Table(data.get("outbound", {}), "outbound"), base, desk),
+        web=_web(Table(data.get("web", {}), "web")),
+        secret_key=_secret(Table(data.get("security", {}), "security")),
         agents=_agents(data.get("agents", [])),
-        limits=_limits(_Table(data.get("limits", {}), "limits")),
-        pipeline=_pipeline(_Table(data.get("pipeline", {}), "pipeline")),
-        lmtp_listen=_lmtp(_Table(data.get("lmtp", {}), "lmtp"), base),
-        hours=_hours(_Table(data.get("hours", {}), "hours"), desk.timezone),
+        limits=_limits(Table(data.get("limits", {}), "limits")),
+        pipeline=_pipeline(Table(data.get("pipeline", {}), "pipeline")),
+        lmtp_listen=sections.lmtp(Table(data.get("lmtp", {}), "lmtp"), base),
+        hours=sections.hours(Table(data.get("hours", {}), "hours"), desk.timezone),
         departments=sections.departments(data.get("departments", [])),
-        sla=sections.sla(_Table(data.get("sla", {}), "sla")),
+        sla=sections.sla(Table(data.get("sla", {}), "sla")),
         clock=sections.clock(
-            *(_Table(data.get(n, {}), n) for n in ("survey", "autoclose", "pending", "hold"))
+            *(Table(data.get(n, {}), n) for n in ("survey", "autoclose", "pending", "hold"))
         ),
-        imap=_imap(data.get("imap")),
+        imap=sections.imap(data.get("imap")),
         trusted_authserv_ids=sections.trusted_authserv_ids(
-            _Table(data.get("security", {}), "security")
+            Table(data.get("security", {}), "security")
         ),
         path=path,
         raw=data,

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from datetime import date, time
+from pathlib import Path
+from typing import Any
 
+from maild.config_table import Table, hostport, is_email, resolve
 from maild.errors import ConfigError
-
-if TYPE_CHECKING:
-    from maild.config import _Table
+from maild.tickets.sla import DAY_NAMES, BusinessHours
 
 TYPES = ("question", "problem", "incident", "task")
 PRIORITIES = ("low", "normal", "high", "urgent")
@@ -55,13 +56,11 @@ class ClockConfig:
 
 
 def departments(items: object) -> tuple[Department, ...]:
-    from maild.config import _email, _Table
-
     if not isinstance(items, list):
         raise ConfigError("departments", "must be an array of tables ([[departments]])")
     found: list[Department] = []
     for i, item in enumerate(items):
-        t = _Table(item, f"departments[{i}]")
+        t = Table(item, f"departments[{i}]")
         name = t.get("name", str).strip()
         t.check(
             "name",
@@ -76,19 +75,19 @@ def departments(items: object) -> tuple[Department, ...]:
             name,
         )
         email = t.get("email", str).strip().lower()
-        t.check("email", _email, f"not an email address: {email!r}", email)
+        t.check("email", is_email, f"not an email address: {email!r}", email)
         t.finish()
         found.append(Department(name, email))
     return tuple(found)
 
 
-def _positive(t: _Table, name: str, default: float) -> float:
+def _positive(t: Table, name: str, default: float) -> float:
     value = t.get(name, float, float(default))
     t.check(name, lambda v: v > 0, "must be positive", value)
     return value
 
 
-def sla(t: _Table) -> SlaConfig:
+def sla(t: Table) -> SlaConfig:
     base = SlaConfig()
     targets = {k: _positive(t, k, v) for k, v in base.targets.items()}
     factors = dict(base.factors)
@@ -100,7 +99,7 @@ def sla(t: _Table) -> SlaConfig:
     return SlaConfig(targets, factors, warn_at)
 
 
-def clock(survey: _Table, autoclose: _Table, pending: _Table, hold: _Table) -> ClockConfig:
+def clock(survey: Table, autoclose: Table, pending: Table, hold: Table) -> ClockConfig:
     base = ClockConfig()
     values = ClockConfig(
         survey_delay_hours=_positive(survey, "delay_hours", base.survey_delay_hours),
@@ -115,7 +114,7 @@ def clock(survey: _Table, autoclose: _Table, pending: _Table, hold: _Table) -> C
     return values
 
 
-def trusted_authserv_ids(t: _Table) -> tuple[str, ...]:
+def trusted_authserv_ids(t: Table) -> tuple[str, ...]:
     ids = t.get("trusted_authserv_ids", list, [])
     t.check(
         "trusted_authserv_ids",
@@ -124,3 +123,50 @@ def trusted_authserv_ids(t: _Table) -> tuple[str, ...]:
         ids,
     )
     return tuple(i.strip().lower() for i in ids)
+
+
+def imap(items: object) -> tuple[Any, ...]:
+    from maild.ingest.imap import imap_configs_from_toml
+
+    return imap_configs_from_toml(items)
+
+
+def lmtp(t: Table, base: Path) -> str | None:
+    listen = t.get("listen", str, "")
+    t.finish()
+    if not listen:
+        return None
+    if listen.startswith(("/", "./", "unix:")):
+        return str(resolve(base, listen.removeprefix("unix:")))
+    t.check("listen", hostport, f"must be host:port or a socket path, not {listen!r}", listen)
+    return listen
+
+
+def _clock_time(t: Table, name: str, default: str) -> time:
+    value = t.get(name, str, default)
+    try:
+        return time.fromisoformat(value)
+    except ValueError:
+        raise ConfigError(t.key(name), f"must be HH:MM, not {value!r}") from None
+
+
+def hours(t: Table, timezone: str) -> BusinessHours:
+    days = t.get("days", list, ["mon", "tue", "wed", "thu", "fri"])
+    t.check(
+        "days",
+        lambda v: bool(v) and all(d in DAY_NAMES for d in v),
+        f"must list days from {DAY_NAMES}",
+        days,
+    )
+    start, end = _clock_time(t, "start", "09:00"), _clock_time(t, "end", "18:00")
+    t.check("end", lambda v: v > start, "must be after start", end)
+    holidays = []
+    for i, h in enumerate(t.get("holidays", list, [])):
+        try:
+            holidays.append(date.fromisoformat(str(h)))
+        except ValueError:
+            raise ConfigError(t.key(f"holidays[{i}]"), f"not a YYYY-MM-DD date: {h!r}") from None
+    t.finish()
+    return BusinessHours(
+        timezone, frozenset(DAY_NAMES.index(d) for d in days), start, end, frozenset(holidays)
+    )
