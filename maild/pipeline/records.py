@@ -106,16 +106,14 @@ def store_message(work: Work, ctx: Context, ticket_id: int | None, kind: str) ->
 
 
 def add_ccs(session: Session, ticket: Ticket, parsed: ParsedMail, ctx: Context) -> list[str]:
+    """Addresses in the mail's Cc (not the desk's, the requester's or an agent's) join."""
     own = {ctx.config.desk.address, ctx.config.outbound.sender, ticket.requester}
+    wanted = [a for a in dict.fromkeys(parsed.cc) if a not in own and not ctx.config.agent(a)]
+    if not wanted:
+        return []  # the common case: no need to load the request's CCs at all
     have = {c.email for c in ticket.ccs}
-    added = []
-    for addr in (*parsed.to, *parsed.cc):
-        if addr in own or addr in have or ctx.config.agent(addr) is not None:
-            continue
-        if addr in parsed.cc:
-            ticket.ccs.append(TicketCc(email=addr))
-            have.add(addr)
-            added.append(addr)
+    added = [a for a in wanted if a not in have]
+    ticket.ccs.extend(TicketCc(email=a) for a in added)
     return added
 
 
