@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import Table, insert, select
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from maild.clock import Clock, system_clock
@@ -97,41 +97,50 @@ def check_acceptable(raw: bytes, max_size: int | None = None) -> None:
         raise RejectedMessage("not a mail: the first line is not a header")
 
 
-def _row(item: Incoming, clock: Clock) -> Inbound:
-    return Inbound(
-        received_at=clock(),
-        source=item.source,
-        envelope_from=item.envelope_from,
-        recipients=",".join(item.recipients),
-        digest=digest(item.raw),
-        message_id=quick_message_id(item.raw),
-        size=len(item.raw),
-        raw=item.raw,
-        state="pending",
-        attempts=0,
-    )
+def _row(item: Incoming, clock: Clock) -> dict[str, object]:
+    return {
+        "received_at": clock(),
+        "source": item.source,
+        "envelope_from": item.envelope_from,
+        "recipients": ",".join(item.recipients),
+        "digest": digest(item.raw),
+        "message_id": quick_message_id(item.raw),
+        "size": len(item.raw),
+        "raw": item.raw,
+        "state": "pending",
+        "attempts": 0,
+        "processed_at": None,
+        "error": None,
+    }
+
+
+_TABLE: Table = Inbound.__table__  # type: ignore[assignment]
+_INSERT = insert(_TABLE).returning(_TABLE.c.id, sort_by_parameter_order=True)
 
 
 def _store_batch(db: Database, items: Sequence[Incoming], clock: Clock) -> list[Stored]:
-    rows = [_row(i, clock) for i in items]
+    rows = [_row(i, clock) for i in items]  # digests are computed before the write lock
     with db.write() as s:
-        digests = {r.digest for r in rows}
-        known = dict(
-            s.execute(select(Inbound.digest, Inbound.id).where(Inbound.digest.in_(digests))).all()
+        conn = s.connection()
+        digests = list({str(r["digest"]) for r in rows})
+        found = conn.execute(
+            select(_TABLE.c.digest, _TABLE.c.id).where(_TABLE.c.digest.in_(digests))
         )
-        fresh: dict[str, Inbound] = {}
+        known: dict[str, int] = {str(d): int(i) for d, i in found}
+        fresh = list({str(r["digest"]): r for r in rows if r["digest"] not in known}.values())
+        if fresh:
+            ids = conn.execute(_INSERT, fresh).scalars().all()
+            new = {str(r["digest"]): int(i) for r, i in zip(fresh, ids, strict=True)}
+        else:
+            new = {}
+        out, seen = [], set()
         for r in rows:
-            if r.digest not in known and r.digest not in fresh:
-                fresh[r.digest] = r
-                s.add(r)
-        s.flush()
-        out = []
-        for r in rows:
-            if r.digest in known:
-                out.append(Stored(known[r.digest], True))
+            d = str(r["digest"])
+            if d in known:
+                out.append(Stored(known[d], True))
             else:
-                first = fresh[r.digest]
-                out.append(Stored(first.id, first is not r))
+                out.append(Stored(new[d], d in seen))
+                seen.add(d)
         return out
 
 
