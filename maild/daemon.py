@@ -14,7 +14,8 @@ from maild.clock import Clock, system_clock
 from maild.config import Config
 from maild.ingest.accept import Acceptor
 from maild.ingest.smtp import Handler, start_server, start_unix_server
-from maild.pipeline.runner import Pipeline
+from maild.ingest.spool import Spool, import_spool
+from maild.pipeline.runner import MAX_BATCH_BYTES, Pipeline
 from maild.pipeline.worker import ProcessWorker, ThreadWorker
 from maild.replies.sender import OutboxSender
 from maild.replies.transport import transport_from_config
@@ -49,7 +50,11 @@ class Daemon:
             max_attempts=config.outbound.max_attempts,
             clock=clock,
         )
-        self.acceptor = Acceptor(self.db, on_stored=self._wake_pipeline, clock=clock)
+        # SQLite: SMTP/LMTP commit into a spool file of their own (see maild/ingest/spool.py).
+        self.spool = Spool.for_storage(config.storage_url)
+        self.acceptor = Acceptor(
+            self.db, spool=self.spool, on_stored=self._wake_pipeline, clock=clock
+        )
         self._sender_task: asyncio.Task[None] | None = None
 
     def _wake_pipeline(self) -> None:
@@ -67,7 +72,9 @@ class Daemon:
             def on_outbox() -> None:
                 loop.call_soon_threadsafe(self.sender.wake.set)
 
-            self.worker = ThreadWorker(Pipeline(self.config, self.db, clock=self.clock), on_outbox)
+            self.worker = ThreadWorker(
+                Pipeline(self.config, self.db, clock=self.clock, spool=self.spool), on_outbox
+            )
             return
         worker = ProcessWorker(self.config)
         self.worker = worker
@@ -94,7 +101,7 @@ class Daemon:
         self._sender_task = asyncio.create_task(self.sender.run(self.stopping), name="outbox")
         whost, wport = split_hostport(self.config.web.listen)
         self.web = await start_web(
-            self.db, whost, wport, self.config, self.clock, self.sender.wake.set
+            self.db, whost, wport, self.config, self.clock, self.sender.wake.set, spool=self.spool
         )
         self.scheduler = SweepScheduler(self.db, self.config, self.clock, self.sender.wake.set)
         self.scheduler.start()
@@ -166,6 +173,8 @@ class Daemon:
             asyncio.get_running_loop().remove_reader(self.worker.fileno())
         if self.worker is not None:
             await asyncio.to_thread(self.worker.stop)
+        if self.spool is not None:
+            await asyncio.to_thread(self._empty_spool, self.spool)
         self.stopping.set()
         self.sender.wake.set()
         if self._sender_task is not None:
@@ -173,7 +182,18 @@ class Daemon:
         if self.web is not None:
             await self.web.cleanup()
         self.db.dispose()
+        if self.spool is not None:
+            self.spool.dispose()
         log.info("maild stopped")
+
+    def _empty_spool(self, spool: Spool) -> None:
+        """Move what is still spooled into ``inbound`` (no processing: that waits for the next
+        start), so that a stopped desk keeps all its mail in the one database."""
+        try:
+            while import_spool(self.db, spool, limit=256, max_bytes=MAX_BATCH_BYTES):
+                pass
+        except Exception as exc:  # it stays in the spool, and the next start imports it
+            log.error("could not empty the spool on stop: %s", exc)
 
     async def serve_forever(self) -> None:
         loop = asyncio.get_running_loop()

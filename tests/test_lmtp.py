@@ -34,7 +34,7 @@ def test_lmtp_tcp_one_reply_per_recipient(
         # smtplib reads only the first reply; the second must be waiting for us too.
         code, text = client.getreply()
         assert code == 250 and b"queued as" in text
-    assert stored(db) == 1
+    wait_for(lambda: stored(db) == 1)  # the worker moves it from the spool (SQLite)
     with db.session() as s:
         row = s.scalar(select(Inbound))
         assert row is not None and row.source == "lmtp"
@@ -62,4 +62,4 @@ def test_lmtp_unix_socket(
             )
             == {}
         )
-    assert stored(db) == 1
+    wait_for(lambda: stored(db) == 1)  # the worker moves it from the spool (SQLite)

@@ -9,6 +9,7 @@ import re
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Table, insert, select
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
@@ -17,6 +18,9 @@ from maild.clock import Clock, system_clock
 from maild.errors import RejectedMessage, TemporaryFailure
 from maild.store.db import Database
 from maild.store.models import Inbound
+
+if TYPE_CHECKING:
+    from maild.ingest.spool import Spool, Spooled
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +33,10 @@ _MSGID = re.compile(rb"(?im)^message-id[ \t]*:[ \t]*((?:.*)(?:\r?\n[ \t].*)*)")
 class Stored:
     inbound_id: int
     duplicate: bool
+
+    @property
+    def queue_id(self) -> str:
+        return str(self.inbound_id)
 
 
 @dataclass(frozen=True)
@@ -97,7 +105,7 @@ def check_acceptable(raw: bytes, max_size: int | None = None) -> None:
         raise RejectedMessage("not a mail: the first line is not a header")
 
 
-def _row(item: Incoming, clock: Clock) -> dict[str, object]:
+def inbound_row(item: Incoming, clock: Clock) -> dict[str, object]:
     return {
         "received_at": clock(),
         "source": item.source,
@@ -114,17 +122,17 @@ def _row(item: Incoming, clock: Clock) -> dict[str, object]:
     }
 
 
-_TABLE: Table = Inbound.__table__  # type: ignore[assignment]
-_INSERT = insert(_TABLE).returning(_TABLE.c.id, sort_by_parameter_order=True)
+INBOUND: Table = Inbound.__table__  # type: ignore[assignment]
+_INSERT = insert(INBOUND).returning(INBOUND.c.id, sort_by_parameter_order=True)
 
 
 def _store_batch(db: Database, items: Sequence[Incoming], clock: Clock) -> list[Stored]:
-    rows = [_row(i, clock) for i in items]  # digests are computed before the write lock
+    rows = [inbound_row(i, clock) for i in items]  # digests are computed before the write lock
     with db.write() as s:
         conn = s.connection()
         digests = list({str(r["digest"]) for r in rows})
         found = conn.execute(
-            select(_TABLE.c.digest, _TABLE.c.id).where(_TABLE.c.digest.in_(digests))
+            select(INBOUND.c.digest, INBOUND.c.id).where(INBOUND.c.digest.in_(digests))
         )
         known: dict[str, int] = {str(d): int(i) for d, i in found}
         fresh = list({str(r["digest"]): r for r in rows if r["digest"] not in known}.values())
@@ -180,6 +188,9 @@ def store_raw(
     return store_many(db, [Incoming(raw, source, envelope_from, tuple(recipients))], clock)[0]
 
 
+_Waiting = tuple[Incoming, "asyncio.Future[Stored | Spooled]"]
+
+
 class Acceptor:
     """Group commit for the asyncio sources: every waiting message shares one fsync."""
 
@@ -187,23 +198,35 @@ class Acceptor:
         self,
         db: Database,
         *,
+        spool: Spool | None = None,
         on_stored: Callable[[], None] = lambda: None,
         max_batch: int = 128,
         clock: Clock = system_clock,
     ) -> None:
         self.db = db
+        self.spool = spool
         self.on_stored = on_stored
         self.max_batch = max_batch
         self.clock = clock
-        self._queue: asyncio.Queue[tuple[Incoming, asyncio.Future[Stored]]] = asyncio.Queue()
+        self._queue: asyncio.Queue[tuple[Incoming, asyncio.Future[Stored | Spooled]]] = (
+            asyncio.Queue()
+        )
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="maild-accept")
         self._task: asyncio.Task[None] | None = None
 
-    async def accept(self, item: Incoming) -> Stored:
+    def _store(self, items: Sequence[Incoming]) -> Sequence[Stored | Spooled]:
+        if self.spool is None:
+            return store_many(self.db, items, self.clock)
+        try:
+            return self.spool.put(self.db, items, self.clock)
+        except (OperationalError, DBAPIError) as exc:
+            raise TemporaryFailure(f"spool unavailable: {_short(exc)}") from exc
+
+    async def accept(self, item: Incoming) -> Stored | Spooled:
         loop = asyncio.get_running_loop()
         if self._task is None or self._task.done():
             self._task = loop.create_task(self._writer(), name="maild-accept")
-        fut: asyncio.Future[Stored] = loop.create_future()
+        fut: asyncio.Future[Stored | Spooled] = loop.create_future()
         self._queue.put_nowait((item, fut))
         return await fut
 
@@ -215,9 +238,7 @@ class Acceptor:
                 batch.append(self._queue.get_nowait())
             items = [b[0] for b in batch]
             try:
-                results = await loop.run_in_executor(
-                    self._executor, store_many, self.db, items, self.clock
-                )
+                results = await loop.run_in_executor(self._executor, self._store, items)
             except Exception as exc:  # the one broad except: every waiter gets an answer
                 err = exc if isinstance(exc, TemporaryFailure) else TemporaryFailure(str(exc))
                 log.error("accept: could not store %d message(s): %s", len(batch), err)

@@ -30,7 +30,8 @@ _FOLD = re.compile(r"\r?\n[ \t]*")
 _SURROGATE = re.compile("[\udc80-\udcff]")
 _ENCODED_WORD = re.compile(r"=\?[^?]*\?[bBqQ]\?.*?\?=")
 _STASHED = re.compile(r"maildEW(\d+)x")
-_B64_JUNK = re.compile(rb"[^A-Za-z0-9+/=]")
+_B64_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/="
+_B64_JUNK = bytes(c for c in range(256) if c not in _B64_ALPHABET)  # for bytes.translate
 _B64_PAD = re.compile(rb"=+")
 _ADDR_SPEC = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
 
@@ -253,8 +254,12 @@ def _base64(data: bytes) -> bytes:
 
     compat32 hands back the undecoded text when the length is off by one.
     """
+    data = data.translate(None, _B64_JUNK)
+    body = data.rstrip(b"=")
+    if b"=" not in body and len(body) % 4 != 1:  # the usual case: one run, padded at the end
+        return binascii.a2b_base64(body + b"=" * (-len(body) % 4))
     out = []
-    for chunk in _B64_PAD.split(_B64_JUNK.sub(b"", data)):
+    for chunk in _B64_PAD.split(data):
         if len(chunk) % 4 == 1:
             chunk = chunk[:-1]
         try:

@@ -100,7 +100,7 @@ class Handler:
             log.error("%s: answered 451: %s", self.source, exc)
             return TEMPFAIL
         note = " (duplicate)" if stored.duplicate else ""
-        return f"250 2.0.0 OK: queued as {stored.inbound_id}{note}"
+        return f"250 2.0.0 OK: queued as {stored.queue_id}{note}"
 
     async def handle_exception(self, error: Exception) -> str:
         log.error(

@@ -15,6 +15,7 @@ from maild.clock import Clock, system_clock
 from maild.config import Config
 from maild.errors import QuarantineError, TemporaryFailure
 from maild.ingest.parse import Limits, ParsedMail, parse_mail
+from maild.ingest.spool import Spool, import_spool
 from maild.pipeline.apply import Apply
 from maild.pipeline.base import Context, Stage, Work
 from maild.pipeline.classify import Classify
@@ -61,10 +62,18 @@ class Pending:
 
 
 class Pipeline:
-    def __init__(self, config: Config, db: Database, *, clock: Clock = system_clock) -> None:
+    def __init__(
+        self,
+        config: Config,
+        db: Database,
+        *,
+        clock: Clock = system_clock,
+        spool: Spool | None = None,
+    ) -> None:
         self.config = config
         self.db = db
         self.clock = clock
+        self.spool = spool
         self.renderer = Renderer(config.desk.templates)
         self.stages = [STAGES[name]() for name in PIPELINE if name != "parse"]
         lim = config.limits
@@ -96,14 +105,18 @@ class Pipeline:
 
     def process(self, ids: Sequence[int] | None = None, limit: int | None = None) -> int:
         """Process one batch of pending messages (or just ``ids``); returns how many."""
+        limit = limit or self.config.pipeline.batch_size
         try:
-            batch = self._load(ids, limit or self.config.pipeline.batch_size)
+            imported = 0
+            if self.spool is not None and ids is None:
+                imported = import_spool(self.db, self.spool, limit=limit, max_bytes=MAX_BATCH_BYTES)
+            batch = self._load(ids, limit)
             left = list(batch)
             while left:
                 left = self._slice(left)
         except (OperationalError, InterfaceError) as exc:
             raise TemporaryFailure(f"database unavailable: {exc.orig or exc}") from exc
-        return len(batch)
+        return max(len(batch), imported)
 
     def _slice(self, items: list[Pending]) -> list[Pending]:
         """Apply messages in one short write transaction; returns those left for the next.

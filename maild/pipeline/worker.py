@@ -12,6 +12,7 @@ from multiprocessing.connection import Connection
 
 from maild.config import Config
 from maild.errors import TemporaryFailure
+from maild.ingest.spool import Spool
 from maild.pipeline.runner import Pipeline, drain
 from maild.store.db import Database
 
@@ -51,6 +52,7 @@ def _process_main(config: Config, conn: Connection, log_level: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when we stop
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     db = Database(config.storage_url)
+    spool = Spool.for_storage(config.storage_url)
     quit_flag = threading.Event()
 
     def wait(timeout: float) -> bool:
@@ -65,11 +67,13 @@ def _process_main(config: Config, conn: Connection, log_level: int) -> None:
         conn.send_bytes(OUTBOX)
 
     try:
-        serve(Pipeline(config, db), wait, quit_flag.is_set, processed)
+        serve(Pipeline(config, db, spool=spool), wait, quit_flag.is_set, processed)
     except (EOFError, OSError):
         pass  # the parent went away
     finally:
         db.dispose()
+        if spool is not None:
+            spool.dispose()
 
 
 class ProcessWorker:

@@ -8,7 +8,7 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import Table, bindparam, select, update
 
 from maild.clock import Clock, system_clock
 from maild.errors import TemporaryFailure
@@ -35,31 +35,47 @@ class Claimed:
     attempts: int
 
 
+_OUTBOX: Table = Outbox.__table__  # type: ignore[assignment]
+
+
 def claim_due(db: Database, now: datetime, limit: int) -> list[Claimed]:
-    """Mark up to ``limit`` due mails as ours for a while (SKIP LOCKED on PostgreSQL)."""
+    """Mark up to ``limit`` due mails as ours for a while (SKIP LOCKED on PostgreSQL).
+
+    Core statements, and the raw mail read after the write transaction: on SQLite the write
+    lock is shared with the pipeline, so it is held for as little as possible.
+    """
+    o = _OUTBOX.c
+    stmt = (
+        select(o.id, o.envelope_from, o.recipients, o.attempts)
+        .where(o.state == "queued", o.next_attempt_at <= now)
+        .where((o.claimed_until.is_(None)) | (o.claimed_until < now))
+        .order_by(o.id)
+        .limit(limit)
+    )
+    if not db.is_sqlite:
+        stmt = stmt.with_for_update(skip_locked=True)
     with db.write() as s:
-        stmt = (
-            select(Outbox)
-            .where(Outbox.state == "queued", Outbox.next_attempt_at <= now)
-            .where((Outbox.claimed_until.is_(None)) | (Outbox.claimed_until < now))
-            .order_by(Outbox.id)
-            .limit(limit)
+        conn = s.connection()
+        rows = conn.execute(stmt).all()
+        ids = [int(r.id) for r in rows]
+        if ids:
+            conn.execute(update(_OUTBOX).where(o.id.in_(ids)).values(claimed_until=now + CLAIM_FOR))
+    if not ids:
+        return []
+    with db.session() as s:
+        raws = {
+            int(i): bytes(raw) for i, raw in s.execute(select(o.id, o.raw).where(o.id.in_(ids)))
+        }
+    return [
+        Claimed(
+            int(r.id),
+            r.envelope_from,
+            tuple(filter(None, r.recipients.split(","))),
+            raws[int(r.id)],
+            int(r.attempts),
         )
-        if not db.is_sqlite:
-            stmt = stmt.with_for_update(skip_locked=True)
-        rows = list(s.scalars(stmt))
-        for row in rows:
-            row.claimed_until = now + CLAIM_FOR
-        return [
-            Claimed(
-                r.id,
-                r.envelope_from,
-                tuple(filter(None, r.recipients.split(","))),
-                r.raw,
-                r.attempts,
-            )
-            for r in rows
-        ]
+        for r in rows
+    ]
 
 
 def _outcome(
@@ -87,11 +103,21 @@ Attempt = tuple[Claimed, SendError | None, str | None]
 def record(db: Database, attempts: list[Attempt], now: datetime, max_attempts: int) -> list[str]:
     """Store the outcome of delivery attempts in one transaction; returns the new states."""
     states = []
+    groups: dict[tuple[str, ...], list[dict[str, object]]] = {}
+    for item, error, warning in attempts:
+        values = _outcome(item, now, error, warning, max_attempts)
+        states.append(str(values["state"]))
+        params = {"oid": item.id, **{f"v_{k}": v for k, v in values.items()}}
+        groups.setdefault(tuple(sorted(values)), []).append(params)
     with db.write() as s:
-        for item, error, warning in attempts:
-            values = _outcome(item, now, error, warning, max_attempts)
-            s.execute(update(Outbox).where(Outbox.id == item.id).values(**values))
-            states.append(str(values["state"]))
+        conn = s.connection()
+        for keys, rows in groups.items():
+            stmt = (
+                update(_OUTBOX)
+                .where(_OUTBOX.c.id == bindparam("oid"))
+                .values({k: bindparam(f"v_{k}") for k in keys})
+            )
+            conn.execute(stmt, rows)
     return states
 
 

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 log = logging.getLogger(__name__)
 
 
-def _sqlite_path(url: str) -> Path | None:
+def sqlite_path(url: str) -> Path | None:
     rest = url.split("///", 1)[1] if "///" in url else ""
     return Path(rest) if rest and rest != ":memory:" else None
 
@@ -83,7 +83,7 @@ class Database:
         self.is_sqlite = url.startswith("sqlite")
         kwargs: dict[str, Any] = {"echo": echo, "future": True}
         if self.is_sqlite:
-            path = _sqlite_path(url)
+            path = sqlite_path(url)
             if path is not None:
                 path.parent.mkdir(parents=True, exist_ok=True)
             kwargs["connect_args"] = {"timeout": 30, "check_same_thread": False}
@@ -99,7 +99,7 @@ class Database:
             _setup_sqlite(self.engine)
         else:
             _setup_postgres(self.engine)
-        path = _sqlite_path(url) if self.is_sqlite else None
+        path = sqlite_path(url) if self.is_sqlite else None
         self._lock = _WriteLock(path) if path is not None else None
         writer = self.engine.execution_options(maild_begin="immediate")
         self._reader = sessionmaker(self.engine, expire_on_commit=False)

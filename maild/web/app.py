@@ -10,6 +10,7 @@ from sqlalchemy import func, select
 
 from maild.clock import Clock, system_clock
 from maild.config import Config
+from maild.ingest.spool import Spool
 from maild.replies.render import Renderer
 from maild.store.db import Database
 from maild.store.models import Inbound, Outbox
@@ -17,15 +18,17 @@ from maild.web.survey import SurveySite, add_routes
 
 DB_KEY = web.AppKey("db", Database)
 CONFIG_KEY = web.AppKey("config", Config)
+SPOOL_KEY = web.AppKey("spool", list[Spool])  # empty when there is no spool
 
 
-def _counts(db: Database) -> dict[str, int]:
+def _counts(db: Database, spools: list[Spool]) -> dict[str, int]:
+    spooled = sum(spool.count() for spool in spools)
     with db.session() as s:
         pending = s.scalar(select(func.count(Inbound.id)).where(Inbound.state == "pending"))
         quarantined = s.scalar(select(func.count(Inbound.id)).where(Inbound.state == "quarantined"))
         queued = s.scalar(select(func.count(Outbox.id)).where(Outbox.state == "queued"))
     return {
-        "inbound_pending": int(pending or 0),
+        "inbound_pending": int(pending or 0) + spooled,
         "quarantined": int(quarantined or 0),
         "outbox_queued": int(queued or 0),
     }
@@ -33,7 +36,7 @@ def _counts(db: Database) -> dict[str, int]:
 
 async def health(request: web.Request) -> web.Response:
     try:
-        counts = await asyncio.to_thread(_counts, request.app[DB_KEY])
+        counts = await asyncio.to_thread(_counts, request.app[DB_KEY], request.app[SPOOL_KEY])
     except Exception as exc:  # any database trouble is "unhealthy", never a 500 page
         return web.json_response({"status": "error", "error": type(exc).__name__}, status=503)
     return web.json_response({"status": "ok", **counts})
@@ -44,9 +47,12 @@ def make_app(
     config: Config | None = None,
     clock: Clock = system_clock,
     on_outbox: Callable[[], None] | None = None,
+    *,
+    spool: Spool | None = None,
 ) -> web.Application:
     app = web.Application(client_max_size=64 * 1024)
     app[DB_KEY] = db
+    app[SPOOL_KEY] = [spool] if spool is not None else []
     app.router.add_get("/healthz", health)
     if config is not None:  # the survey links need the key, the templates and the clock
         app[CONFIG_KEY] = config
@@ -62,8 +68,10 @@ async def start_web(
     config: Config | None = None,
     clock: Clock = system_clock,
     on_outbox: Callable[[], None] | None = None,
+    *,
+    spool: Spool | None = None,
 ) -> web.AppRunner:
-    runner = web.AppRunner(make_app(db, config, clock, on_outbox), access_log=None)
+    runner = web.AppRunner(make_app(db, config, clock, on_outbox, spool=spool), access_log=None)
     await runner.setup()
     await web.TCPSite(runner, host, port).start()
     return runner

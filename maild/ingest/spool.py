@@ -1,0 +1,191 @@
+"""The SMTP spool: on SQLite, mail accepted over SMTP/LMTP is committed to a file of its own.
+
+SQLite has one writer per database file. With the raw bytes going into the main database, an
+SMTP session waiting for its ``250`` also waited for the pipeline's write transaction (tens of
+milliseconds of Python work), and the two sides took turns on one core each. The spool gives
+the accept path its own file, its own write lock and its own fsync, like Postfix's incoming
+queue: "store raw, fsync, 250" never waits for the pipeline.
+
+The pipeline moves spooled mail into ``inbound`` (:func:`import_spool`): one write transaction
+in the main database inserts the rows, then the spool rows are deleted. A crash in between
+leaves rows in both; the next import finds their digests in ``inbound`` (the column is unique)
+and only deletes them, so nothing is processed twice and nothing is lost.
+
+The spool is a queue file, not part of the schema: its one table is created on open, and an
+empty spool may be deleted while the daemon is stopped. PostgreSQL needs none of this (row
+locks, no single writer), so there the accept path inserts into ``inbound`` directly.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    Column,
+    DateTime,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    delete,
+    func,
+    insert,
+    select,
+)
+
+from maild.clock import Clock, system_clock
+from maild.ingest.accept import INBOUND, Incoming, Stored, inbound_row
+from maild.store.db import Database, sqlite_path
+
+log = logging.getLogger(__name__)
+
+_META = MetaData()
+SPOOL = Table(
+    "spool",
+    _META,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("received_at", DateTime(timezone=True), nullable=False),
+    Column("source", String(16), nullable=False),
+    Column("envelope_from", String(512)),
+    Column("recipients", Text, nullable=False),
+    Column("digest", String(64), nullable=False, index=True),
+    Column("message_id", String(998)),
+    Column("size", Integer, nullable=False),
+    Column("raw", LargeBinary, nullable=False),
+    sqlite_autoincrement=True,  # a spool id is never reused, so "queued as S12" stays unique
+)
+_COLUMNS = ("received_at", "source", "envelope_from", "recipients", "digest", "message_id")
+_PUT = insert(SPOOL).returning(SPOOL.c.id, sort_by_parameter_order=True)
+
+
+@dataclass(frozen=True)
+class Spooled:
+    """Committed to the spool; the pipeline gives it an inbound id when it imports it."""
+
+    spool_id: int
+    duplicate: bool = False
+
+    @property
+    def queue_id(self) -> str:
+        return f"S{self.spool_id}"
+
+
+def spool_path(storage_url: str) -> Path | None:
+    """``var/maild.db`` spools into ``var/maild.db.spool``; None for PostgreSQL or :memory:."""
+    path = sqlite_path(storage_url) if storage_url.startswith("sqlite") else None
+    return path.with_name(path.name + ".spool") if path is not None else None
+
+
+class Spool:
+    """The spool file: WAL, ``synchronous=FULL`` and its own flock, like the main database."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.db = Database(f"sqlite:///{path}")
+        _META.create_all(self.db.engine)
+
+    @classmethod
+    def for_storage(cls, storage_url: str) -> Spool | None:
+        path = spool_path(storage_url)
+        return cls(path) if path is not None else None
+
+    def put(
+        self, main: Database, items: Sequence[Incoming], clock: Clock = system_clock
+    ) -> list[Stored | Spooled]:
+        """Commit every item in one transaction (group commit); answer duplicates as such.
+
+        A duplicate is a digest already in ``inbound`` (read without the main write lock: WAL
+        readers never wait) or already spooled. A copy that slips past both (imported between
+        the two looks) is caught by the import, which is the final word.
+        """
+        rows = [inbound_row(i, clock) for i in items]
+        digests = list({str(r["digest"]) for r in rows})
+        with main.session() as s:
+            found = s.execute(
+                select(INBOUND.c.digest, INBOUND.c.id).where(INBOUND.c.digest.in_(digests))
+            )
+            known: dict[str, Stored | Spooled] = {str(d): Stored(int(i), True) for d, i in found}
+        with self.db.write() as s:
+            conn = s.connection()
+            spooled = conn.execute(
+                select(SPOOL.c.digest, SPOOL.c.id).where(SPOOL.c.digest.in_(digests))
+            )
+            for d, i in spooled:
+                known.setdefault(str(d), Spooled(int(i), True))
+            fresh = list({str(r["digest"]): r for r in rows if r["digest"] not in known}.values())
+            new: dict[str, int] = {}
+            if fresh:
+                values = [{k: r[k] for k in (*_COLUMNS, "size", "raw")} for r in fresh]
+                ids = conn.execute(_PUT, values).scalars().all()
+                new = {str(r["digest"]): int(i) for r, i in zip(fresh, ids, strict=True)}
+        out: list[Stored | Spooled] = []
+        seen: set[str] = set()
+        for r in rows:
+            d = str(r["digest"])
+            out.append(known[d] if d in known else Spooled(new[d], d in seen))
+            seen.add(d)
+        return out
+
+    def count(self) -> int:
+        with self.db.session() as s:
+            return int(s.scalar(select(func.count()).select_from(SPOOL)) or 0)
+
+    def take(self, limit: int, max_bytes: int) -> list[dict[str, Any]]:
+        """The oldest spooled rows (at least one, however big), without removing them."""
+        with self.db.session() as s:
+            out: list[dict[str, Any]] = []
+            total = 0
+            sizes = s.execute(select(SPOOL.c.id, SPOOL.c.size).order_by(SPOOL.c.id).limit(limit))
+            chosen: list[int] = []
+            for sid, size in sizes:
+                if chosen and total + size > max_bytes:
+                    break
+                chosen.append(sid)
+                total += size
+            if chosen:
+                result = s.execute(select(SPOOL).where(SPOOL.c.id.in_(chosen)).order_by(SPOOL.c.id))
+                out = [dict(row._mapping) for row in result]
+            return out
+
+    def remove(self, ids: Sequence[int]) -> None:
+        with self.db.write() as s:
+            s.connection().execute(delete(SPOOL).where(SPOOL.c.id.in_(list(ids))))
+
+    def dispose(self) -> None:
+        self.db.dispose()
+
+
+def import_spool(main: Database, spool: Spool, *, limit: int, max_bytes: int) -> int:
+    """Move up to ``limit`` spooled messages into ``inbound`` (state pending); returns how many
+    spool rows were consumed (imported or found to be duplicates)."""
+    rows = spool.take(limit, max_bytes)
+    if not rows:
+        return 0
+    digests = list({str(r["digest"]) for r in rows})
+    with main.write() as s:
+        conn = s.connection()
+        known = set(
+            conn.execute(select(INBOUND.c.digest).where(INBOUND.c.digest.in_(digests))).scalars()
+        )
+        fresh: dict[str, dict[str, Any]] = {}
+        for r in rows:
+            if r["digest"] not in known and r["digest"] not in fresh:
+                fresh[r["digest"]] = {
+                    **{k: r[k] for k in (*_COLUMNS, "size", "raw")},
+                    "state": "pending",
+                    "attempts": 0,
+                    "processed_at": None,
+                    "error": None,
+                }
+        if fresh:
+            conn.execute(insert(INBOUND), list(fresh.values()))
+    spool.remove([int(r["id"]) for r in rows])
+    if len(fresh) < len(rows):
+        log.info("spool: %d duplicate(s) dropped on import", len(rows) - len(fresh))
+    return len(rows)

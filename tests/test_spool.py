@@ -1,0 +1,165 @@
+"""The SMTP spool (SQLite): accepted mail gets its own file, then moves into ``inbound`` once."""
+
+from __future__ import annotations
+
+import asyncio
+import smtplib
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import free_port, make_mail
+from sqlalchemy import func, select
+
+from maild.config import Config
+from maild.ingest.accept import Acceptor
+from maild.ingest.smtp import Handler, start_server
+from maild.ingest.spool import Spool, import_spool, spool_path
+from maild.pipeline.runner import Pipeline
+from maild.store.db import Database
+from maild.store.models import Inbound, Ticket
+
+sqlite_only = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+
+
+def count(db: Database, model: type, *where: object) -> int:
+    with db.session() as s:
+        return int(s.scalar(select(func.count()).select_from(model).where(*where)) or 0)
+
+
+@pytest.fixture
+def spool(config: Config) -> Iterator[Spool]:
+    path = spool_path(config.storage_url)
+    assert path is not None
+    sp = Spool(path)
+    yield sp
+    sp.dispose()
+
+
+def smtp_send(db: Database, spool: Spool, messages: list[bytes]) -> list[str]:
+    """Send over real SMTP to an aiosmtpd server whose acceptor commits to the spool."""
+
+    async def scenario() -> list[str]:
+        acceptor = Acceptor(db, spool=spool)
+        port = free_port()
+        handler = Handler(acceptor, max_size=10_000_000)
+        server = await start_server(handler, "127.0.0.1", port, hostname="desk.example.com")
+
+        def client() -> list[str]:
+            replies = []
+            with smtplib.SMTP("127.0.0.1", port, timeout=30) as c:
+                c.ehlo()
+                for raw in messages:
+                    c.mail("customer@example.org")
+                    c.rcpt("support@example.com")
+                    try:
+                        code, text = c.data(raw)
+                    except smtplib.SMTPDataError as exc:
+                        code, text = exc.smtp_code, exc.smtp_error
+                        c.rset()
+                    replies.append(f"{code} {text.decode()}")
+            return replies
+
+        try:
+            return await asyncio.to_thread(client)
+        finally:
+            server.close()
+            await acceptor.close()
+
+    return asyncio.run(scenario())
+
+
+def test_spool_lives_beside_the_database_and_only_for_sqlite(tmp_path: Path) -> None:
+    assert spool_path(f"sqlite:///{tmp_path}/var/maild.db") == tmp_path / "var/maild.db.spool"
+    assert spool_path("sqlite:///:memory:") is None
+    assert spool_path("postgresql+psycopg://postgres@127.0.0.1:5432/test") is None
+
+
+@sqlite_only
+def test_250_means_committed_to_the_spool_then_imported_once(
+    config: Config, db: Database, spool: Spool
+) -> None:
+    raw = make_mail("Счёт не пришёл", sender="c1@example.org")
+    replies = smtp_send(db, spool, [raw])
+    assert replies[0].startswith("250 2.0.0 OK: queued as S"), replies
+    # Durable in the spool file (a fresh connection sees it), not yet in inbound.
+    con = sqlite3.connect(str(spool.path))
+    assert con.execute("SELECT raw FROM spool").fetchall() == [(raw,)]
+    con.close()
+    assert count(db, Inbound) == 0
+
+    assert Pipeline(config, db, spool=spool).process() == 1
+    assert spool.count() == 0
+    assert count(db, Inbound, Inbound.state == "done") == 1
+    assert count(db, Ticket) == 1
+    with db.session() as s:
+        assert s.scalar(select(Inbound.raw)) == raw
+
+
+@sqlite_only
+def test_same_message_twice_is_one_request_whether_spooled_or_imported(
+    config: Config, db: Database, spool: Spool
+) -> None:
+    raw = make_mail("Printer on fire", sender="c2@example.org")
+    first, second = smtp_send(db, spool, [raw, raw])
+    assert first.startswith("250") and "(duplicate)" not in first
+    assert second.startswith("250") and second.endswith("(duplicate)"), second
+    assert spool.count() == 1
+
+    Pipeline(config, db, spool=spool).process()
+    (again,) = smtp_send(db, spool, [raw])  # an MTA retry after we processed it
+    assert again.endswith("(duplicate)") and "queued as S" not in again, again
+    assert spool.count() == 0
+    assert count(db, Inbound) == 1
+    assert count(db, Ticket) == 1
+
+
+@sqlite_only
+def test_crash_between_import_and_spool_delete_processes_nothing_twice(
+    config: Config, db: Database, spool: Spool
+) -> None:
+    messages = [make_mail(f"Question {i}", sender=f"q{i}@example.org") for i in range(3)]
+    smtp_send(db, spool, messages)
+    # Keep a copy of the spool as it was; after the import, put it back: exactly the state a
+    # kill -9 after the inbound commit and before the spool delete leaves on disk.
+    snapshot = sqlite3.connect(":memory:")
+    live = sqlite3.connect(str(spool.path))
+    live.backup(snapshot)
+    assert import_spool(db, spool, limit=10, max_bytes=1 << 20) == 3
+    assert spool.count() == 0
+    snapshot.backup(live)
+    live.close()
+    assert spool.count() == 3
+
+    pipeline = Pipeline(config, db, spool=spool)
+    while pipeline.process():
+        pass
+    assert spool.count() == 0
+    assert count(db, Inbound) == 3
+    assert count(db, Ticket) == 3
+
+
+@sqlite_only
+def test_import_respects_the_batch_limits(config: Config, db: Database, spool: Spool) -> None:
+    smtp_send(db, spool, [make_mail(f"M {i}", sender=f"m{i}@example.org") for i in range(5)])
+    assert import_spool(db, spool, limit=2, max_bytes=1 << 20) == 2
+    assert import_spool(db, spool, limit=10, max_bytes=1) == 1  # at least one, however big
+    assert spool.count() == 2
+    with db.session() as s:
+        subjects = [r.decode() for r in s.scalars(select(Inbound.raw).order_by(Inbound.id))]
+    assert [next(x for x in r.splitlines() if x.startswith("Subject:")) for r in subjects] == [
+        "Subject: M 0",
+        "Subject: M 1",
+        "Subject: M 2",
+    ]
+
+
+@sqlite_only
+def test_a_broken_spool_answers_451_not_250(config: Config, db: Database, spool: Spool) -> None:
+    spool.dispose()
+    for extra in spool.path.parent.glob(spool.path.name + "-*"):
+        extra.unlink()
+    spool.path.write_bytes(b"this is not a database file" * 200)
+    (reply,) = smtp_send(db, spool, [make_mail("Hello", sender="x@example.org")])
+    assert reply.startswith("451 4.3.0"), reply
