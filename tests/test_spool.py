@@ -116,28 +116,60 @@ def test_same_message_twice_is_one_request_whether_spooled_or_imported(
 
 
 @sqlite_only
-def test_crash_between_import_and_spool_delete_processes_nothing_twice(
-    config: Config, db: Database, spool: Spool
+@pytest.mark.parametrize("mover", ["pipeline", "import on stop"])
+def test_crash_before_the_spool_delete_processes_nothing_twice(
+    config: Config, db: Database, spool: Spool, mover: str
 ) -> None:
     messages = [make_mail(f"Question {i}", sender=f"q{i}@example.org") for i in range(3)]
     smtp_send(db, spool, messages)
-    # Keep a copy of the spool as it was; after the import, put it back: exactly the state a
+    pipeline = Pipeline(config, db, spool=spool)
+    # Keep a copy of the spool as it was; after the move, put it back: exactly the state a
     # kill -9 after the inbound commit and before the spool delete leaves on disk.
     snapshot = sqlite3.connect(":memory:")
     live = sqlite3.connect(str(spool.path))
     live.backup(snapshot)
-    assert import_spool(db, spool, limit=10, max_bytes=1 << 20) == 3
+    if mover == "pipeline":
+        assert pipeline.process() == 3
+    else:
+        assert import_spool(db, spool, limit=10, max_bytes=1 << 20) == 3
     assert spool.count() == 0
     snapshot.backup(live)
     live.close()
     assert spool.count() == 3
 
-    pipeline = Pipeline(config, db, spool=spool)
     while pipeline.process():
         pass
     assert spool.count() == 0
     assert count(db, Inbound) == 3
+    assert count(db, Inbound, Inbound.state == "done") == 3
     assert count(db, Ticket) == 3
+
+
+@sqlite_only
+def test_spooled_and_inbound_mail_share_a_batch(config: Config, db: Database, spool: Spool) -> None:
+    from maild.ingest.accept import store_raw
+
+    smtp_send(db, spool, [make_mail("By SMTP", sender="s@example.org")])
+    store_raw(db, make_mail("By the pipe", sender="p@example.org"), source="pipe")
+    assert Pipeline(config, db, spool=spool).process() == 2
+    assert spool.count() == 0
+    assert count(db, Inbound, Inbound.state == "done") == 2
+    assert count(db, Ticket) == 2
+
+
+@sqlite_only
+def test_bad_spooled_mail_is_quarantined_with_its_raw_bytes(
+    config: Config, db: Database, spool: Spool
+) -> None:
+    bad = b"Subject: huge header\r\n" + (b"X-Junk: " + b"x" * 70 + b"\r\n") * 3000 + b"\r\nbody\r\n"
+    good = make_mail("Fine", sender="f@example.org")
+    assert [r[:3] for r in smtp_send(db, spool, [bad, good])] == ["250", "250"]
+    assert Pipeline(config, db, spool=spool).process() == 2
+    with db.session() as s:
+        rows = {r.state: r for r in s.scalars(select(Inbound))}
+    assert set(rows) == {"done", "quarantined"}
+    assert rows["quarantined"].raw == bad and rows["quarantined"].error
+    assert count(db, Ticket) == 1
 
 
 @sqlite_only

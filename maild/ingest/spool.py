@@ -60,7 +60,17 @@ SPOOL = Table(
     Column("raw", LargeBinary, nullable=False),
     sqlite_autoincrement=True,  # a spool id is never reused, so "queued as S12" stays unique
 )
-_COLUMNS = ("received_at", "source", "envelope_from", "recipients", "digest", "message_id")
+# What a spool row gives its inbound row (all but the spool's own id).
+SPOOL_COLUMNS = (
+    "received_at",
+    "source",
+    "envelope_from",
+    "recipients",
+    "digest",
+    "message_id",
+    "size",
+    "raw",
+)
 _PUT = insert(SPOOL).returning(SPOOL.c.id, sort_by_parameter_order=True)
 
 
@@ -121,7 +131,7 @@ class Spool:
             fresh = list({str(r["digest"]): r for r in rows if r["digest"] not in known}.values())
             new: dict[str, int] = {}
             if fresh:
-                values = [{k: r[k] for k in (*_COLUMNS, "size", "raw")} for r in fresh]
+                values = [{k: r[k] for k in SPOOL_COLUMNS} for r in fresh]
                 ids = conn.execute(_PUT, values).scalars().all()
                 new = {str(r["digest"]): int(i) for r, i in zip(fresh, ids, strict=True)}
         out: list[Stored | Spooled] = []
@@ -177,7 +187,7 @@ def import_spool(main: Database, spool: Spool, *, limit: int, max_bytes: int) ->
         for r in rows:
             if r["digest"] not in known and r["digest"] not in fresh:
                 fresh[r["digest"]] = {
-                    **{k: r[k] for k in (*_COLUMNS, "size", "raw")},
+                    **{k: r[k] for k in SPOOL_COLUMNS},
                     "state": "pending",
                     "attempts": 0,
                     "processed_at": None,

@@ -6,8 +6,10 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import Table, bindparam, select, update
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
@@ -15,7 +17,7 @@ from maild.clock import Clock, system_clock
 from maild.config import Config
 from maild.errors import QuarantineError, TemporaryFailure
 from maild.ingest.parse import Limits, ParsedMail, parse_mail
-from maild.ingest.spool import Spool, import_spool
+from maild.ingest.spool import SPOOL_COLUMNS, Spool
 from maild.pipeline.apply import Apply
 from maild.pipeline.base import Context, Stage, Work
 from maild.pipeline.classify import Classify
@@ -40,6 +42,12 @@ STAGES: dict[str, Callable[[], Stage]] = {
 MAX_BATCH_BYTES = 32 * 1024 * 1024
 SLICE_SECONDS = 0.02
 _INBOUND: Table = Inbound.__table__  # type: ignore[assignment]
+# Spooled mail is claimed by its insert; a digest seen before means "already ours".
+_CLAIM_SPOOLED = (
+    sqlite_insert(_INBOUND)
+    .on_conflict_do_nothing(index_elements=[_INBOUND.c.digest])
+    .returning(_INBOUND.c.id)
+)
 _CLAIM = (
     update(_INBOUND)
     .where(_INBOUND.c.id == bindparam("iid"), _INBOUND.c.state == "pending")
@@ -54,11 +62,12 @@ _CLAIM = (
 
 @dataclass(frozen=True)
 class Pending:
-    id: int
+    id: int | None  # None while the message is still in the spool: claiming it gives it one
     source: str
     envelope_from: str | None
     parsed: ParsedMail | None
     error: str | None
+    spooled: dict[str, Any] | None = None  # the spool row, inserted into inbound to claim it
 
 
 class Pipeline:
@@ -79,44 +88,70 @@ class Pipeline:
         lim = config.limits
         self.limits = Limits(lim.max_parts, lim.max_depth, lim.max_header_bytes)
 
-    def parse(self, row: Inbound) -> Pending:
+    def parse(
+        self,
+        raw: bytes,
+        iid: int | None,
+        source: str,
+        envelope_from: str | None,
+        spooled: dict[str, Any] | None = None,
+    ) -> Pending:
         try:
-            parsed, error = parse_mail(row.raw, self.limits), None
+            parsed, error = parse_mail(raw, self.limits), None
         except QuarantineError as exc:
             parsed, error = None, str(exc)
         except Exception as exc:  # a parser bug must not stop the queue
             parsed, error = None, f"parse failed: {type(exc).__name__}: {exc}"
-        return Pending(row.id, row.source, row.envelope_from, parsed, error)
+        return Pending(iid, source, envelope_from, parsed, error, spooled)
 
     def _load(self, ids: Sequence[int] | None, limit: int) -> list[Pending]:
+        c = _INBOUND.c
         with self.db.session() as s:
-            stmt = select(Inbound.id, Inbound.size).where(Inbound.state == "pending")
+            stmt = select(c.id, c.size).where(c.state == "pending")
             if ids is not None:
-                stmt = stmt.where(Inbound.id.in_(ids))
+                stmt = stmt.where(c.id.in_(ids))
             chosen: list[int] = []
             total = 0
-            for iid, size in s.execute(stmt.order_by(Inbound.id).limit(limit)):
+            for iid, size in s.execute(stmt.order_by(c.id).limit(limit)):
                 if chosen and total + size > MAX_BATCH_BYTES:
                     break
                 chosen.append(iid)
                 total += size
-            rows = s.scalars(select(Inbound).where(Inbound.id.in_(chosen)).order_by(Inbound.id))
-            return [self.parse(r) for r in rows]
+            rows = s.execute(
+                select(c.id, c.raw, c.source, c.envelope_from)
+                .where(c.id.in_(chosen))
+                .order_by(c.id)
+            )
+            return [self.parse(r.raw, r.id, r.source, r.envelope_from) for r in rows]
+
+    def _take_spooled(self, limit: int) -> list[Pending]:
+        assert self.spool is not None
+        rows = self.spool.take(limit, MAX_BATCH_BYTES)
+        return [self.parse(r["raw"], None, r["source"], r["envelope_from"], r) for r in rows]
 
     def process(self, ids: Sequence[int] | None = None, limit: int | None = None) -> int:
-        """Process one batch of pending messages (or just ``ids``); returns how many."""
+        """Process one batch of pending messages (or just ``ids``); returns how many.
+
+        With a spool (SQLite), a batch is the oldest spooled mail plus the oldest pending
+        ``inbound`` rows (from ``deliver``, IMAP or a quarantine retry), so neither starves.
+        Spooled mail is claimed by inserting it into ``inbound`` in the same transaction as its
+        processing; the spool rows are deleted after that commits (see maild/ingest/spool.py).
+        """
         limit = limit or self.config.pipeline.batch_size
         try:
-            imported = 0
+            spooled = []
             if self.spool is not None and ids is None:
-                imported = import_spool(self.db, self.spool, limit=limit, max_bytes=MAX_BATCH_BYTES)
-            batch = self._load(ids, limit)
+                spooled = self._take_spooled(limit)
+            batch = spooled + self._load(ids, limit)
             left = list(batch)
             while left:
                 left = self._slice(left)
+            if spooled:
+                assert self.spool is not None
+                self.spool.remove([int(p.spooled["id"]) for p in spooled if p.spooled])
         except (OperationalError, InterfaceError) as exc:
             raise TemporaryFailure(f"database unavailable: {exc.orig or exc}") from exc
-        return max(len(batch), imported)
+        return len(batch)
 
     def _slice(self, items: list[Pending]) -> list[Pending]:
         """Apply messages in one short write transaction; returns those left for the next.
@@ -142,39 +177,50 @@ class Pipeline:
                 self._one(s, item, isolated=True)
         return []
 
-    def _claim(self, s: Session, item: Pending, state: str, error: str | None) -> bool:
-        result = s.connection().execute(
-            _CLAIM, {"iid": item.id, "state": state, "error": error, "at": self.clock()}
-        )
-        return bool(result.rowcount)
+    def _claim(self, s: Session, item: Pending, state: str, error: str | None) -> int | None:
+        """Make the message ours (state ``done`` or ``quarantined``); None if it already was.
+
+        An inbound row moves from ``pending``; a spooled message is inserted, and its digest
+        (unique) tells that an earlier run got it already (a crash before the spool delete).
+        """
+        now = self.clock()
+        conn = s.connection()
+        if item.spooled is None:
+            params = {"iid": item.id, "state": state, "error": error, "at": now}
+            return item.id if conn.execute(_CLAIM, params).rowcount else None
+        row = {k: item.spooled[k] for k in SPOOL_COLUMNS}
+        row.update(state=state, error=error, processed_at=now, attempts=1)
+        return conn.execute(_CLAIM_SPOOLED, row).scalar()
 
     def _one(self, s: Session, item: Pending, *, isolated: bool) -> None:
         if item.parsed is None:
-            if self._claim(s, item, "quarantined", item.error):
-                log.warning("inbound %d quarantined: %s", item.id, item.error)
+            iid = self._claim(s, item, "quarantined", item.error)
+            if iid is not None:
+                log.warning("inbound %d quarantined: %s", iid, item.error)
             return
-        if not self._claim(s, item, "done", None):
+        iid = self._claim(s, item, "done", None)
+        if iid is None:
             return  # another worker got it first
         if not isolated:
-            self._stages(s, item)
+            self._stages(s, iid, item)
             return
         try:
             with s.begin_nested():
-                self._stages(s, item)
+                self._stages(s, iid, item)
         except (OperationalError, InterfaceError):
             raise
         except Exception as exc:  # the one broad except: a bad message goes to quarantine
             reason = f"{type(exc).__name__}: {exc}"[:2000]
             s.execute(
                 update(_INBOUND)
-                .where(_INBOUND.c.id == item.id)
+                .where(_INBOUND.c.id == iid)
                 .values(state="quarantined", error=f"stage failed: {reason}")
             )
-            log.warning("inbound %d quarantined: stage failed: %s", item.id, reason)
+            log.warning("inbound %d quarantined: stage failed: %s", iid, reason)
 
-    def _stages(self, s: Session, item: Pending) -> None:
+    def _stages(self, s: Session, iid: int, item: Pending) -> None:
         ctx = Context(session=s, config=self.config, clock=self.clock, renderer=self.renderer)
-        work = Work(item.id, item.source, item.envelope_from, parsed=item.parsed)
+        work = Work(iid, item.source, item.envelope_from, parsed=item.parsed)
         for stage in self.stages:
             try:
                 work = stage(work, ctx)
