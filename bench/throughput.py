@@ -111,6 +111,7 @@ class Target:
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
     config_path: Path | None = None
+    workers: int = 1
 
 
 def _setting(text: str) -> tuple[str, str, object]:
@@ -127,7 +128,7 @@ def _setting(text: str) -> tuple[str, str, object]:
 
 
 def write_config(
-    base: Path, workdir: Path, workers: int, extra: Sequence[tuple[str, str, object]] = ()
+    base: Path, workdir: Path, workers: int | None, extra: Sequence[tuple[str, str, object]] = ()
 ) -> tuple[Path, dict[str, Any]]:
     text = base.read_text(encoding="utf-8")
     cfg = tomllib.loads(text)
@@ -140,8 +141,9 @@ def write_config(
             "listen": f"127.0.0.1:{web_port}",
             "base_url": f"http://127.0.0.1:{web_port}",
         },
-        "pipeline": {"workers": workers},
     }
+    if workers is not None:
+        overrides["pipeline"] = {"workers": workers}
     for section, name, value in extra:
         overrides.setdefault(section, {})[name] = value
     templates = cfg.get("desk", {}).get("templates")
@@ -194,6 +196,7 @@ def start_daemon(args: argparse.Namespace) -> Target:
         proc,
         log_path,
         config_path,
+        int(cfg.get("pipeline", {}).get("workers", 2)),
     )
     try:
         wait_for_smtp(host, int(port), proc, 60)
@@ -248,7 +251,7 @@ def _children(pid: int) -> list[int]:
 
 
 def cpu_snapshot(target: Target) -> dict[str, float]:
-    """CPU seconds so far: the daemon, each child (the pipeline worker), and this client."""
+    """CPU seconds so far: the daemon, its children (the pipeline workers), and this client."""
     snap: dict[str, float] = {}
     if target.proc is not None:
         pid = target.proc.pid
@@ -263,12 +266,12 @@ def cpu_snapshot(target: Target) -> dict[str, float]:
             if "resource_tracker" in name:
                 label = "resource tracker"
             elif "spawn_main" in name:
-                label = "pipeline worker"
+                label = "pipeline workers"
             else:
                 label = f"child {kid}"
             value = _cpu_of(kid)
             if value is not None:
-                snap[label] = value
+                snap[label] = snap.get(label, 0.0) + value
     t = os.times()
     snap["bench client"] = t.user + t.system
     with contextlib.suppress(OSError):
@@ -290,16 +293,18 @@ def daemon_pids(target: Target) -> dict[str, int]:
     if target.proc is None:
         return {}
     pids = {"daemon": target.proc.pid}
-    for kid in _children(target.proc.pid):
+    n = 0
+    for kid in sorted(_children(target.proc.pid)):
         with contextlib.suppress(OSError):
             if b"spawn_main" in Path(f"/proc/{kid}/cmdline").read_bytes():
-                pids["worker"] = kid
+                n += 1
+                pids["worker" if n == 1 else f"worker{n}"] = kid
     return pids
 
 
 class Profiler:
     """py-spy record (raw collapsed stacks, every thread, idle included) of the daemon and the
-    pipeline worker for one phase; summarise with bench/profile_summary.py."""
+    pipeline workers for one phase; summarise with bench/profile_summary.py."""
 
     def __init__(self, outdir: Path | None, target: Target, phase: str, idle: bool = True) -> None:
         self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
@@ -934,7 +939,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="config to copy for the throw-away daemon (storage, ports and outbound are "
         "replaced); with --smtp, only read for the desk address and tag",
     )
-    p.add_argument("--workers", type=int, default=1, help="[pipeline] workers (1)")
+    p.add_argument(
+        "--workers", type=int, default=None, help="[pipeline] workers (default: the config's)"
+    )
     p.add_argument(
         "--set",
         type=_setting,
@@ -957,7 +964,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--profile",
         type=Path,
         metavar="DIR",
-        help="record the daemon and the pipeline worker with py-spy during each phase",
+        help="record the daemon and the pipeline workers with py-spy during each phase",
     )
     p.add_argument(
         "--profile-cpu",
@@ -1000,7 +1007,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         target = start_daemon(args)
         print(
             f"target: maild started by the benchmark (pid {target.proc.pid if target.proc else 0}"
-            f", pipeline workers={args.workers}) in {target.workdir}, SMTP "
+            f", pipeline workers={target.workers}) in {target.workdir}, SMTP "
             f"127.0.0.1:{target.smtp_port}, {target.db_url}"
         )
     results: dict[str, Any] = {"machine": facts, "args": vars(args)}

@@ -76,7 +76,7 @@ class LimitsConfig:
 
 @dataclass(frozen=True)
 class PipelineConfig:
-    workers: int = 1
+    workers: int = 2
     batch_size: int = 64
 
 
@@ -244,9 +244,12 @@ def _limits(t: Table) -> LimitsConfig:
 
 
 def _pipeline(t: Table) -> PipelineConfig:
-    workers = t.get("workers", int, 1)
+    workers = t.get("workers", int, 2)
     t.check(
-        "workers", lambda v: 0 <= v <= 1, "must be 0 (in-process) or 1 (a worker process)", workers
+        "workers",
+        lambda v: 0 <= v <= 16,
+        "must be 0 (in the daemon) or 1 to 16 (worker processes)",
+        workers,
     )
     batch = t.get("batch_size", int, 64)
     t.check("batch_size", positive, "must be positive", batch)

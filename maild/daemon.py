@@ -38,7 +38,7 @@ class Daemon:
         self.clock = clock
         self.db = Database(config.storage_url)
         self.stopping = asyncio.Event()
-        self.worker: ProcessWorker | ThreadWorker | None = None
+        self.workers: list[ProcessWorker | ThreadWorker] = []
         self.servers: list[asyncio.Server] = []
         self.handlers: list[Handler] = []
         self.imap_sources: list[Any] = []
@@ -58,36 +58,37 @@ class Daemon:
         self._sender_task: asyncio.Task[None] | None = None
 
     def _wake_pipeline(self) -> None:
-        if self.worker is not None:
-            self.worker.wake()
+        for worker in self.workers:
+            worker.wake()
 
     @property
     def smtp_port(self) -> int:
         return int(self.servers[0].sockets[0].getsockname()[1])
 
-    def _start_worker(self) -> None:
+    def _start_workers(self) -> None:
         loop = asyncio.get_running_loop()
-        if self.config.pipeline.workers == 0:
+        count = self.config.pipeline.workers
+        if count == 0:
 
             def on_outbox() -> None:
                 loop.call_soon_threadsafe(self.sender.wake.set)
 
-            self.worker = ThreadWorker(
-                Pipeline(self.config, self.db, clock=self.clock, spool=self.spool), on_outbox
-            )
+            pipeline = Pipeline(self.config, self.db, clock=self.clock, spool=self.spool)
+            self.workers.append(ThreadWorker(pipeline, on_outbox))
             return
-        worker = ProcessWorker(self.config)
-        self.worker = worker
+        for index in range(count):
+            worker = ProcessWorker(self.config, (index, count))
+            self.workers.append(worker)
 
-        def on_events() -> None:
-            if worker.read_events():
-                self.sender.wake.set()
+            def on_events(worker: ProcessWorker = worker) -> None:
+                if worker.read_events():
+                    self.sender.wake.set()
 
-        loop.add_reader(worker.fileno(), on_events)
+            loop.add_reader(worker.fileno(), on_events)
 
     async def start(self) -> None:
         await asyncio.to_thread(upgrade, self.db)
-        self._start_worker()
+        self._start_workers()
         host, port = split_hostport(self.config.smtp.listen)
         handler = Handler(
             self.acceptor,
@@ -169,10 +170,10 @@ class Daemon:
             except TimeoutError:
                 log.error("gave up waiting for %d SMTP transaction(s)", handler.in_flight)
         await self.acceptor.close()
-        if isinstance(self.worker, ProcessWorker):
-            asyncio.get_running_loop().remove_reader(self.worker.fileno())
-        if self.worker is not None:
-            await asyncio.to_thread(self.worker.stop)
+        for worker in self.workers:
+            if isinstance(worker, ProcessWorker):
+                asyncio.get_running_loop().remove_reader(worker.fileno())
+        await asyncio.gather(*(asyncio.to_thread(w.stop) for w in self.workers))
         if self.spool is not None:
             await asyncio.to_thread(self._empty_spool, self.spool)
         self.stopping.set()

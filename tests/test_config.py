@@ -22,6 +22,7 @@ def test_shipped_example_loads() -> None:
     assert cfg.web.listen == "127.0.0.1:8080"
     assert cfg.outbound.url.startswith("maildir:")
     assert [a.email for a in cfg.agents] == ["anna@example.com", "boris@example.com"]
+    assert cfg.pipeline.workers == 2
 
 
 BAD = [
@@ -40,6 +41,8 @@ BAD = [
     ("[hours]\nstart='9am'\n", "hours.start"),
     ("[hours]\nholidays=['2027-13-01']\n", "hours.holidays[0]"),
     ("[limits]\nmax_parts=0\n", "limits.max_parts"),
+    ("[pipeline]\nworkers=17\n", "pipeline.workers"),
+    ("[pipeline]\nworkers=-1\n", "pipeline.workers"),
     ("[nonsense]\nx=1\n", "nonsense"),
 ]
 GOOD_DESK = "[desk]\nname='Desk'\naddress='support@example.com'\n"

@@ -39,7 +39,7 @@ listen = "127.0.0.1:{free_port()}"
 [security]
 secret_key = "durability-test-secret-key"
 [pipeline]
-workers = 1
+workers = 2  # two processes sharing the queue: still exactly once
 """)
     return path, port
 

@@ -146,12 +146,18 @@ class Spool:
         with self.db.session() as s:
             return int(s.scalar(select(func.count()).select_from(SPOOL)) or 0)
 
-    def take(self, limit: int, max_bytes: int) -> list[dict[str, Any]]:
-        """The oldest spooled rows (at least one, however big), without removing them."""
+    def take(
+        self, limit: int, max_bytes: int, shard: tuple[int, int] = (0, 1)
+    ) -> list[dict[str, Any]]:
+        """The oldest spooled rows (at least one, however big), without removing them; with
+        ``shard = (index, count)`` only those whose id is ``index`` modulo ``count``."""
         with self.db.session() as s:
             out: list[dict[str, Any]] = []
             total = 0
-            sizes = s.execute(select(SPOOL.c.id, SPOOL.c.size).order_by(SPOOL.c.id).limit(limit))
+            stmt = select(SPOOL.c.id, SPOOL.c.size)
+            if shard[1] > 1:
+                stmt = stmt.where(SPOOL.c.id % shard[1] == shard[0])
+            sizes = s.execute(stmt.order_by(SPOOL.c.id).limit(limit))
             chosen: list[int] = []
             for sid, size in sizes:
                 if chosen and total + size > max_bytes:

@@ -78,11 +78,15 @@ class Pipeline:
         *,
         clock: Clock = system_clock,
         spool: Spool | None = None,
+        shard: tuple[int, int] = (0, 1),
     ) -> None:
         self.config = config
         self.db = db
         self.clock = clock
         self.spool = spool
+        # Worker ``index`` of ``count`` takes the messages whose id is ``index`` modulo ``count``
+        # (spool ids and inbound ids alike), so parallel workers never parse the same mail.
+        self.shard = shard
         self.renderer = Renderer(config.desk.templates)
         self.stages = [STAGES[name]() for name in PIPELINE if name != "parse"]
         lim = config.limits
@@ -110,6 +114,8 @@ class Pipeline:
             stmt = select(c.id, c.size).where(c.state == "pending")
             if ids is not None:
                 stmt = stmt.where(c.id.in_(ids))
+            elif self.shard[1] > 1:
+                stmt = stmt.where(c.id % self.shard[1] == self.shard[0])
             chosen: list[int] = []
             total = 0
             for iid, size in s.execute(stmt.order_by(c.id).limit(limit)):
@@ -126,7 +132,7 @@ class Pipeline:
 
     def _take_spooled(self, limit: int) -> list[Pending]:
         assert self.spool is not None
-        rows = self.spool.take(limit, MAX_BATCH_BYTES)
+        rows = self.spool.take(limit, MAX_BATCH_BYTES, self.shard)
         return [self.parse(r["raw"], None, r["source"], r["envelope_from"], r) for r in rows]
 
     def process(self, ids: Sequence[int] | None = None, limit: int | None = None) -> int:

@@ -47,7 +47,7 @@ def serve(
         wait(1.0)
 
 
-def _process_main(config: Config, conn: Connection, log_level: int) -> None:
+def _process_main(config: Config, conn: Connection, log_level: int, shard: tuple[int, int]) -> None:
     logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when we stop
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -67,7 +67,8 @@ def _process_main(config: Config, conn: Connection, log_level: int) -> None:
         conn.send_bytes(OUTBOX)
 
     try:
-        serve(Pipeline(config, db, spool=spool), wait, quit_flag.is_set, processed)
+        pipeline = Pipeline(config, db, spool=spool, shard=shard)
+        serve(pipeline, wait, quit_flag.is_set, processed)
     except (EOFError, OSError):
         pass  # the parent went away
     finally:
@@ -79,13 +80,13 @@ def _process_main(config: Config, conn: Connection, log_level: int) -> None:
 class ProcessWorker:
     """Runs ``serve`` in a child process; the parent wakes it and hears about new outbox mail."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, shard: tuple[int, int] = (0, 1)) -> None:
         ctx = multiprocessing.get_context("spawn")
         self.conn, child = ctx.Pipe()
         self.proc = ctx.Process(
             target=_process_main,
-            name="maild-pipeline",
-            args=(config, child, logging.getLogger().level),
+            name=f"maild-pipeline-{shard[0]}",
+            args=(config, child, logging.getLogger().level, shard),
             daemon=True,
         )
         self.proc.start()
