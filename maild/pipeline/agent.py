@@ -155,10 +155,10 @@ def handle_agent(work: Work, ctx: Context, ticket: Ticket) -> Work:
     cmds = parse_commands(parsed.text)
     errors = validate(cmds, ctx, agent)
     note = cmds.get("note") is not None
-    msg = store_message(work, ctx, ticket.id, "note" if note and not errors else "agent")
+    msg_id = store_message(work, ctx, ticket.id, "note" if note and not errors else "agent")
     if errors:
         add_event(
-            ctx.session, ticket.id, ctx, "command-error", agent, errors=errors, message=msg.id
+            ctx.session, ticket.id, ctx, "command-error", agent, errors=errors, message=msg_id
         )
         _command_error(ticket, ctx, agent, errors)
         log.info(
@@ -168,21 +168,21 @@ def handle_agent(work: Work, ctx: Context, ticket: Ticket) -> Work:
             ticket.id,
             "; ".join(errors),
         )
-        return replace(work, ticket_id=ticket.id, message_row_id=msg.id, action="agent-error")
+        return replace(work, ticket_id=ticket.id, message_row_id=msg_id, action="agent-error")
     dept = _execute(ticket, cmds, ctx, agent)
     solved_now = (cmds.get("status") or Command("")).arg == "solved"
     text = "" if note else strip_quoted(cmds.body).strip()
     if note:
-        add_event(ctx.session, ticket.id, ctx, "note", agent, message=msg.id)
+        add_event(ctx.session, ticket.id, ctx, "note", agent, message=msg_id)
     elif dept is not None:
         note_text = (cmds.get("escalate") or Command("")).arg.partition(" ")[2]
         escalation.escalate(ticket, ctx, agent_name(ctx, agent), dept, note_text, text)
         add_event(
-            ctx.session, ticket.id, ctx, "escalated", agent, department=dept.name, message=msg.id
+            ctx.session, ticket.id, ctx, "escalated", agent, department=dept.name, message=msg_id
         )
     elif text or solved_now:
         _relay(ticket, work, ctx, agent, text, solved_now)
-        add_event(ctx.session, ticket.id, ctx, "agent-reply", agent, message=msg.id)
+        add_event(ctx.session, ticket.id, ctx, "agent-reply", agent, message=msg_id)
     if not note and (text or dept) and ticket.first_response_at is None:
         ticket.first_response_at = now
         ticket.assignee = ticket.assignee or agent
@@ -195,4 +195,4 @@ def handle_agent(work: Work, ctx: Context, ticket: Ticket) -> Work:
         ticket.id,
         ", ".join(f"#{c.name} {c.arg}".strip() for c in cmds.commands) or "reply",
     )
-    return replace(work, ticket_id=ticket.id, message_row_id=msg.id, action="agent")
+    return replace(work, ticket_id=ticket.id, message_row_id=msg_id, action="agent")

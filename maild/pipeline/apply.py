@@ -8,7 +8,14 @@ from dataclasses import replace
 from maild.ingest.parse import ParsedMail
 from maild.pipeline.agent import handle_agent
 from maild.pipeline.base import Context, Work
-from maild.pipeline.records import add_ccs, add_event, answers_us, new_ticket, store_message
+from maild.pipeline.records import (
+    add_ccs,
+    add_event,
+    answers_us,
+    new_ticket,
+    store_message,
+    ticket_of,
+)
 from maild.store.models import Ticket
 from maild.tickets.status import change_status
 
@@ -18,7 +25,7 @@ log = logging.getLogger(__name__)
 def _automatic(work: Work, ctx: Context, parsed: ParsedMail) -> Work:
     verdict, match = work.verdict, work.match
     assert verdict is not None and match is not None
-    msg = store_message(work, ctx, match.ticket_id, verdict.kind)
+    msg_id = store_message(work, ctx, match.ticket_id, verdict.kind)
     if match.ticket_id is not None:
         add_event(
             ctx.session,
@@ -28,7 +35,7 @@ def _automatic(work: Work, ctx: Context, parsed: ParsedMail) -> Work:
             parsed.from_addr,
             classified_as=verdict.kind,
             reason=verdict.reason,
-            message=msg.id,
+            message=msg_id,
         )
     log.info(
         "inbound %d: %s (%s), %s",
@@ -37,12 +44,12 @@ def _automatic(work: Work, ctx: Context, parsed: ParsedMail) -> Work:
         verdict.reason,
         f"on #{match.ticket_id}" if match.ticket_id else "kept unattached",
     )
-    return replace(work, ticket_id=match.ticket_id, message_row_id=msg.id, action="automatic")
+    return replace(work, ticket_id=match.ticket_id, message_row_id=msg_id, action="automatic")
 
 
 def _create(work: Work, ctx: Context, parsed: ParsedMail, parent: int | None) -> Work:
     ticket = new_ticket(ctx, parsed, parent)
-    msg = store_message(work, ctx, ticket.id, "customer")
+    msg_id = store_message(work, ctx, ticket.id, "customer")
     if parsed.message_id:  # the whole thread so far is this one message
         ctx.cache[("thread", ticket.id)] = (parsed.message_id, (parsed.message_id,))
     ccs = add_ccs(ctx.session, ticket, parsed, ctx)
@@ -52,7 +59,7 @@ def _create(work: Work, ctx: Context, parsed: ParsedMail, parent: int | None) ->
         ctx,
         "created",
         parsed.from_addr,
-        message=msg.id,
+        message=msg_id,
         cc=ccs,
         linked_to=parent,
         proof=work.proof or None,
@@ -69,7 +76,7 @@ def _create(work: Work, ctx: Context, parsed: ParsedMail, parent: int | None) ->
         parsed.from_addr,
         f" (linked to #{parent})" if parent else "",
     )
-    return replace(work, ticket_id=ticket.id, message_row_id=msg.id, created=True, action="created")
+    return replace(work, ticket_id=ticket.id, message_row_id=msg_id, created=True, action="created")
 
 
 def _customer_reply(work: Work, ctx: Context, parsed: ParsedMail, ticket: Ticket) -> Work:
@@ -77,8 +84,8 @@ def _customer_reply(work: Work, ctx: Context, parsed: ParsedMail, ticket: Ticket
         # Closed is final: the customer's new message becomes a follow-up request.
         return _create(work, ctx, parsed, ticket.id)
     now = ctx.clock()
-    msg = store_message(work, ctx, ticket.id, "customer")
-    detail: dict[str, object] = {"message": msg.id}
+    msg_id = store_message(work, ctx, ticket.id, "customer")
+    detail: dict[str, object] = {"message": msg_id}
     if work.proof:
         detail["alert"] = work.proof
     if ticket.status in ("new", "pending", "solved"):
@@ -104,11 +111,11 @@ def _customer_reply(work: Work, ctx: Context, parsed: ParsedMail, ticket: Ticket
         ticket.id,
         " (re-opened)" if detail.get("status") == ["solved", "open"] else "",
     )
-    return replace(work, ticket_id=ticket.id, message_row_id=msg.id, action="customer-reply")
+    return replace(work, ticket_id=ticket.id, message_row_id=msg_id, action="customer-reply")
 
 
 def _department(work: Work, ctx: Context, parsed: ParsedMail, ticket: Ticket) -> Work:
-    msg = store_message(work, ctx, ticket.id, "department")
+    msg_id = store_message(work, ctx, ticket.id, "department")
     dept = ctx.config.department(parsed.from_addr)
     ticket.updated_at = ctx.clock()
     add_event(
@@ -118,13 +125,13 @@ def _department(work: Work, ctx: Context, parsed: ParsedMail, ticket: Ticket) ->
         "department-reply",
         parsed.from_addr,
         department=dept.name if dept else "",
-        message=msg.id,
+        message=msg_id,
         proof=work.proof,
     )
     log.info(
         "inbound %d: department %s answered on #%d", work.inbound_id, parsed.from_addr, ticket.id
     )
-    return replace(work, ticket_id=ticket.id, message_row_id=msg.id, action="department")
+    return replace(work, ticket_id=ticket.id, message_row_id=msg_id, action="department")
 
 
 class Apply:
@@ -135,7 +142,7 @@ class Apply:
         assert parsed is not None and verdict is not None and match is not None
         if verdict.automatic:
             return _automatic(work, ctx, parsed)
-        ticket = ctx.session.get(Ticket, match.ticket_id) if match.ticket_id else None
+        ticket = ticket_of(ctx, match.ticket_id) if match.ticket_id else None
         if ticket is None:
             return _create(work, ctx, parsed, match.linked_to)
         if work.role == "agent":

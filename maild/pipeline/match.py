@@ -4,24 +4,31 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from sqlalchemy import select
+from sqlalchemy import Table, select
 from sqlalchemy.orm import Session
 
 from maild.pipeline.base import Context, Match, Work
-from maild.pipeline.records import answers_us
+from maild.pipeline.records import answers_us, ticket_of
 from maild.store.models import Message, Ticket, TicketCc
 from maild.threading.tags import find_ticket_number
+
+_MESSAGES: Table = Message.__table__  # type: ignore[assignment]
 
 
 def ticket_by_refs(session: Session, refs: tuple[str, ...]) -> int | None:
     """The request of the nearest referenced message we stored or sent."""
     if not refs:
         return None
-    rows = session.execute(
-        select(Message.message_id, Message.ticket_id).where(
-            Message.message_id.in_(refs), Message.ticket_id.is_not(None)
+    m = _MESSAGES.c
+    rows = (
+        session.connection()
+        .execute(
+            select(m.message_id, m.ticket_id).where(
+                m.message_id.in_(refs), m.ticket_id.is_not(None)
+            )
         )
-    ).all()
+        .all()
+    )
     found = {mid: tid for mid, tid in rows}
     for ref in reversed(refs):  # the nearest ancestor comes last
         if found.get(ref) is not None:
@@ -55,16 +62,16 @@ class MatchTicket:
         s = ctx.session
         ticket, how = None, ""
         if work.proven_ticket is not None:
-            ticket, how = s.get(Ticket, work.proven_ticket), "signed Message-ID"
+            ticket, how = ticket_of(ctx, work.proven_ticket), "signed Message-ID"
         number = (
             None if ticket is not None else find_ticket_number(parsed.subject, ctx.config.desk.tag)
         )
         if ticket is None and number is not None:
-            ticket, how = s.get(Ticket, number), "tag"
+            ticket, how = ticket_of(ctx, number), "tag"
         if ticket is None:
             refs = (*parsed.references, *parsed.in_reply_to)
             tid = ticket_by_refs(s, refs)
-            ticket, how = (s.get(Ticket, tid), "references") if tid is not None else (None, "")
+            ticket, how = (ticket_of(ctx, tid), "references") if tid is not None else (None, "")
         if ticket is None:
             return replace(work, match=Match(None, reason="no thread"))
         if verdict.automatic:

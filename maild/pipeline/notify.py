@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 from maild.pipeline.base import Context, Work
-from maild.pipeline.records import add_event
+from maild.pipeline.records import add_event, ticket_of
 from maild.replies.compose import AUTO_GENERATED, AUTO_REPLIED, Outgoing, new_message_id
 from maild.replies.kinds import mail, when
 from maild.replies.outbox import enqueue, enqueue_internal, may_auto_reply
@@ -23,7 +24,7 @@ def _closed_parent(ticket: Ticket, ctx: Context) -> int | None:
     """The earlier request to mention: only the same customer's own, closed one."""
     if ticket.parent_id is None:
         return None
-    parent = ctx.session.get(Ticket, ticket.parent_id)
+    parent = ticket_of(ctx, ticket.parent_id)
     ok = parent is not None and parent.status == "closed" and parent.requester == ticket.requester
     return ticket.parent_id if ok else None
 
@@ -91,9 +92,12 @@ def notify_agents(
 ) -> int:
     """One notification per agent, each with a Message-ID signed for that agent."""
     cfg = ctx.config
-    mails = []
+    mails: list[Outgoing] = []
     for agent in recipients(ticket, ctx, author):
         mid = signed_message_id(cfg.secret_key, "n", ticket.id, agent, cfg.desk.domain)
+        if mails:  # the same text for every agent: rendered once
+            mails.append(replace(mails[0], to=(agent,), message_id=mid))
+            continue
         out = mail(
             ctx,
             ticket,
@@ -119,7 +123,7 @@ class Notify:
     def __call__(self, work: Work, ctx: Context) -> Work:
         if work.action not in NOTIFY_ON or work.ticket_id is None or work.parsed is None:
             return work
-        ticket = ctx.session.get(Ticket, work.ticket_id)
+        ticket = ticket_of(ctx, work.ticket_id)
         assert ticket is not None
         if work.action == "created":
             _acknowledge(ticket, work, ctx)

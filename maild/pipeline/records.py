@@ -8,6 +8,8 @@ import logging
 import re
 
 from sqlalchemy import Table, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from maild.config import Config
@@ -52,6 +54,19 @@ def next_number(session: Session) -> int:
     return int(value)
 
 
+def ticket_of(ctx: Context, ticket_id: int) -> Ticket | None:
+    """The request, loaded once per message and shared by the stages (the session's identity
+    map holds objects weakly, so a stage asking again would often load it again)."""
+    key = ("ticket", ticket_id)
+    ticket = ctx.cache.get(key)
+    if ticket is None:
+        ticket = ctx.session.get(Ticket, ticket_id)
+        if ticket is not None:
+            ctx.cache[key] = ticket
+    assert ticket is None or isinstance(ticket, Ticket)
+    return ticket
+
+
 def add_event(
     session: Session, ticket_id: int, ctx: Context, kind: str, actor: str = "", **detail: object
 ) -> None:
@@ -67,42 +82,61 @@ def add_event(
     )
 
 
-def _store_attachments(session: Session, message: Message, parsed: ParsedMail) -> None:
+_MESSAGES: Table = Message.__table__  # type: ignore[assignment]
+_MESSAGE_INSERT = insert(_MESSAGES).returning(_MESSAGES.c.id)
+_ATTACHMENT_INSERT = insert(Attachment.__table__)  # type: ignore[arg-type]
+_BLOBS: Table = Blob.__table__  # type: ignore[assignment]
+# Content stored once per hash; a concurrent writer of the same content is no error.
+_BLOB_INSERT = {
+    "sqlite": sqlite_insert(_BLOBS).on_conflict_do_nothing(index_elements=[_BLOBS.c.sha256]),
+    "postgresql": pg_insert(_BLOBS).on_conflict_do_nothing(index_elements=[_BLOBS.c.sha256]),
+}
+
+
+def _store_attachments(session: Session, message_id: int, parsed: ParsedMail) -> None:
+    if not parsed.attachments:
+        return
+    conn = session.connection()
+    rows, blobs = [], {}
     for att in parsed.attachments:
         sha = hashlib.sha256(att.data).hexdigest()
-        if session.get(Blob, sha) is None:
-            session.add(Blob(sha256=sha, size=len(att.data), data=att.data))
-            session.flush()
-        message.attachments.append(
-            Attachment(
-                filename=att.filename, content_type=att.content_type, size=len(att.data), sha256=sha
-            )
+        blobs[sha] = {"sha256": sha, "size": len(att.data), "data": att.data}
+        rows.append(
+            {
+                "message_id": message_id,
+                "filename": att.filename,
+                "content_type": att.content_type,
+                "size": len(att.data),
+                "sha256": sha,
+            }
         )
+    conn.execute(_BLOB_INSERT[conn.dialect.name], list(blobs.values()))
+    conn.execute(_ATTACHMENT_INSERT, rows)
 
 
-def store_message(work: Work, ctx: Context, ticket_id: int | None, kind: str) -> Message:
+def store_message(work: Work, ctx: Context, ticket_id: int | None, kind: str) -> int:
+    """The inbound message's row (and its attachments); returns the row's id."""
     parsed = work.parsed
     assert parsed is not None
-    msg = Message(
-        ticket_id=ticket_id,
-        inbound_id=work.inbound_id,
-        direction="in",
-        kind=kind,
-        from_addr=parsed.from_addr,
-        from_name=parsed.from_name,
-        to_addrs=",".join(parsed.to),
-        cc_addrs=",".join(parsed.cc),
-        subject=parsed.subject,
-        message_id=parsed.message_id,
-        in_reply_to=(parsed.in_reply_to or (None,))[0],
-        text=parsed.text,
-        html=parsed.html,
-        created_at=ctx.clock(),
-    )
-    ctx.session.add(msg)
-    _store_attachments(ctx.session, msg, parsed)
-    ctx.session.flush()
-    return msg
+    row = {
+        "ticket_id": ticket_id,
+        "inbound_id": work.inbound_id,
+        "direction": "in",
+        "kind": kind,
+        "from_addr": parsed.from_addr,
+        "from_name": parsed.from_name,
+        "to_addrs": ",".join(parsed.to),
+        "cc_addrs": ",".join(parsed.cc),
+        "subject": parsed.subject,
+        "message_id": parsed.message_id,
+        "in_reply_to": (parsed.in_reply_to or (None,))[0],
+        "text": parsed.text,
+        "html": parsed.html,
+        "created_at": ctx.clock(),
+    }
+    msg_id = int(ctx.session.connection().execute(_MESSAGE_INSERT, row).scalar_one())
+    _store_attachments(ctx.session, msg_id, parsed)
+    return msg_id
 
 
 def add_ccs(session: Session, ticket: Ticket, parsed: ParsedMail, ctx: Context) -> list[str]:
@@ -145,6 +179,7 @@ def new_ticket(ctx: Context, parsed: ParsedMail, parent_id: int | None) -> Ticke
     set_due(ticket, ctx.config)
     ctx.session.add(ticket)
     ctx.session.flush()
+    ctx.cache[("ticket", ticket.id)] = ticket
     return ticket
 
 
@@ -152,11 +187,10 @@ def answers_us(ctx: Context, ticket: Ticket, parsed: ParsedMail) -> bool:
     refs = (*parsed.in_reply_to, *parsed.references)
     if not refs:
         return False
-    found = ctx.session.scalar(
-        select(Message.id)
-        .where(
-            Message.ticket_id == ticket.id, Message.direction == "out", Message.message_id.in_(refs)
-        )
+    m = _MESSAGES.c
+    found = ctx.session.connection().execute(
+        select(m.id)
+        .where(m.ticket_id == ticket.id, m.direction == "out", m.message_id.in_(refs))
         .limit(1)
     )
-    return found is not None
+    return found.first() is not None

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
-from sqlalchemy import select
+from sqlalchemy import Table, select
 from sqlalchemy.orm import Session
 
 from maild.clock import Clock
@@ -15,6 +15,8 @@ from maild.replies.compose import AUTO_GENERATED, Outgoing, new_message_id
 from maild.replies.render import Renderer
 from maild.store.models import Message, Ticket
 from maild.threading.tags import tagged_subject
+
+_MESSAGES: Table = Message.__table__  # type: ignore[assignment]
 
 
 class MailContext(Protocol):
@@ -43,18 +45,21 @@ def thread_of(ctx: MailContext, ticket: Ticket) -> tuple[str | None, tuple[str, 
 
 
 def _thread_query(session: Session, ticket: Ticket) -> tuple[str | None, tuple[str, ...]]:
+    m = _MESSAGES.c
     ids = list(
-        session.scalars(
-            select(Message.message_id)
+        session.connection()
+        .execute(
+            select(m.message_id)
             .where(
-                Message.ticket_id == ticket.id,
-                Message.direction == "in",
-                Message.kind == "customer",
-                Message.message_id.is_not(None),
+                m.ticket_id == ticket.id,
+                m.direction == "in",
+                m.kind == "customer",
+                m.message_id.is_not(None),
             )
-            .order_by(Message.id.desc())
+            .order_by(m.id.desc())
             .limit(10)
         )
+        .scalars()
     )
     last = ids[0] if ids else ticket.root_message_id
     refs = [r for r in (ticket.root_message_id, *reversed(ids)) if r]

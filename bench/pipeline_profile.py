@@ -1,0 +1,86 @@
+#!/usr/bin/env python3
+"""CPU cost of the pipeline alone, in this process, under cProfile: no SMTP, no sender.
+
+    .venv/bin/python bench/pipeline_profile.py [--messages 1000] [--config config.toml] [--top 40]
+
+Stores the benchmark's mix (bench/mailgen.py: new requests, then replies to them by tag) in a
+throw-away SQLite database with ``store_raw``, then runs ``Pipeline.process`` until nothing is
+pending and prints milliseconds of CPU per message and the functions that cost the most.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import pstats
+import random
+import sys
+import tempfile
+import time
+import tomllib
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from mailgen import MailFactory
+
+from maild.config import from_mapping
+from maild.ingest.accept import store_raw
+from maild.pipeline.runner import Pipeline, drain
+from maild.store.db import Database
+from maild.store.migrate import upgrade
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--messages", type=int, default=1000)
+    p.add_argument("--config", default=str(REPO / "config.toml"))
+    p.add_argument("--top", type=int, default=40)
+    p.add_argument("--sort", default="cumulative")
+    args = p.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="maild-prof-"))
+    data = tomllib.loads(Path(args.config).read_text(encoding="utf-8"))
+    data["storage"] = {"url": f"sqlite:///{work / 'maild.db'}"}
+    data["outbound"] = {**data.get("outbound", {}), "url": f"maildir:{work / 'outbox'}"}
+    data.setdefault("desk", {}).pop("templates", None)
+    config = from_mapping(data, REPO)
+    db = Database(config.storage_url)
+    upgrade(db)
+    pipeline = Pipeline(config, db)
+
+    factory = MailFactory("prof", config.desk.address, config.desk.tag)
+    rng = random.Random(7)
+    n_new = args.messages * 6 // 10
+    requests = []
+    for _ in range(n_new):
+        out, req = factory.new_request(rng.random() < 0.1)
+        store_raw(db, out.raw, source="smtp", envelope_from=out.sender)
+        requests.append(req)
+    drain(pipeline)  # the requests exist before their replies are measured
+    for i in range(args.messages - n_new):
+        req = requests[i % len(requests)]
+        out = factory.reply(req, rng.random() < 0.1, (i % len(requests)) + 1, None)
+        store_raw(db, out.raw, source="smtp", envelope_from=out.sender)
+
+    # Measure a second batch of new requests and the replies together.
+    for _ in range(n_new):
+        out, req = factory.new_request(rng.random() < 0.1)
+        store_raw(db, out.raw, source="smtp", envelope_from=out.sender)
+    measured = args.messages
+    prof = cProfile.Profile()
+    cpu0 = time.process_time()
+    prof.enable()
+    done = drain(pipeline)
+    prof.disable()
+    cpu = time.process_time() - cpu0
+    print(f"{done} messages ({measured} expected), {cpu * 1000 / max(done, 1):.2f} ms CPU each")
+    stats = pstats.Stats(prof)
+    stats.sort_stats(args.sort).print_stats(args.top)
+    db.dispose()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
