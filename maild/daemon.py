@@ -26,6 +26,8 @@ from maild.web.app import start_web
 
 log = logging.getLogger(__name__)
 
+SUPERVISE_SECONDS = 2.0  # how often the daemon checks that its pipeline workers are alive
+
 
 def split_hostport(value: str) -> tuple[str, int]:
     host, _, port = value.rpartition(":")
@@ -56,6 +58,7 @@ class Daemon:
             self.db, spool=self.spool, on_stored=self._wake_pipeline, clock=clock
         )
         self._sender_task: asyncio.Task[None] | None = None
+        self._supervisor: asyncio.Task[None] | None = None
 
     def _wake_pipeline(self) -> None:
         for worker in self.workers:
@@ -66,9 +69,9 @@ class Daemon:
         return int(self.servers[0].sockets[0].getsockname()[1])
 
     def _start_workers(self) -> None:
-        loop = asyncio.get_running_loop()
         count = self.config.pipeline.workers
         if count == 0:
+            loop = asyncio.get_running_loop()
 
             def on_outbox() -> None:
                 loop.call_soon_threadsafe(self.sender.wake.set)
@@ -76,15 +79,37 @@ class Daemon:
             pipeline = Pipeline(self.config, self.db, clock=self.clock, spool=self.spool)
             self.workers.append(ThreadWorker(pipeline, on_outbox))
             return
-        for index in range(count):
-            worker = ProcessWorker(self.config, (index, count))
-            self.workers.append(worker)
+        self.workers.extend(self._spawn(index, count) for index in range(count))
+        self._supervisor = asyncio.create_task(self._supervise(count), name="supervisor")
 
-            def on_events(worker: ProcessWorker = worker) -> None:
-                if worker.read_events():
-                    self.sender.wake.set()
+    def _spawn(self, index: int, count: int) -> ProcessWorker:
+        worker = ProcessWorker(self.config, (index, count))
 
-            loop.add_reader(worker.fileno(), on_events)
+        def on_events() -> None:
+            if worker.read_events():
+                self.sender.wake.set()
+
+        asyncio.get_running_loop().add_reader(worker.fileno(), on_events)
+        return worker
+
+    async def _supervise(self, count: int) -> None:
+        """Start a pipeline worker again when it dies: its share of the mail would wait."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(SUPERVISE_SECONDS)
+            for index, worker in enumerate(self.workers):
+                if not isinstance(worker, ProcessWorker) or worker.proc.is_alive():
+                    continue
+                log.error(
+                    "pipeline worker %d of %d died (exit code %s); starting it again",
+                    index + 1,
+                    count,
+                    worker.proc.exitcode,
+                )
+                loop.remove_reader(worker.fileno())
+                await asyncio.to_thread(worker.stop, 1.0)
+                self.workers[index] = self._spawn(index, count)
+                self.workers[index].wake()
 
     async def start(self) -> None:
         await asyncio.to_thread(upgrade, self.db)
@@ -158,6 +183,8 @@ class Daemon:
 
     async def stop(self) -> None:
         log.info("maild stopping: finishing messages in hand")
+        if self._supervisor is not None:
+            self._supervisor.cancel()
         if self.scheduler is not None:
             await self.scheduler.stop()
         for server in self.servers:

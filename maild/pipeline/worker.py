@@ -119,6 +119,7 @@ class ProcessWorker:
             log.error("pipeline worker did not stop in %.0f s; terminating", timeout)
             self.proc.terminate()
             self.proc.join(5)
+        self.conn.close()
 
 
 class ThreadWorker:
