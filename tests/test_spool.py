@@ -195,3 +195,19 @@ def test_a_broken_spool_answers_451_not_250(config: Config, db: Database, spool:
     spool.path.write_bytes(b"this is not a database file" * 200)
     (reply,) = smtp_send(db, spool, [make_mail("Hello", sender="x@example.org")])
     assert reply.startswith("451 4.3.0"), reply
+
+
+def test_thread_key_puts_a_reply_with_the_mail_it_answers() -> None:
+    from maild.ingest.accept import thread_key
+
+    root = make_mail("Question", message_id="<root@client.example.org>")
+    quick = make_mail("Re: Question", extra="In-Reply-To: <root@client.example.org>\r\n")
+    deep = make_mail(
+        "RE: [Support #7] Question",
+        extra="In-Reply-To: <ack.7.x@example.com>\r\nReferences: <root@client.example.org>\r\n"
+        " <ack.7.x@example.com>\r\n",
+    )
+    other = make_mail("Another question", message_id="<other@client.example.org>")
+    assert thread_key(root) == thread_key(quick) == thread_key(deep)
+    assert thread_key(other) != thread_key(root)
+    assert thread_key(b"Subject: no ids at all\r\n\r\nbody") >= 0

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import signal
+import smtplib
+from collections import Counter
 from collections.abc import Callable
 
 from conftest import RunningDaemon, make_mail, wait_for
@@ -13,7 +15,7 @@ from sqlalchemy import func, select
 from maild.config import Config
 from maild.pipeline.worker import ProcessWorker
 from maild.store.db import Database
-from maild.store.models import Inbound, Outbox, Ticket
+from maild.store.models import Inbound, Message, Outbox, Ticket
 
 
 def count(db: Database, model: type, *where: object) -> int:
@@ -54,3 +56,36 @@ def test_a_killed_worker_is_started_again(
     assert isinstance(replacement, ProcessWorker) and replacement is not victim
     assert replacement.proc.is_alive()
     assert count(db, Ticket) == 6
+
+
+def test_a_quick_follow_up_stays_with_its_request_across_workers(
+    make_config: Callable[..., Config], db: Database, running: Callable[..., RunningDaemon]
+) -> None:
+    """The follow-up (In-Reply-To the customer's own first mail, no tag yet) is sent right
+    after the first mail's 250; whichever worker takes it must see the request already."""
+    d = running(make_config(pipeline={"workers": 2}))
+    pairs = 24
+    with smtplib.SMTP("127.0.0.1", d.port, timeout=30) as client:
+        for i in range(pairs):
+            sender = f"fast{i}@example.org"
+            first = f"<first{i}@client.example.org>"
+            client.sendmail(
+                sender,
+                ["support@example.com"],
+                make_mail(f"Cannot log in {i}", sender=sender, message_id=first),
+            )
+            client.sendmail(
+                sender,
+                ["support@example.com"],
+                make_mail(
+                    f"Re: Cannot log in {i}",
+                    sender=sender,
+                    body="Forgot to say: since Monday.",
+                    extra=f"In-Reply-To: {first}\r\nReferences: {first}\r\n",
+                ),
+            )
+    wait_for(lambda: count(db, Inbound, Inbound.state == "done") == 2 * pairs)
+    with db.session() as s:
+        per_ticket = Counter(s.scalars(select(Message.ticket_id).where(Message.direction == "in")))
+    assert count(db, Ticket) == pairs
+    assert sorted(per_ticket.values()) == [2] * pairs

@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import logging
 import re
+import zlib
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -27,6 +28,9 @@ log = logging.getLogger(__name__)
 _TRACE = (b"received:", b"return-path:", b"delivered-to:", b"x-original-to:")
 _HEADER_LINE = re.compile(rb"^[!-9;-~]+[ \t]*:")
 _MSGID = re.compile(rb"(?im)^message-id[ \t]*:[ \t]*((?:.*)(?:\r?\n[ \t].*)*)")
+_REFERENCES = re.compile(rb"(?im)^references[ \t]*:[ \t]*((?:.*)(?:\r?\n[ \t].*)*)")
+_IN_REPLY_TO = re.compile(rb"(?im)^in-reply-to[ \t]*:[ \t]*((?:.*)(?:\r?\n[ \t].*)*)")
+_FIRST_ID = re.compile(rb"<[^<>\s]+>")
 
 
 @dataclass(frozen=True)
@@ -91,6 +95,24 @@ def quick_message_id(raw: bytes) -> str | None:
         return None
     value = re.sub(rb"\s+", b"", m.group(1)).decode("ascii", "replace")
     return value[:998] or None
+
+
+def thread_key(raw: bytes) -> int:
+    """A number shared by a message and the replies to it, for sharing work among workers.
+
+    The root of the thread: the first References entry (RFC 5322 puts the thread's first
+    message there), else In-Reply-To, else the message's own Message-ID. A customer's quick
+    follow-up to their own first mail then goes to the same worker as that mail, which
+    processes both in order, so the follow-up finds the request it belongs to.
+    """
+    head = header_block(raw)
+    for pattern in (_REFERENCES, _IN_REPLY_TO, _MSGID):
+        m = pattern.search(head)
+        if m:
+            first = _FIRST_ID.search(m.group(1))
+            if first:
+                return zlib.crc32(first.group(0)) & 0x7FFFFFFF
+    return zlib.crc32(raw[:4096]) & 0x7FFFFFFF
 
 
 def check_acceptable(raw: bytes, max_size: int | None = None) -> None:

@@ -40,7 +40,7 @@ from sqlalchemy import (
 )
 
 from maild.clock import Clock, system_clock
-from maild.ingest.accept import INBOUND, Incoming, Stored, inbound_row
+from maild.ingest.accept import INBOUND, Incoming, Stored, inbound_row, thread_key
 from maild.store.db import Database, sqlite_path
 
 log = logging.getLogger(__name__)
@@ -58,6 +58,7 @@ SPOOL = Table(
     Column("message_id", String(998)),
     Column("size", Integer, nullable=False),
     Column("raw", LargeBinary, nullable=False),
+    Column("thread_key", Integer, nullable=False),  # see accept.thread_key: shards by thread
     sqlite_autoincrement=True,  # a spool id is never reused, so "queued as S12" stays unique
 )
 # What a spool row gives its inbound row (all but the spool's own id).
@@ -114,7 +115,7 @@ class Spool:
         readers never wait) or already spooled. A copy that slips past both (imported between
         the two looks) is caught by the import, which is the final word.
         """
-        rows = [inbound_row(i, clock) for i in items]
+        rows = [{**inbound_row(i, clock), "thread_key": thread_key(i.raw)} for i in items]
         digests = list({str(r["digest"]) for r in rows})
         with main.session() as s:
             found = s.execute(
@@ -131,7 +132,7 @@ class Spool:
             fresh = list({str(r["digest"]): r for r in rows if r["digest"] not in known}.values())
             new: dict[str, int] = {}
             if fresh:
-                values = [{k: r[k] for k in SPOOL_COLUMNS} for r in fresh]
+                values = [{k: r[k] for k in (*SPOOL_COLUMNS, "thread_key")} for r in fresh]
                 ids = conn.execute(_PUT, values).scalars().all()
                 new = {str(r["digest"]): int(i) for r, i in zip(fresh, ids, strict=True)}
         out: list[Stored | Spooled] = []
@@ -150,13 +151,14 @@ class Spool:
         self, limit: int, max_bytes: int, shard: tuple[int, int] = (0, 1)
     ) -> list[dict[str, Any]]:
         """The oldest spooled rows (at least one, however big), without removing them; with
-        ``shard = (index, count)`` only those whose id is ``index`` modulo ``count``."""
+        ``shard = (index, count)`` only those whose thread key is ``index`` modulo ``count``,
+        so that a thread's messages go to one worker, in order."""
         with self.db.session() as s:
             out: list[dict[str, Any]] = []
             total = 0
             stmt = select(SPOOL.c.id, SPOOL.c.size)
             if shard[1] > 1:
-                stmt = stmt.where(SPOOL.c.id % shard[1] == shard[0])
+                stmt = stmt.where(SPOOL.c.thread_key % shard[1] == shard[0])
             sizes = s.execute(stmt.order_by(SPOOL.c.id).limit(limit))
             chosen: list[int] = []
             for sid, size in sizes:

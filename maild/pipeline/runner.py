@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Table, bindparam, select, update
@@ -67,6 +68,7 @@ class Pending:
     envelope_from: str | None
     parsed: ParsedMail | None
     error: str | None
+    received_at: datetime
     spooled: dict[str, Any] | None = None  # the spool row, inserted into inbound to claim it
 
 
@@ -84,29 +86,33 @@ class Pipeline:
         self.db = db
         self.clock = clock
         self.spool = spool
-        # Worker ``index`` of ``count`` takes the messages whose id is ``index`` modulo ``count``
-        # (spool ids and inbound ids alike), so parallel workers never parse the same mail.
+        # Worker ``index`` of ``count`` takes the spooled mail whose thread key is ``index``
+        # modulo ``count`` (a thread stays with one worker, in order) and the pending inbound
+        # rows whose id is; parallel workers never parse the same mail.
         self.shard = shard
         self.renderer = Renderer(config.desk.templates)
         self.stages = [STAGES[name]() for name in PIPELINE if name != "parse"]
         lim = config.limits
         self.limits = Limits(lim.max_parts, lim.max_depth, lim.max_header_bytes)
 
-    def parse(
-        self,
-        raw: bytes,
-        iid: int | None,
-        source: str,
-        envelope_from: str | None,
-        spooled: dict[str, Any] | None = None,
-    ) -> Pending:
+    def parse(self, row: Mapping[Any, Any], *, spooled: bool = False) -> Pending:
+        """Parse a row (``raw``, ``source``, ``envelope_from``, ``received_at``; ``id`` for
+        an inbound row). A parse failure is kept, to be quarantined in the transaction."""
         try:
-            parsed, error = parse_mail(raw, self.limits), None
+            parsed, error = parse_mail(row["raw"], self.limits), None
         except QuarantineError as exc:
             parsed, error = None, str(exc)
         except Exception as exc:  # a parser bug must not stop the queue
             parsed, error = None, f"parse failed: {type(exc).__name__}: {exc}"
-        return Pending(iid, source, envelope_from, parsed, error, spooled)
+        return Pending(
+            None if spooled else int(row["id"]),
+            row["source"],
+            row["envelope_from"],
+            parsed,
+            error,
+            row["received_at"],
+            dict(row) if spooled else None,
+        )
 
     def _load(self, ids: Sequence[int] | None, limit: int) -> list[Pending]:
         c = _INBOUND.c
@@ -124,16 +130,16 @@ class Pipeline:
                 chosen.append(iid)
                 total += size
             rows = s.execute(
-                select(c.id, c.raw, c.source, c.envelope_from)
+                select(c.id, c.raw, c.source, c.envelope_from, c.received_at)
                 .where(c.id.in_(chosen))
                 .order_by(c.id)
             )
-            return [self.parse(r.raw, r.id, r.source, r.envelope_from) for r in rows]
+            return [self.parse(r._mapping) for r in rows]
 
     def _take_spooled(self, limit: int) -> list[Pending]:
         assert self.spool is not None
         rows = self.spool.take(limit, MAX_BATCH_BYTES, self.shard)
-        return [self.parse(r["raw"], None, r["source"], r["envelope_from"], r) for r in rows]
+        return [self.parse(r, spooled=True) for r in rows]
 
     def process(self, ids: Sequence[int] | None = None, limit: int | None = None) -> int:
         """Process one batch of pending messages (or just ``ids``); returns how many.
@@ -148,7 +154,8 @@ class Pipeline:
             spooled = []
             if self.spool is not None and ids is None:
                 spooled = self._take_spooled(limit)
-            batch = spooled + self._load(ids, limit)
+            # In the order of arrival, so that a reply never overtakes the mail it answers.
+            batch = sorted(spooled + self._load(ids, limit), key=lambda p: p.received_at)
             left = list(batch)
             while left:
                 left = self._slice(left)
