@@ -135,6 +135,7 @@ def inbound_row(item: Incoming, clock: Clock) -> dict[str, object]:
         "recipients": ",".join(item.recipients),
         "digest": digest(item.raw),
         "message_id": quick_message_id(item.raw),
+        "thread_key": thread_key(item.raw),
         "size": len(item.raw),
         "raw": item.raw,
         "state": "pending",

@@ -40,7 +40,7 @@ from sqlalchemy import (
 )
 
 from maild.clock import Clock, system_clock
-from maild.ingest.accept import INBOUND, Incoming, Stored, inbound_row, thread_key
+from maild.ingest.accept import INBOUND, Incoming, Stored, inbound_row
 from maild.store.db import Database, sqlite_path
 
 log = logging.getLogger(__name__)
@@ -71,6 +71,7 @@ SPOOL_COLUMNS = (
     "message_id",
     "size",
     "raw",
+    "thread_key",
 )
 _PUT = insert(SPOOL).returning(SPOOL.c.id, sort_by_parameter_order=True)
 
@@ -115,7 +116,7 @@ class Spool:
         readers never wait) or already spooled. A copy that slips past both (imported between
         the two looks) is caught by the import, which is the final word.
         """
-        rows = [{**inbound_row(i, clock), "thread_key": thread_key(i.raw)} for i in items]
+        rows = [inbound_row(i, clock) for i in items]
         digests = list({str(r["digest"]) for r in rows})
         with main.session() as s:
             found = s.execute(
@@ -132,7 +133,7 @@ class Spool:
             fresh = list({str(r["digest"]): r for r in rows if r["digest"] not in known}.values())
             new: dict[str, int] = {}
             if fresh:
-                values = [{k: r[k] for k in (*SPOOL_COLUMNS, "thread_key")} for r in fresh]
+                values = [{k: r[k] for k in SPOOL_COLUMNS} for r in fresh]
                 ids = conn.execute(_PUT, values).scalars().all()
                 new = {str(r["digest"]): int(i) for r, i in zip(fresh, ids, strict=True)}
         out: list[Stored | Spooled] = []

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, bindparam, select, update
+from sqlalchemy import Table, bindparam, func, select, update
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
@@ -86,9 +86,9 @@ class Pipeline:
         self.db = db
         self.clock = clock
         self.spool = spool
-        # Worker ``index`` of ``count`` takes the spooled mail whose thread key is ``index``
-        # modulo ``count`` (a thread stays with one worker, in order) and the pending inbound
-        # rows whose id is; parallel workers never parse the same mail.
+        # Worker ``index`` of ``count`` takes the mail (spooled or pending in ``inbound``) whose
+        # thread key is ``index`` modulo ``count``: a thread stays with one worker, in order,
+        # and parallel workers never parse the same mail.
         self.shard = shard
         self.renderer = Renderer(config.desk.templates)
         self.stages = [STAGES[name]() for name in PIPELINE if name != "parse"]
@@ -121,7 +121,8 @@ class Pipeline:
             if ids is not None:
                 stmt = stmt.where(c.id.in_(ids))
             elif self.shard[1] > 1:
-                stmt = stmt.where(c.id % self.shard[1] == self.shard[0])
+                key = func.coalesce(c.thread_key, c.id)
+                stmt = stmt.where(key % self.shard[1] == self.shard[0])
             chosen: list[int] = []
             total = 0
             for iid, size in s.execute(stmt.order_by(c.id).limit(limit)):
