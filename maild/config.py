@@ -97,7 +97,7 @@ class Config:
     sla: SlaConfig = field(default_factory=SlaConfig)
     clock: ClockConfig = field(default_factory=ClockConfig)
     trusted_authserv_ids: tuple[str, ...] = ()
-    imap: tuple[Any, ...] = ()  # maild.ingest.imap.ImapConfig
+    imap: tuple[Any, ...] = ()  # maild.ingest.imap_config.ImapConfig
     path: Path | None = None
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 

@@ -126,7 +126,7 @@ def trusted_authserv_ids(t: Table) -> tuple[str, ...]:
 
 
 def imap(items: object) -> tuple[Any, ...]:
-    from maild.ingest.imap import imap_configs_from_toml
+    from maild.ingest.imap_config import imap_configs_from_toml
 
     return imap_configs_from_toml(items)
 

@@ -17,7 +17,8 @@ from sqlalchemy import func, select
 
 from maild.errors import ConfigError
 from maild.ingest.accept import store_raw
-from maild.ingest.imap import ImapConfig, ImapError, ImapSource, imap_configs_from_toml
+from maild.ingest.imap import ImapError, ImapSource
+from maild.ingest.imap_config import ImapConfig, imap_configs_from_toml
 from maild.store.db import Database, open_database
 from maild.store.migrate import upgrade
 from maild.store.models import Inbound

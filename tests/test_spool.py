@@ -211,3 +211,13 @@ def test_thread_key_puts_a_reply_with_the_mail_it_answers() -> None:
     assert thread_key(root) == thread_key(quick) == thread_key(deep)
     assert thread_key(other) != thread_key(root)
     assert thread_key(b"Subject: no ids at all\r\n\r\nbody") >= 0
+
+
+@sqlite_only
+def test_health_counts_spooled_mail_as_pending(config: Config, db: Database, spool: Spool) -> None:
+    from maild.web.app import _counts
+
+    smtp_send(db, spool, [make_mail(f"H {i}", sender=f"h{i}@example.org") for i in range(3)])
+    assert _counts(db, [spool])["inbound_pending"] == 3
+    Pipeline(config, db, spool=spool).process()
+    assert _counts(db, [spool])["inbound_pending"] == 0
