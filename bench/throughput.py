@@ -1011,6 +1011,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"127.0.0.1:{target.smtp_port}, {target.db_url}"
         )
     results: dict[str, Any] = {"machine": facts, "args": vars(args)}
+    results["database"] = "PostgreSQL" if target.db_url.startswith("postgres") else "SQLite"
     ok = True
     code: int | None = None
     try:
@@ -1081,7 +1082,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def summarize(results: dict[str, Any]) -> str:
     m = results["machine"]
-    parts = [f"{m['nproc']} CPUs, Python {m['python']}, SQLite"]
+    parts = [f"{m['nproc']} CPUs, Python {m['python']}, {results.get('database', 'SQLite')}"]
     met = True
     tp = results.get("throughput")
     if tp:
