@@ -221,3 +221,19 @@ def test_health_counts_spooled_mail_as_pending(config: Config, db: Database, spo
     assert _counts(db, [spool])["inbound_pending"] == 3
     Pipeline(config, db, spool=spool).process()
     assert _counts(db, [spool])["inbound_pending"] == 0
+
+
+@sqlite_only
+def test_the_spool_takes_mail_while_the_main_database_is_broken(
+    config: Config, db: Database, spool: Spool, tmp_path: Path
+) -> None:
+    broken_path = tmp_path / "broken.db"
+    broken_path.write_bytes(b"this is not a database file" * 200)
+    broken = Database(f"sqlite:///{broken_path}")
+    raw = make_mail("Accepted anyway", sender="b@example.org")
+    (reply,) = smtp_send(broken, spool, [raw])
+    broken.dispose()
+    assert reply.startswith("250 2.0.0 OK: queued as S"), reply
+    assert spool.count() == 1
+    Pipeline(config, db, spool=spool).process()  # once the database is back
+    assert count(db, Ticket) == 1

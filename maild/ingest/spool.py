@@ -38,6 +38,7 @@ from sqlalchemy import (
     insert,
     select,
 )
+from sqlalchemy.exc import DBAPIError
 
 from maild.clock import Clock, system_clock
 from maild.ingest.accept import INBOUND, Incoming, Stored, inbound_row
@@ -118,11 +119,17 @@ class Spool:
         """
         rows = [inbound_row(i, clock) for i in items]
         digests = list({str(r["digest"]) for r in rows})
-        with main.session() as s:
-            found = s.execute(
-                select(INBOUND.c.digest, INBOUND.c.id).where(INBOUND.c.digest.in_(digests))
-            )
-            known: dict[str, Stored | Spooled] = {str(d): Stored(int(i), True) for d, i in found}
+        known: dict[str, Stored | Spooled] = {}
+        try:
+            with main.session() as s:
+                found = s.execute(
+                    select(INBOUND.c.digest, INBOUND.c.id).where(INBOUND.c.digest.in_(digests))
+                )
+                known.update((str(d), Stored(int(i), True)) for d, i in found)
+        except DBAPIError as exc:
+            # Only an answer's "(duplicate)" note depends on this look: the spool still takes
+            # the mail while the main database is in trouble, and the import dedupes it.
+            log.warning("spool: duplicate check skipped, database unavailable: %s", exc.orig)
         with self.db.write() as s:
             conn = s.connection()
             spooled = conn.execute(
