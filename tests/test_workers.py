@@ -89,3 +89,17 @@ def test_a_quick_follow_up_stays_with_its_request_across_workers(
         per_ticket = Counter(s.scalars(select(Message.ticket_id).where(Message.direction == "in")))
     assert count(db, Ticket) == pairs
     assert sorted(per_ticket.values()) == [2] * pairs
+
+
+def test_the_sender_hears_of_every_batch_not_only_the_end_of_a_backlog(
+    make_config: Callable[..., Config], db: Database
+) -> None:
+    from maild.ingest.accept import store_raw
+    from maild.pipeline.runner import Pipeline, drain
+
+    config = make_config(pipeline={"workers": 0, "batch_size": 2})
+    for i in range(5):
+        store_raw(db, make_mail(f"Backlog {i}", sender=f"b{i}@example.org"), source="t")
+    batches: list[int] = []
+    assert drain(Pipeline(config, db), after_batch=batches.append) == 5
+    assert batches == [2, 2, 1]

@@ -243,12 +243,21 @@ class Pipeline:
                 raise
 
 
-def drain(pipeline: Pipeline, stopping: Callable[[], bool] = lambda: False) -> int:
-    """Process batches until nothing is pending (or asked to stop); returns how many."""
+def drain(
+    pipeline: Pipeline,
+    stopping: Callable[[], bool] = lambda: False,
+    after_batch: Callable[[int], None] = lambda _n: None,
+) -> int:
+    """Process batches until nothing is pending (or asked to stop); returns how many.
+
+    ``after_batch`` hears of every batch that did something, so the outbox sender can start
+    on its mail while a long backlog is still being worked through.
+    """
     total = 0
     while not stopping():
         n = pipeline.process()
         total += n
         if n == 0:
             break
+        after_batch(n)
     return total

@@ -31,7 +31,7 @@ def serve(
     delay = 1.0
     while not stopping():
         try:
-            n = drain(pipeline, stopping)
+            drain(pipeline, stopping, processed)
             delay = 1.0
         except TemporaryFailure as exc:
             log.error("pipeline: %s; retrying in %.0f s", exc, delay)
@@ -42,8 +42,6 @@ def serve(
             log.exception("pipeline: unexpected error")
             wait(delay)
             continue
-        if n:
-            processed(n)
         wait(1.0)
 
 
