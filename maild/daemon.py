@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import socket
@@ -107,9 +108,9 @@ class Daemon:
                     worker.proc.exitcode,
                 )
                 loop.remove_reader(worker.fileno())
-                await asyncio.to_thread(worker.stop, 1.0)
                 self.workers[index] = self._spawn(index, count)
                 self.workers[index].wake()
+                await asyncio.to_thread(worker.stop, 1.0)  # reap it and close its pipes
 
     async def start(self) -> None:
         await asyncio.to_thread(upgrade, self.db)
@@ -185,6 +186,8 @@ class Daemon:
         log.info("maild stopping: finishing messages in hand")
         if self._supervisor is not None:
             self._supervisor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._supervisor
         if self.scheduler is not None:
             await self.scheduler.stop()
         for server in self.servers:
@@ -199,7 +202,8 @@ class Daemon:
         await self.acceptor.close()
         for worker in self.workers:
             if isinstance(worker, ProcessWorker):
-                asyncio.get_running_loop().remove_reader(worker.fileno())
+                with contextlib.suppress(OSError, ValueError):
+                    asyncio.get_running_loop().remove_reader(worker.fileno())
         await asyncio.gather(*(asyncio.to_thread(w.stop) for w in self.workers))
         if self.spool is not None:
             await asyncio.to_thread(self._empty_spool, self.spool)

@@ -103,3 +103,34 @@ def test_the_sender_hears_of_every_batch_not_only_the_end_of_a_backlog(
     batches: list[int] = []
     assert drain(Pipeline(config, db), after_batch=batches.append) == 5
     assert batches == [2, 2, 1]
+
+
+def test_signals_to_and_from_workers_never_block_on_a_full_pipe() -> None:
+    """The daemon wakes workers on every group commit and a worker signals after every batch;
+    a blocking write on a full pipe would let each wait for the other forever."""
+    import multiprocessing
+
+    from maild.pipeline.worker import send_nowait
+
+    reader, writer = multiprocessing.Pipe(duplex=False)
+    os.set_blocking(writer.fileno(), False)
+    sent = [send_nowait(writer, b"w") for _ in range(20_000)]  # nobody reads
+    assert sent[0] and not sent[-1]
+    while reader.poll(0):  # what did get through is whole, one signal at a time
+        assert reader.recv_bytes() == b"w"
+    reader.close()
+    writer.close()
+
+
+def test_a_worker_is_woken_without_blocking(
+    make_config: Callable[..., Config], db: Database
+) -> None:
+    worker = ProcessWorker(make_config(pipeline={"workers": 1}))
+    try:
+        assert not os.get_blocking(worker._to_child.fileno())
+        for _ in range(20_000):
+            worker.wake()
+        assert worker.proc.is_alive()
+    finally:
+        worker.stop(10)
+    assert worker.proc.exitcode == 0

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import multiprocessing
+import os
 import signal
 import threading
 from collections.abc import Callable
 from multiprocessing.connection import Connection
+from typing import Any
 
 from maild.config import Config
 from maild.errors import TemporaryFailure
@@ -18,7 +19,7 @@ from maild.store.db import Database
 
 log = logging.getLogger(__name__)
 
-WAKE, OUTBOX, QUIT = b"w", b"o", b"q"
+WAKE, OUTBOX = b"w", b"o"
 
 
 def serve(
@@ -45,28 +46,50 @@ def serve(
         wait(1.0)
 
 
-def _process_main(config: Config, conn: Connection, log_level: int, shard: tuple[int, int]) -> None:
+def send_nowait(conn: Connection, signal_byte: bytes) -> bool:
+    """Send a one-byte signal on a non-blocking pipe; False when the pipe is full.
+
+    A full pipe means the other side has plenty of signals waiting to be read, so one more
+    adds nothing; blocking here instead is how the daemon and a busy worker could wait for
+    each other forever. (A write this small to a pipe is atomic: all of it or none.)
+    """
+    try:
+        conn.send_bytes(signal_byte)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def _process_main(
+    config: Config,
+    inbox: Connection,
+    outbox: Connection,
+    quit_event: Any,
+    log_level: int,
+    shard: tuple[int, int],
+) -> None:
     logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when we stop
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    os.set_blocking(outbox.fileno(), False)
     db = Database(config.storage_url)
     spool = Spool.for_storage(config.storage_url)
-    quit_flag = threading.Event()
 
     def wait(timeout: float) -> bool:
-        if conn.poll(timeout):
-            while conn.poll(0):
-                if conn.recv_bytes() == QUIT:
-                    quit_flag.set()
+        """Wait for a wake-up (or ``timeout``); read every signal that is waiting."""
+        if inbox.poll(timeout):
+            while inbox.poll(0):
+                inbox.recv_bytes()
             return True
         return False
 
     def processed(_n: int) -> None:
-        conn.send_bytes(OUTBOX)
+        wait(0)  # keep the pipe from the daemon empty while a long backlog is worked through
+        send_nowait(outbox, OUTBOX)
 
     try:
         pipeline = Pipeline(config, db, spool=spool, shard=shard)
-        serve(pipeline, wait, quit_flag.is_set, processed)
+        serve(pipeline, wait, quit_event.is_set, processed)
     except (EOFError, OSError):
         pass  # the parent went away
     finally:
@@ -76,48 +99,67 @@ def _process_main(config: Config, conn: Connection, log_level: int, shard: tuple
 
 
 class ProcessWorker:
-    """Runs ``serve`` in a child process; the parent wakes it and hears about new outbox mail."""
+    """Runs ``serve`` in a child process; the parent wakes it and hears about new outbox mail.
+
+    Two one-way pipes carry one-byte signals, written without blocking on either side; the
+    request to stop is an Event, so it never waits behind a full pipe.
+    """
 
     def __init__(self, config: Config, shard: tuple[int, int] = (0, 1)) -> None:
         ctx = multiprocessing.get_context("spawn")
-        self.conn, child = ctx.Pipe()
+        child_inbox, self._to_child = ctx.Pipe(duplex=False)
+        self._from_child, child_outbox = ctx.Pipe(duplex=False)
+        os.set_blocking(self._to_child.fileno(), False)
+        self.quit = ctx.Event()
         self.proc = ctx.Process(
             target=_process_main,
             name=f"maild-pipeline-{shard[0]}",
-            args=(config, child, logging.getLogger().level, shard),
+            args=(
+                config,
+                child_inbox,
+                child_outbox,
+                self.quit,
+                logging.getLogger().level,
+                shard,
+            ),
             daemon=True,
         )
         self.proc.start()
-        child.close()
+        child_inbox.close()
+        child_outbox.close()
 
     def wake(self) -> None:
         try:
-            self.conn.send_bytes(WAKE)
-        except (BrokenPipeError, OSError):
+            send_nowait(self._to_child, WAKE)
+        except OSError:
             log.error("pipeline worker is gone (exit code %s)", self.proc.exitcode)
 
     def fileno(self) -> int:
-        return self.conn.fileno()
+        """The pipe the worker signals on (for the event loop's add_reader)."""
+        return self._from_child.fileno()
 
     def read_events(self) -> bool:
-        """Drain messages from the child; True when new outbox mail may be waiting."""
+        """Drain signals from the child; True when new outbox mail may be waiting."""
         outbox = False
         try:
-            while self.conn.poll(0):
-                outbox |= self.conn.recv_bytes() == OUTBOX
+            while self._from_child.poll(0):
+                outbox |= self._from_child.recv_bytes() == OUTBOX
         except (EOFError, OSError):
             return False
         return outbox
 
     def stop(self, timeout: float = 30.0) -> None:
-        with contextlib.suppress(OSError):
-            self.conn.send_bytes(QUIT)
+        self.quit.set()
+        self.wake()  # out of its wait at once
         self.proc.join(timeout)
         if self.proc.is_alive():
-            log.error("pipeline worker did not stop in %.0f s; terminating", timeout)
-            self.proc.terminate()
+            # It ignores SIGTERM (the parent decides when it stops); kill -9 is safe: every
+            # batch is one transaction and the spool row stays until it is committed.
+            log.error("pipeline worker did not stop in %.0f s; killing it", timeout)
+            self.proc.kill()
             self.proc.join(5)
-        self.conn.close()
+        self._to_child.close()
+        self._from_child.close()
 
 
 class ThreadWorker:
