@@ -237,3 +237,29 @@ def test_the_spool_takes_mail_while_the_main_database_is_broken(
     assert spool.count() == 1
     Pipeline(config, db, spool=spool).process()  # once the database is back
     assert count(db, Ticket) == 1
+
+
+@sqlite_only
+def test_a_follow_up_never_overtakes_its_original_waiting_in_inbound(
+    config: Config, db: Database, spool: Spool
+) -> None:
+    """A backlog moved into inbound (a stop), then the customer's follow-up over SMTP: the
+    batch that takes the follow-up must not run before the original, deep in the backlog."""
+    backlog = [make_mail(f"Backlog {i}", sender=f"b{i}@example.org") for i in range(99)]
+    original = make_mail("Cannot log in", sender="c@example.org", message_id="<orig@c.example>")
+    smtp_send(db, spool, [*backlog, original])
+    while import_spool(db, spool, limit=256, max_bytes=1 << 25):
+        pass
+    follow_up = make_mail(
+        "Re: Cannot log in",
+        sender="c@example.org",
+        extra="In-Reply-To: <orig@c.example>\r\nReferences: <orig@c.example>\r\n",
+    )
+    smtp_send(db, spool, [follow_up])
+    pipeline = Pipeline(config, db, spool=spool)  # batches of 64: the original is in the 2nd
+    while pipeline.process():
+        pass
+    with db.session() as s:
+        mine = s.scalars(select(Ticket.id).where(Ticket.requester == "c@example.org")).all()
+    assert len(mine) == 1
+    assert count(db, Inbound, Inbound.state == "done") == 101

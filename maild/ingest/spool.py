@@ -19,7 +19,7 @@ locks, no single writer), so there the accept path inserts into ``inbound`` dire
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -87,6 +87,21 @@ class Spooled:
     @property
     def queue_id(self) -> str:
         return f"S{self.spool_id}"
+
+
+def pick_batch(
+    sizes: Iterable[tuple[int, int]], limit: int, max_bytes: int
+) -> tuple[list[int], bool]:
+    """Ids (in order) of up to ``limit`` rows of ``(id, size)`` within ``max_bytes`` (at least
+    one, however big), and whether more rows may be waiting behind them."""
+    chosen: list[int] = []
+    total = 0
+    for rid, size in sizes:
+        if chosen and total + size > max_bytes:
+            return chosen, True
+        chosen.append(rid)
+        total += size
+    return chosen, len(chosen) >= limit
 
 
 def spool_path(storage_url: str) -> Path | None:
@@ -157,27 +172,20 @@ class Spool:
 
     def take(
         self, limit: int, max_bytes: int, shard: tuple[int, int] = (0, 1)
-    ) -> list[dict[str, Any]]:
-        """The oldest spooled rows (at least one, however big), without removing them; with
-        ``shard = (index, count)`` only those whose thread key is ``index`` modulo ``count``,
-        so that a thread's messages go to one worker, in order."""
+    ) -> tuple[list[dict[str, Any]], bool]:
+        """The oldest spooled rows (at least one, however big), without removing them, and
+        whether more may be waiting behind them. With ``shard = (index, count)`` only those
+        whose thread key is ``index`` modulo ``count``, so a thread's mail goes to one worker."""
         with self.db.session() as s:
-            out: list[dict[str, Any]] = []
-            total = 0
             stmt = select(SPOOL.c.id, SPOOL.c.size)
             if shard[1] > 1:
                 stmt = stmt.where(SPOOL.c.thread_key % shard[1] == shard[0])
-            sizes = s.execute(stmt.order_by(SPOOL.c.id).limit(limit))
-            chosen: list[int] = []
-            for sid, size in sizes:
-                if chosen and total + size > max_bytes:
-                    break
-                chosen.append(sid)
-                total += size
-            if chosen:
-                result = s.execute(select(SPOOL).where(SPOOL.c.id.in_(chosen)).order_by(SPOOL.c.id))
-                out = [dict(row._mapping) for row in result]
-            return out
+            sizes = ((int(i), int(n)) for i, n in s.execute(stmt.order_by(SPOOL.c.id).limit(limit)))
+            chosen, more = pick_batch(sizes, limit, max_bytes)
+            if not chosen:
+                return [], False
+            result = s.execute(select(SPOOL).where(SPOOL.c.id.in_(chosen)).order_by(SPOOL.c.id))
+            return [dict(row._mapping) for row in result], more
 
     def remove(self, ids: Sequence[int]) -> None:
         with self.db.write() as s:
@@ -190,7 +198,7 @@ class Spool:
 def import_spool(main: Database, spool: Spool, *, limit: int, max_bytes: int) -> int:
     """Move up to ``limit`` spooled messages into ``inbound`` (state pending); returns how many
     spool rows were consumed (imported or found to be duplicates)."""
-    rows = spool.take(limit, max_bytes)
+    rows, _more = spool.take(limit, max_bytes)
     if not rows:
         return 0
     digests = list({str(r["digest"]) for r in rows})

@@ -18,7 +18,7 @@ from maild.clock import Clock, system_clock
 from maild.config import Config
 from maild.errors import QuarantineError, TemporaryFailure
 from maild.ingest.parse import Limits, ParsedMail, parse_mail
-from maild.ingest.spool import SPOOL_COLUMNS, Spool
+from maild.ingest.spool import SPOOL_COLUMNS, Spool, pick_batch
 from maild.pipeline.apply import Apply
 from maild.pipeline.base import Context, Stage, Work
 from maild.pipeline.classify import Classify
@@ -114,7 +114,9 @@ class Pipeline:
             dict(row) if spooled else None,
         )
 
-    def _load(self, ids: Sequence[int] | None, limit: int) -> list[Pending]:
+    def _load(self, ids: Sequence[int] | None, limit: int) -> tuple[list[Pending], bool]:
+        """The oldest pending inbound rows of this worker's share (or just ``ids``), parsed,
+        and whether more may be waiting behind them."""
         c = _INBOUND.c
         with self.db.session() as s:
             stmt = select(c.id, c.size).where(c.state == "pending")
@@ -123,46 +125,45 @@ class Pipeline:
             elif self.shard[1] > 1:
                 key = func.coalesce(c.thread_key, c.id)
                 stmt = stmt.where(key % self.shard[1] == self.shard[0])
-            chosen: list[int] = []
-            total = 0
-            for iid, size in s.execute(stmt.order_by(c.id).limit(limit)):
-                if chosen and total + size > MAX_BATCH_BYTES:
-                    break
-                chosen.append(iid)
-                total += size
+            sizes = ((int(i), int(n)) for i, n in s.execute(stmt.order_by(c.id).limit(limit)))
+            chosen, more = pick_batch(sizes, limit, MAX_BATCH_BYTES)
             rows = s.execute(
                 select(c.id, c.raw, c.source, c.envelope_from, c.received_at)
                 .where(c.id.in_(chosen))
                 .order_by(c.id)
             )
-            return [self.parse(r._mapping) for r in rows]
+            return [self.parse(r._mapping) for r in rows], more and ids is None
 
-    def _take_spooled(self, limit: int) -> list[Pending]:
+    def _take_spooled(self, limit: int) -> tuple[list[Pending], bool]:
         assert self.spool is not None
-        rows = self.spool.take(limit, MAX_BATCH_BYTES, self.shard)
-        return [self.parse(r, spooled=True) for r in rows]
+        rows, more = self.spool.take(limit, MAX_BATCH_BYTES, self.shard)
+        return [self.parse(r, spooled=True) for r in rows], more
 
     def process(self, ids: Sequence[int] | None = None, limit: int | None = None) -> int:
         """Process one batch of pending messages (or just ``ids``); returns how many.
 
-        With a spool (SQLite), a batch is the oldest spooled mail plus the oldest pending
-        ``inbound`` rows (from ``deliver``, IMAP or a quarantine retry), so neither starves.
-        Spooled mail is claimed by inserting it into ``inbound`` in the same transaction as its
-        processing; the spool rows are deleted after that commits (see maild/ingest/spool.py).
+        With a spool (SQLite), a batch is the oldest spooled mail and the oldest pending
+        ``inbound`` rows (from ``deliver``, IMAP, a quarantine retry or a stop), merged in the
+        order of arrival and cut where either source may have older mail still waiting, so a
+        reply never overtakes the mail it answers. Spooled mail is claimed by inserting it
+        into ``inbound`` in the same transaction as its processing; its spool rows are deleted
+        after that commits (see maild/ingest/spool.py).
         """
         limit = limit or self.config.pipeline.batch_size
         try:
-            spooled = []
+            spooled: list[Pending] = []
+            more_spooled = False
             if self.spool is not None and ids is None:
-                spooled = self._take_spooled(limit)
-            # In the order of arrival, so that a reply never overtakes the mail it answers.
-            batch = sorted(spooled + self._load(ids, limit), key=lambda p: p.received_at)
+                spooled, more_spooled = self._take_spooled(limit)
+            loaded, more_loaded = self._load(ids, limit)
+            batch = in_order(spooled, more_spooled, loaded, more_loaded)
             left = list(batch)
             while left:
                 left = self._slice(left)
-            if spooled:
+            done = [int(p.spooled["id"]) for p in batch if p.spooled is not None]
+            if done:
                 assert self.spool is not None
-                self.spool.remove([int(p.spooled["id"]) for p in spooled if p.spooled])
+                self.spool.remove(done)
         except (OperationalError, InterfaceError) as exc:
             raise TemporaryFailure(f"database unavailable: {exc.orig or exc}") from exc
         return len(batch)
@@ -241,6 +242,27 @@ class Pipeline:
             except Exception as exc:
                 exc.add_note(f"in stage {stage.name}")
                 raise
+
+
+def in_order(
+    first: list[Pending], more_first: bool, second: list[Pending], more_second: bool
+) -> list[Pending]:
+    """Two sources' oldest mail merged by arrival, up to where either may hold older mail.
+
+    A source that gave all it had sets no limit; one that may have more behind its last
+    message cuts the batch there, as a message arriving later could answer a message still
+    waiting in it.
+    """
+    merged = sorted(first + second, key=lambda p: p.received_at)
+    cuts = [
+        max(p.received_at for p in src)
+        for src, more in ((first, more_first), (second, more_second))
+        if more and src
+    ]
+    if not cuts:
+        return merged
+    cut = min(cuts)
+    return [p for p in merged if p.received_at <= cut]
 
 
 def drain(
