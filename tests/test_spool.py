@@ -263,3 +263,46 @@ def test_a_follow_up_never_overtakes_its_original_waiting_in_inbound(
         mine = s.scalars(select(Ticket.id).where(Ticket.requester == "c@example.org")).all()
     assert len(mine) == 1
     assert count(db, Inbound, Inbound.state == "done") == 101
+
+
+def _keys(db: Database, spool: Spool) -> list[int]:
+    with spool.db.session() as s:
+        from maild.ingest.spool import SPOOL
+
+        spooled = list(s.scalars(select(SPOOL.c.thread_key).order_by(SPOOL.c.id)))
+    with db.session() as s:
+        stored = list(s.scalars(select(Inbound.thread_key).order_by(Inbound.id)))
+    return spooled + [int(k) for k in stored if k is not None]
+
+
+@sqlite_only
+@pytest.mark.parametrize("how", ["one group commit", "two commits", "pipe then SMTP"])
+def test_a_follow_up_inherits_the_thread_key_of_the_mail_it_answers(
+    config: Config, db: Database, spool: Spool, how: str
+) -> None:
+    """The first mail itself answers something older (References: <old>), the follow-up
+    names only that first mail: both must still go to the same worker."""
+    from maild.ingest.accept import Incoming, store_raw, thread_key
+
+    first = make_mail(
+        "Re: our contract",
+        sender="c@example.org",
+        message_id="<first@c.example>",
+        extra="In-Reply-To: <old@c.example>\r\nReferences: <old@c.example>\r\n",
+    )
+    follow = make_mail(
+        "Re: our contract",
+        sender="c@example.org",
+        extra="In-Reply-To: <first@c.example>\r\n",
+    )
+    assert thread_key(first) != thread_key(follow)  # the headers alone do not tell
+    if how == "one group commit":
+        spool.put(db, [Incoming(first, "smtp"), Incoming(follow, "smtp")])
+    elif how == "two commits":
+        spool.put(db, [Incoming(first, "smtp")])
+        spool.put(db, [Incoming(follow, "smtp")])
+    else:
+        store_raw(db, first, source="pipe")
+        spool.put(db, [Incoming(follow, "smtp")])
+    keys = _keys(db, spool)
+    assert len(keys) == 2 and keys[0] == keys[1], keys

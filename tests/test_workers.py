@@ -13,6 +13,7 @@ from conftest import RunningDaemon, make_mail, wait_for
 from sqlalchemy import func, select
 
 from maild.config import Config
+from maild.ingest.accept import thread_key
 from maild.pipeline.worker import ProcessWorker
 from maild.store.db import Database
 from maild.store.models import Inbound, Message, Outbox, Ticket
@@ -48,9 +49,16 @@ def test_a_killed_worker_is_started_again(
     assert isinstance(victim, ProcessWorker)
     os.kill(victim.proc.pid, signal.SIGKILL)
     victim.proc.join(10)
-    # Mail for both shards, sent while worker 2 is dead: all of it gets processed.
-    for i in range(6):
-        d.send(make_mail(f"After the kill {i}", sender=f"k{i}@example.org"))
+    # Mail for both shards (three each), sent while worker 2 is dead: all of it gets processed.
+    shares: dict[int, list[bytes]] = {0: [], 1: []}
+    i = 0
+    while min(len(v) for v in shares.values()) < 3:
+        raw = make_mail(f"After the kill {i}", sender=f"k{i}@example.org")
+        if len(shares[thread_key(raw) % 2]) < 3:
+            shares[thread_key(raw) % 2].append(raw)
+        i += 1
+    for raw in shares[0] + shares[1]:
+        d.send(raw)
     wait_for(lambda: count(db, Inbound, Inbound.state == "done") == 6, timeout=30)
     replacement = d.daemon.workers[1]
     assert isinstance(replacement, ProcessWorker) and replacement is not victim

@@ -7,12 +7,12 @@ import hashlib
 import logging
 import re
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Table, insert, select
+from sqlalchemy import Connection, Table, insert, select
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from maild.clock import Clock, system_clock
@@ -115,6 +115,53 @@ def thread_key(raw: bytes) -> int:
     return zlib.crc32(raw[:4096]) & 0x7FFFFFFF
 
 
+def parent_ids(raw: bytes) -> tuple[str, ...]:
+    """The Message-IDs a message answers, nearest first: In-Reply-To, then References from
+    the end (at most 20)."""
+    head = header_block(raw)
+    ids: list[bytes] = []
+    m = _IN_REPLY_TO.search(head)
+    if m:
+        ids.extend(_FIRST_ID.findall(m.group(1))[:3])
+    m = _REFERENCES.search(head)
+    if m:
+        ids.extend(reversed(_FIRST_ID.findall(m.group(1))[-20:]))
+    return tuple(dict.fromkeys(i.decode("ascii", "replace") for i in ids))[:20]
+
+
+def inherit_thread_keys(
+    rows: Sequence[dict[str, object]],
+    parents: Sequence[tuple[str, ...]],
+    known: dict[str, int],
+) -> None:
+    """A message answering one we hold (``known``: Message-ID -> thread key, or an earlier
+    row of this batch) takes that message's thread key, so a whole thread keeps one key even
+    when its first message itself answered something older."""
+    batch: dict[str, int] = {}
+    for row, ids in zip(rows, parents, strict=True):
+        for pid in ids:
+            key = batch.get(pid, known.get(pid))
+            if key is not None:
+                row["thread_key"] = key
+                break
+        if row["message_id"]:
+            batch[str(row["message_id"])] = int(str(row["thread_key"]))
+
+
+def thread_keys_of(conn: Connection, table: Table, ids: Iterable[str]) -> dict[str, int]:
+    """Message-ID -> thread key of the rows of ``table`` (inbound or spool) with those ids."""
+    wanted = list(set(ids))
+    if not wanted:
+        return {}
+    c = table.c
+    rows = conn.execute(
+        select(c.message_id, c.thread_key).where(
+            c.message_id.in_(wanted), c.thread_key.is_not(None)
+        )
+    )
+    return {str(mid): int(key) for mid, key in rows}
+
+
 def check_acceptable(raw: bytes, max_size: int | None = None) -> None:
     """Raise RejectedMessage for input that can never be a mail."""
     if not raw.strip():
@@ -151,8 +198,11 @@ _INSERT = insert(INBOUND).returning(INBOUND.c.id, sort_by_parameter_order=True)
 
 def _store_batch(db: Database, items: Sequence[Incoming], clock: Clock) -> list[Stored]:
     rows = [inbound_row(i, clock) for i in items]  # digests are computed before the write lock
+    parents = [parent_ids(i.raw) for i in items]
     with db.write() as s:
         conn = s.connection()
+        known_keys = thread_keys_of(conn, INBOUND, (p for ids in parents for p in ids))
+        inherit_thread_keys(rows, parents, known_keys)
         digests = list({str(r["digest"]) for r in rows})
         found = conn.execute(
             select(INBOUND.c.digest, INBOUND.c.id).where(INBOUND.c.digest.in_(digests))

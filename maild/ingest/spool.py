@@ -41,7 +41,15 @@ from sqlalchemy import (
 from sqlalchemy.exc import DBAPIError
 
 from maild.clock import Clock, system_clock
-from maild.ingest.accept import INBOUND, Incoming, Stored, inbound_row
+from maild.ingest.accept import (
+    INBOUND,
+    Incoming,
+    Stored,
+    inbound_row,
+    inherit_thread_keys,
+    parent_ids,
+    thread_keys_of,
+)
 from maild.store.db import Database, sqlite_path
 
 log = logging.getLogger(__name__)
@@ -56,7 +64,7 @@ SPOOL = Table(
     Column("envelope_from", String(512)),
     Column("recipients", Text, nullable=False),
     Column("digest", String(64), nullable=False, index=True),
-    Column("message_id", String(998)),
+    Column("message_id", String(998), index=True),
     Column("size", Integer, nullable=False),
     Column("raw", LargeBinary, nullable=False),
     Column("thread_key", Integer, nullable=False),  # see accept.thread_key: shards by thread
@@ -133,14 +141,18 @@ class Spool:
         the two looks) is caught by the import, which is the final word.
         """
         rows = [inbound_row(i, clock) for i in items]
+        parents = [parent_ids(i.raw) for i in items]
+        wanted = [p for ids in parents for p in ids]
         digests = list({str(r["digest"]) for r in rows})
         known: dict[str, Stored | Spooled] = {}
+        keys: dict[str, int] = {}
         try:
             with main.session() as s:
                 found = s.execute(
                     select(INBOUND.c.digest, INBOUND.c.id).where(INBOUND.c.digest.in_(digests))
                 )
                 known.update((str(d), Stored(int(i), True)) for d, i in found)
+                keys = thread_keys_of(s.connection(), INBOUND, wanted)
         except DBAPIError as exc:
             # Only an answer's "(duplicate)" note depends on this look: the spool still takes
             # the mail while the main database is in trouble, and the import dedupes it.
@@ -152,6 +164,8 @@ class Spool:
             )
             for d, i in spooled:
                 known.setdefault(str(d), Spooled(int(i), True))
+            keys.update(thread_keys_of(conn, SPOOL, wanted))
+            inherit_thread_keys(rows, parents, keys)
             fresh = list({str(r["digest"]): r for r in rows if r["digest"] not in known}.values())
             new: dict[str, int] = {}
             if fresh:

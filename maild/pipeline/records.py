@@ -56,11 +56,16 @@ def next_number(session: Session) -> int:
 
 def ticket_of(ctx: Context, ticket_id: int) -> Ticket | None:
     """The request, loaded once per message and shared by the stages (the session's identity
-    map holds objects weakly, so a stage asking again would often load it again)."""
+    map holds objects weakly, so a stage asking again would often load it again).
+
+    Its row stays locked until the transaction ends (FOR UPDATE; SQLite has one writer anyway),
+    so two workers, or a worker and a sweep, never both change one request from the same
+    stale read on PostgreSQL.
+    """
     key = ("ticket", ticket_id)
     ticket = ctx.cache.get(key)
     if ticket is None:
-        ticket = ctx.session.get(Ticket, ticket_id)
+        ticket = ctx.session.get(Ticket, ticket_id, with_for_update=True)
         if ticket is not None:
             ctx.cache[key] = ticket
     assert ticket is None or isinstance(ticket, Ticket)
