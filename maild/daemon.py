@@ -16,7 +16,7 @@ from maild.config import Config
 from maild.ingest.accept import Acceptor
 from maild.ingest.smtp import Handler, start_server, start_unix_server
 from maild.ingest.spool import Spool, import_spool
-from maild.pipeline.runner import MAX_BATCH_BYTES, Pipeline
+from maild.pipeline.runner import MAX_BATCH_BYTES, SPOOLED, Pipeline, quarantine_in_hand
 from maild.pipeline.worker import ProcessWorker, ThreadWorker
 from maild.replies.sender import OutboxSender
 from maild.replies.transport import transport_from_config
@@ -28,6 +28,7 @@ from maild.web.app import start_web
 log = logging.getLogger(__name__)
 
 SUPERVISE_SECONDS = 2.0  # how often the daemon checks that its pipeline workers are alive
+POISON_DEATHS = 3  # a message a worker died on this many times goes to quarantine
 
 
 def split_hostport(value: str) -> tuple[str, int]:
@@ -60,6 +61,7 @@ class Daemon:
         )
         self._sender_task: asyncio.Task[None] | None = None
         self._supervisor: asyncio.Task[None] | None = None
+        self._deaths: dict[tuple[int, int], int] = {}  # (kind, id) -> worker deaths on it
 
     def _wake_pipeline(self) -> None:
         for worker in self.workers:
@@ -95,22 +97,41 @@ class Daemon:
 
     async def _supervise(self, count: int) -> None:
         """Start a pipeline worker again when it dies: its share of the mail would wait."""
-        loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(SUPERVISE_SECONDS)
             for index, worker in enumerate(self.workers):
-                if not isinstance(worker, ProcessWorker) or worker.proc.is_alive():
-                    continue
-                log.error(
-                    "pipeline worker %d of %d died (exit code %s); starting it again",
-                    index + 1,
-                    count,
-                    worker.proc.exitcode,
+                if isinstance(worker, ProcessWorker) and not worker.proc.is_alive():
+                    await self._replace_dead(index, count)
+
+    async def _replace_dead(self, index: int, count: int) -> None:
+        """Replace dead worker ``index``. A message it died on POISON_DEATHS times (a crash
+        no ``except`` can catch: a segfault, the OOM killer) goes to quarantine, or the worker
+        would die on it again and again and its share of the queue would never move."""
+        worker = self.workers[index]
+        assert isinstance(worker, ProcessWorker)
+        kind, ident = worker.last_in_hand()
+        log.error(
+            "pipeline worker %d of %d died (exit code %s)%s; starting it again",
+            index + 1,
+            count,
+            worker.proc.exitcode,
+            f" on {'spooled' if kind == SPOOLED else 'inbound'} message {ident}" if kind else "",
+        )
+        asyncio.get_running_loop().remove_reader(worker.fileno())
+        if kind:
+            deaths = self._deaths[(kind, ident)] = self._deaths.get((kind, ident), 0) + 1
+            if deaths >= POISON_DEATHS:
+                reason = f"the pipeline worker died {deaths} times on this message"
+                done = await asyncio.to_thread(
+                    quarantine_in_hand, self.db, self.spool, kind, ident, reason, self.clock()
                 )
-                loop.remove_reader(worker.fileno())
-                self.workers[index] = self._spawn(index, count)
-                self.workers[index].wake()
-                await asyncio.to_thread(worker.stop, 1.0)  # reap it and close its pipes
+                if done:
+                    what = "spooled" if kind == SPOOLED else "inbound"
+                    log.error("%s message %d quarantined: %s", what, ident, reason)
+                del self._deaths[(kind, ident)]
+        self.workers[index] = self._spawn(index, count)
+        self.workers[index].wake()
+        await asyncio.to_thread(worker.stop, 1.0)  # reap it and close its pipes
 
     async def start(self) -> None:
         await asyncio.to_thread(upgrade, self.db)

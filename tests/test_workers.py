@@ -9,6 +9,7 @@ import smtplib
 from collections import Counter
 from collections.abc import Callable
 
+import pytest
 from conftest import RunningDaemon, make_mail, wait_for
 from sqlalchemy import func, select
 
@@ -142,3 +143,53 @@ def test_a_worker_is_woken_without_blocking(
     finally:
         worker.stop(10)
     assert worker.proc.exitcode == 0
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_a_message_a_worker_keeps_dying_on_goes_to_quarantine(
+    make_config: Callable[..., Config],
+    db: Database,
+    running: Callable[..., RunningDaemon],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A crash no ``except`` catches (segfault, OOM killer) on one message: each restarted
+    worker would take it again. Here the worker is frozen (SIGSTOP) so that it cannot finish
+    the message, told that it holds it, and killed, three times, as such a message would."""
+    import asyncio
+
+    from maild.daemon import POISON_DEATHS
+    from maild.ingest.accept import Incoming
+    from maild.ingest.spool import Spool, spool_path
+    from maild.pipeline.runner import SPOOLED
+
+    monkeypatch.setattr("maild.daemon.SUPERVISE_SECONDS", 3600.0)  # the test plays supervisor
+    config = make_config(pipeline={"workers": 1})
+    d = running(config)
+    assert d.daemon is not None
+    os.kill(d.daemon.workers[0].proc.pid, signal.SIGSTOP)  # type: ignore[union-attr]
+    poison = make_mail("Poison", sender="p@example.org")
+    path = spool_path(config.storage_url)
+    assert path is not None
+    spool = Spool(path)
+    (stored,) = spool.put(db, [Incoming(poison, "smtp")])
+    sid = stored.spool_id  # type: ignore[union-attr]
+    for death in range(1, POISON_DEATHS + 1):
+        worker = d.daemon.workers[0]
+        assert isinstance(worker, ProcessWorker)
+        worker.in_hand[1], worker.in_hand[0] = sid, SPOOLED
+        os.kill(worker.proc.pid, signal.SIGKILL)
+        worker.proc.join(10)
+        asyncio.run_coroutine_threadsafe(d.daemon._replace_dead(0, 1), d.loop).result(30)
+        if death < POISON_DEATHS:
+            assert spool.count() == 1  # not yet: it might have been bad luck
+            os.kill(d.daemon.workers[0].proc.pid, signal.SIGSTOP)  # type: ignore[union-attr]
+    assert spool.count() == 0
+    with db.session() as s:
+        row = s.scalar(select(Inbound))
+    assert row is not None and row.state == "quarantined" and row.raw == poison
+    assert row.error == f"the pipeline worker died {POISON_DEATHS} times on this message"
+    assert count(db, Ticket) == 0
+    # The restarted worker is not frozen: the queue moves again.
+    d.send(make_mail("Fine", sender="f@example.org"))
+    wait_for(lambda: count(db, Ticket) == 1)
+    spool.dispose()

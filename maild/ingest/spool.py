@@ -201,6 +201,12 @@ class Spool:
             result = s.execute(select(SPOOL).where(SPOOL.c.id.in_(chosen)).order_by(SPOOL.c.id))
             return [dict(row._mapping) for row in result], more
 
+    def rows(self, ids: Sequence[int]) -> list[dict[str, Any]]:
+        """The spooled rows with these ids (those still there)."""
+        with self.db.session() as s:
+            result = s.execute(select(SPOOL).where(SPOOL.c.id.in_(list(ids))).order_by(SPOOL.c.id))
+            return [dict(row._mapping) for row in result]
+
     def remove(self, ids: Sequence[int]) -> None:
         with self.db.write() as s:
             s.connection().execute(delete(SPOOL).where(SPOOL.c.id.in_(list(ids))))

@@ -41,6 +41,7 @@ STAGES: dict[str, Callable[[], Stage]] = {
     "notify": Notify,
 }
 MAX_BATCH_BYTES = 32 * 1024 * 1024
+NOTHING, SPOOLED, INBOUND = 0, 1, 2  # what a worker has in hand (Pipeline.in_hand)
 SLICE_SECONDS = 0.02
 _INBOUND: Table = Inbound.__table__  # type: ignore[assignment]
 # Spooled mail is claimed by its insert; a digest seen before means "already ours".
@@ -90,6 +91,9 @@ class Pipeline:
         # thread key is ``index`` modulo ``count``: a thread stays with one worker, in order,
         # and parallel workers never parse the same mail.
         self.shard = shard
+        # Told which message is in hand (SPOOLED or INBOUND, its id; NOTHING between batches),
+        # so that the daemon can tell which one a worker was on when it died.
+        self.in_hand: Callable[[int, int], None] = lambda _kind, _ident: None
         self.renderer = Renderer(config.desk.templates)
         self.stages = [STAGES[name]() for name in PIPELINE if name != "parse"]
         lim = config.limits
@@ -98,6 +102,7 @@ class Pipeline:
     def parse(self, row: Mapping[Any, Any], *, spooled: bool = False) -> Pending:
         """Parse a row (``raw``, ``source``, ``envelope_from``, ``received_at``; ``id`` for
         an inbound row). A parse failure is kept, to be quarantined in the transaction."""
+        self.in_hand(SPOOLED if spooled else INBOUND, int(row["id"]))
         try:
             parsed, error = parse_mail(row["raw"], self.limits), None
         except QuarantineError as exc:
@@ -160,6 +165,7 @@ class Pipeline:
             left = list(batch)
             while left:
                 left = self._slice(left)
+            self.in_hand(NOTHING, 0)
             done = [int(p.spooled["id"]) for p in batch if p.spooled is not None]
             if done:
                 assert self.spool is not None
@@ -208,6 +214,10 @@ class Pipeline:
         return conn.execute(_CLAIM_SPOOLED, row).scalar()
 
     def _one(self, s: Session, item: Pending, *, isolated: bool) -> None:
+        if item.spooled is not None:
+            self.in_hand(SPOOLED, int(item.spooled["id"]))
+        else:
+            self.in_hand(INBOUND, int(item.id or 0))
         if item.parsed is None:
             iid = self._claim(s, item, "quarantined", item.error)
             if iid is not None:
@@ -242,6 +252,32 @@ class Pipeline:
             except Exception as exc:
                 exc.add_note(f"in stage {stage.name}")
                 raise
+
+
+def quarantine_in_hand(
+    db: Database, spool: Spool | None, kind: int, ident: int, reason: str, now: datetime
+) -> bool:
+    """Quarantine the message a worker kept dying on (spooled or pending in ``inbound``), raw
+    bytes kept, so that its share of the queue moves again; False if it is no longer waiting."""
+    if kind == SPOOLED and spool is not None:
+        rows = spool.rows([ident])
+        if not rows:
+            return False
+        row = {k: rows[0][k] for k in SPOOL_COLUMNS}
+        row.update(state="quarantined", error=reason, processed_at=now, attempts=1)
+        with db.write() as s:
+            s.connection().execute(_CLAIM_SPOOLED, row)
+        spool.remove([ident])
+        return True
+    if kind == INBOUND:
+        with db.write() as s:
+            result = s.connection().execute(
+                update(_INBOUND)
+                .where(_INBOUND.c.id == ident, _INBOUND.c.state == "pending")
+                .values(state="quarantined", error=reason, processed_at=now)
+            )
+            return bool(result.rowcount)
+    return False
 
 
 def in_order(

@@ -65,6 +65,7 @@ def _process_main(
     inbox: Connection,
     outbox: Connection,
     quit_event: Any,
+    in_hand: Any,
     log_level: int,
     shard: tuple[int, int],
 ) -> None:
@@ -89,6 +90,12 @@ def _process_main(
 
     try:
         pipeline = Pipeline(config, db, spool=spool, shard=shard)
+
+        def hold(kind: int, ident: int) -> None:
+            in_hand[1] = ident
+            in_hand[0] = kind
+
+        pipeline.in_hand = hold
         serve(pipeline, wait, quit_event.is_set, processed)
     except (EOFError, OSError):
         pass  # the parent went away
@@ -111,6 +118,8 @@ class ProcessWorker:
         self._from_child, child_outbox = ctx.Pipe(duplex=False)
         os.set_blocking(self._to_child.fileno(), False)
         self.quit = ctx.Event()
+        # What the worker has in hand (kind, id), in shared memory: readable after it died.
+        self.in_hand = ctx.Array("q", 2, lock=False)
         self.proc = ctx.Process(
             target=_process_main,
             name=f"maild-pipeline-{shard[0]}",
@@ -119,6 +128,7 @@ class ProcessWorker:
                 child_inbox,
                 child_outbox,
                 self.quit,
+                self.in_hand,
                 logging.getLogger().level,
                 shard,
             ),
@@ -127,6 +137,10 @@ class ProcessWorker:
         self.proc.start()
         child_inbox.close()
         child_outbox.close()
+
+    def last_in_hand(self) -> tuple[int, int]:
+        """(kind, id) of the message the worker was on (see Pipeline.in_hand); (0, 0) if none."""
+        return int(self.in_hand[0]), int(self.in_hand[1])
 
     def wake(self) -> None:
         try:
