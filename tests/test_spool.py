@@ -306,3 +306,38 @@ def test_a_follow_up_inherits_the_thread_key_of_the_mail_it_answers(
         spool.put(db, [Incoming(follow, "smtp")])
     keys = _keys(db, spool)
     assert len(keys) == 2 and keys[0] == keys[1], keys
+
+
+@sqlite_only
+def test_a_spool_file_of_an_earlier_version_is_upgraded_and_kept(
+    config: Config, db: Database, tmp_path: Path
+) -> None:
+    """The first spool had no thread key and no Message-ID index; its mail must not be lost."""
+    path = spool_path(config.storage_url)
+    assert path is not None
+    raw = make_mail("Spooled by the old version", sender="old@example.org")
+    con = sqlite3.connect(str(path))
+    con.execute(
+        "CREATE TABLE spool (id INTEGER PRIMARY KEY AUTOINCREMENT, received_at DATETIME NOT NULL,"
+        " source VARCHAR(16) NOT NULL, envelope_from VARCHAR(512), recipients TEXT NOT NULL,"
+        " digest VARCHAR(64) NOT NULL, message_id VARCHAR(998), size INTEGER NOT NULL,"
+        " raw BLOB NOT NULL)"
+    )
+    con.execute(
+        "INSERT INTO spool (received_at, source, envelope_from, recipients, digest, message_id,"
+        " size, raw) VALUES ('2026-12-02 04:00:00.000000', 'smtp', 'old@example.org',"
+        " 'support@example.com', 'abc', '<old@x>', ?, ?)",
+        (len(raw), raw),
+    )
+    con.commit()
+    con.close()
+    spool = Spool(path)
+    try:
+        smtp_send(db, spool, [make_mail("New mail", sender="new@example.org")])
+        pipeline = Pipeline(config, db, spool=spool)
+        while pipeline.process():
+            pass
+        assert spool.count() == 0
+    finally:
+        spool.dispose()
+    assert count(db, Ticket) == 2

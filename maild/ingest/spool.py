@@ -125,6 +125,20 @@ class Spool:
         self.path = path
         self.db = Database(f"sqlite:///{path}")
         _META.create_all(self.db.engine)
+        self._upgrade()
+
+    def _upgrade(self) -> None:
+        """Bring a spool file written by an earlier version up to this table (its rows stay)."""
+        with self.db.write() as s:
+            conn = s.connection()
+            have = {row[1] for row in conn.exec_driver_sql("PRAGMA table_info(spool)")}
+            if "thread_key" not in have:  # those rows are shared out by id, as before
+                conn.exec_driver_sql(
+                    "ALTER TABLE spool ADD COLUMN thread_key INTEGER NOT NULL DEFAULT 0"
+                )
+                conn.exec_driver_sql("UPDATE spool SET thread_key = id")
+            for index in SPOOL.indexes:
+                index.create(conn, checkfirst=True)
 
     @classmethod
     def for_storage(cls, storage_url: str) -> Spool | None:
