@@ -28,7 +28,8 @@ from maild.web.app import start_web
 log = logging.getLogger(__name__)
 
 SUPERVISE_SECONDS = 2.0  # how often the daemon checks that its pipeline workers are alive
-POISON_DEATHS = 3  # a message a worker died on this many times goes to quarantine
+POISON_DEATHS = 3  # a message careful workers died on this many times goes to quarantine
+CAREFUL_MESSAGES = 64  # after a death, the successor takes this many messages one at a time
 
 
 def split_hostport(value: str) -> tuple[str, int]:
@@ -62,6 +63,7 @@ class Daemon:
         self._sender_task: asyncio.Task[None] | None = None
         self._supervisor: asyncio.Task[None] | None = None
         self._deaths: dict[tuple[int, int], int] = {}  # (kind, id) -> worker deaths on it
+        self._check_workers = asyncio.Event()  # set when a worker's pipe reaches EOF
 
     def _wake_pipeline(self) -> None:
         for worker in self.workers:
@@ -85,51 +87,69 @@ class Daemon:
         self.workers.extend(self._spawn(index, count) for index in range(count))
         self._supervisor = asyncio.create_task(self._supervise(count), name="supervisor")
 
-    def _spawn(self, index: int, count: int) -> ProcessWorker:
-        worker = ProcessWorker(self.config, (index, count))
+    def _spawn(self, index: int, count: int, careful: int = 0) -> ProcessWorker:
+        worker = ProcessWorker(self.config, (index, count), careful=careful)
+        loop = asyncio.get_running_loop()
 
         def on_events() -> None:
             if worker.read_events():
                 self.sender.wake.set()
+            if worker.gone:  # EOF: it died; stop watching its pipe, replace it now
+                loop.remove_reader(worker.fileno())
+                self._check_workers.set()
 
-        asyncio.get_running_loop().add_reader(worker.fileno(), on_events)
+        loop.add_reader(worker.fileno(), on_events)
         return worker
 
     async def _supervise(self, count: int) -> None:
         """Start a pipeline worker again when it dies: its share of the mail would wait."""
         while True:
-            await asyncio.sleep(SUPERVISE_SECONDS)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._check_workers.wait(), SUPERVISE_SECONDS)
+            self._check_workers.clear()
             for index, worker in enumerate(self.workers):
-                if isinstance(worker, ProcessWorker) and not worker.proc.is_alive():
+                if not isinstance(worker, ProcessWorker):
+                    continue
+                if not worker.gone and worker.proc.is_alive():
+                    continue
+                try:
                     await self._replace_dead(index, count)
+                except Exception:  # the supervisor never dies: try again at the next check
+                    log.exception("could not replace pipeline worker %d", index + 1)
 
     async def _replace_dead(self, index: int, count: int) -> None:
-        """Replace dead worker ``index``. A message it died on POISON_DEATHS times (a crash
-        no ``except`` can catch: a segfault, the OOM killer) goes to quarantine, or the worker
-        would die on it again and again and its share of the queue would never move."""
+        """Replace dead worker ``index``.
+
+        A worker that died with a message in hand is followed by one that takes messages one
+        at a time for a while (CAREFUL_MESSAGES), so a death then names its message for sure;
+        a message such careful workers died on POISON_DEATHS times (a crash no ``except``
+        catches: a segfault, the OOM killer) goes to quarantine, or the worker would die on it
+        again and again and its share of the queue would never move.
+        """
         worker = self.workers[index]
         assert isinstance(worker, ProcessWorker)
-        kind, ident = worker.last_in_hand()
+        await asyncio.to_thread(worker.proc.join, 1.0)
+        kind, ident, careful = worker.last_in_hand()
+        what = "spooled" if kind == SPOOLED else "inbound"
         log.error(
             "pipeline worker %d of %d died (exit code %s)%s; starting it again",
             index + 1,
             count,
             worker.proc.exitcode,
-            f" on {'spooled' if kind == SPOOLED else 'inbound'} message {ident}" if kind else "",
+            f" on {what} message {ident}" if kind else "",
         )
         asyncio.get_running_loop().remove_reader(worker.fileno())
-        if kind:
+        if kind and careful:
             deaths = self._deaths[(kind, ident)] = self._deaths.get((kind, ident), 0) + 1
             if deaths >= POISON_DEATHS:
+                del self._deaths[(kind, ident)]
                 reason = f"the pipeline worker died {deaths} times on this message"
                 done = await asyncio.to_thread(
                     quarantine_in_hand, self.db, self.spool, kind, ident, reason, self.clock()
                 )
                 if done:
-                    what = "spooled" if kind == SPOOLED else "inbound"
                     log.error("%s message %d quarantined: %s", what, ident, reason)
-                del self._deaths[(kind, ident)]
-        self.workers[index] = self._spawn(index, count)
+        self.workers[index] = self._spawn(index, count, CAREFUL_MESSAGES if kind else 0)
         self.workers[index].wake()
         await asyncio.to_thread(worker.stop, 1.0)  # reap it and close its pipes
 

@@ -276,7 +276,9 @@ def _keys(db: Database, spool: Spool) -> list[int]:
 
 
 @sqlite_only
-@pytest.mark.parametrize("how", ["one group commit", "two commits", "pipe then SMTP"])
+@pytest.mark.parametrize(
+    "how", ["one group commit", "two commits", "pipe then SMTP", "SMTP then pipe"]
+)
 def test_a_follow_up_inherits_the_thread_key_of_the_mail_it_answers(
     config: Config, db: Database, spool: Spool, how: str
 ) -> None:
@@ -301,9 +303,12 @@ def test_a_follow_up_inherits_the_thread_key_of_the_mail_it_answers(
     elif how == "two commits":
         spool.put(db, [Incoming(first, "smtp")])
         spool.put(db, [Incoming(follow, "smtp")])
-    else:
+    elif how == "pipe then SMTP":
         store_raw(db, first, source="pipe")
         spool.put(db, [Incoming(follow, "smtp")])
+    else:  # the original still waits in the spool when the follow-up comes through the pipe
+        spool.put(db, [Incoming(first, "smtp")])
+        store_raw(db, follow, source="pipe")
     keys = _keys(db, spool)
     assert len(keys) == 2 and keys[0] == keys[1], keys
 

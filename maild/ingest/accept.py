@@ -201,7 +201,12 @@ def _store_batch(db: Database, items: Sequence[Incoming], clock: Clock) -> list[
     parents = [parent_ids(i.raw) for i in items]
     with db.write() as s:
         conn = s.connection()
-        known_keys = thread_keys_of(conn, INBOUND, (p for ids in parents for p in ids))
+        wanted = list({p for ids in parents for p in ids})
+        known_keys = thread_keys_of(conn, INBOUND, wanted)
+        if db.is_sqlite and wanted:  # an SMTP original may still wait in the spool
+            from maild.ingest.spool import spooled_thread_keys
+
+            known_keys = {**spooled_thread_keys(db.url, wanted), **known_keys}
         inherit_thread_keys(rows, parents, known_keys)
         digests = list({str(r["digest"]) for r in rows})
         found = conn.execute(

@@ -19,6 +19,7 @@ locks, no single writer), so there the accept path inserts into ``inbound`` dire
 from __future__ import annotations
 
 import logging
+import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,6 +117,29 @@ def spool_path(storage_url: str) -> Path | None:
     """``var/maild.db`` spools into ``var/maild.db.spool``; None for PostgreSQL or :memory:."""
     path = sqlite_path(storage_url) if storage_url.startswith("sqlite") else None
     return path.with_name(path.name + ".spool") if path is not None else None
+
+
+def spooled_thread_keys(storage_url: str, ids: Sequence[str]) -> dict[str, int]:
+    """Message-ID -> thread key of mail still in the spool, for a source that stores into
+    ``inbound`` directly (``deliver``, IMAP): its replies must go to the same worker too.
+    Read-only and best effort: no spool file, or trouble reading it, is simply no answer."""
+    path = spool_path(storage_url)
+    if not ids or path is None or not path.exists():
+        return {}
+    try:
+        con = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=5)
+        try:
+            marks = ",".join("?" * len(ids))
+            rows = con.execute(
+                f"SELECT message_id, thread_key FROM spool WHERE message_id IN ({marks})",
+                list(ids),
+            ).fetchall()
+        finally:
+            con.close()
+    except sqlite3.Error as exc:
+        log.warning("spool: thread keys not read: %s", exc)
+        return {}
+    return {str(mid): int(key) for mid, key in rows}
 
 
 class Spool:

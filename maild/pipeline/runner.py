@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import random
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -41,6 +42,7 @@ STAGES: dict[str, Callable[[], Stage]] = {
     "notify": Notify,
 }
 MAX_BATCH_BYTES = 32 * 1024 * 1024
+CONFLICT_RETRIES = 5  # a slice PostgreSQL rolled back as a deadlock victim is redone
 NOTHING, SPOOLED, INBOUND = 0, 1, 2  # what a worker has in hand (Pipeline.in_hand)
 SLICE_SECONDS = 0.02
 _INBOUND: Table = Inbound.__table__  # type: ignore[assignment]
@@ -94,6 +96,9 @@ class Pipeline:
         # Told which message is in hand (SPOOLED or INBOUND, its id; NOTHING between batches),
         # so that the daemon can tell which one a worker was on when it died.
         self.in_hand: Callable[[int, int], None] = lambda _kind, _ident: None
+        # After a worker died with a message in hand, its successor takes this many messages
+        # one at a time, so that a death is blamed on the one message it happened on.
+        self.careful = 0
         self.renderer = Renderer(config.desk.templates)
         self.stages = [STAGES[name]() for name in PIPELINE if name != "parse"]
         lim = config.limits
@@ -130,12 +135,14 @@ class Pipeline:
             elif self.shard[1] > 1:
                 key = func.coalesce(c.thread_key, c.id)
                 stmt = stmt.where(key % self.shard[1] == self.shard[0])
-            sizes = ((int(i), int(n)) for i, n in s.execute(stmt.order_by(c.id).limit(limit)))
+            # By arrival, not id: a stop moves spooled mail in with new ids but its own times.
+            stmt = stmt.order_by(c.received_at, c.id).limit(limit)
+            sizes = ((int(i), int(n)) for i, n in s.execute(stmt))
             chosen, more = pick_batch(sizes, limit, MAX_BATCH_BYTES)
             rows = s.execute(
                 select(c.id, c.raw, c.source, c.envelope_from, c.received_at)
                 .where(c.id.in_(chosen))
-                .order_by(c.id)
+                .order_by(c.received_at, c.id)
             )
             return [self.parse(r._mapping) for r in rows], more and ids is None
 
@@ -154,7 +161,7 @@ class Pipeline:
         into ``inbound`` in the same transaction as its processing; its spool rows are deleted
         after that commits (see maild/ingest/spool.py).
         """
-        limit = limit or self.config.pipeline.batch_size
+        limit = 1 if self.careful else (limit or self.config.pipeline.batch_size)
         try:
             spooled: list[Pending] = []
             more_spooled = False
@@ -162,10 +169,14 @@ class Pipeline:
                 spooled, more_spooled = self._take_spooled(limit)
             loaded, more_loaded = self._load(ids, limit)
             batch = in_order(spooled, more_spooled, loaded, more_loaded)
+            if self.careful:
+                batch = batch[:1]
             left = list(batch)
             while left:
-                left = self._slice(left)
+                left = self._slice_retrying(left)
             self.in_hand(NOTHING, 0)
+            if self.careful and batch:
+                self.careful -= 1
             done = [int(p.spooled["id"]) for p in batch if p.spooled is not None]
             if done:
                 assert self.spool is not None
@@ -173,6 +184,21 @@ class Pipeline:
         except (OperationalError, InterfaceError) as exc:
             raise TemporaryFailure(f"database unavailable: {exc.orig or exc}") from exc
         return len(batch)
+
+    def _slice_retrying(self, items: list[Pending]) -> list[Pending]:
+        """A slice, redone at once when PostgreSQL chose it as a deadlock's victim (two workers
+        locking the same request and the request counter in opposite orders): that rolled it
+        back whole, and nothing is wrong with the mail or the database."""
+        for attempt in range(1, CONFLICT_RETRIES + 1):
+            try:
+                return self._slice(items)
+            except OperationalError as exc:
+                state = getattr(exc.orig, "sqlstate", None)
+                if state not in ("40P01", "40001") or attempt == CONFLICT_RETRIES:
+                    raise
+                log.info("pipeline: transaction conflict (%s); redoing the slice", state)
+                time.sleep(random.uniform(0.0, 0.05 * attempt))
+        return items  # not reached
 
     def _slice(self, items: list[Pending]) -> list[Pending]:
         """Apply messages in one short write transaction; returns those left for the next.
@@ -266,9 +292,9 @@ def quarantine_in_hand(
         row = {k: rows[0][k] for k in SPOOL_COLUMNS}
         row.update(state="quarantined", error=reason, processed_at=now, attempts=1)
         with db.write() as s:
-            s.connection().execute(_CLAIM_SPOOLED, row)
+            inserted = s.connection().execute(_CLAIM_SPOOLED, row).scalar() is not None
         spool.remove([ident])
-        return True
+        return inserted  # False: processed after all (a crash before the spool delete)
     if kind == INBOUND:
         with db.write() as s:
             result = s.connection().execute(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import os
@@ -91,9 +92,12 @@ def _process_main(
     try:
         pipeline = Pipeline(config, db, spool=spool, shard=shard)
 
+        pipeline.careful = int(in_hand[2])
+
         def hold(kind: int, ident: int) -> None:
             in_hand[1] = ident
             in_hand[0] = kind
+            in_hand[2] = pipeline.careful
 
         pipeline.in_hand = hold
         serve(pipeline, wait, quit_event.is_set, processed)
@@ -112,14 +116,20 @@ class ProcessWorker:
     request to stop is an Event, so it never waits behind a full pipe.
     """
 
-    def __init__(self, config: Config, shard: tuple[int, int] = (0, 1)) -> None:
+    def __init__(
+        self, config: Config, shard: tuple[int, int] = (0, 1), *, careful: int = 0
+    ) -> None:
         ctx = multiprocessing.get_context("spawn")
         child_inbox, self._to_child = ctx.Pipe(duplex=False)
         self._from_child, child_outbox = ctx.Pipe(duplex=False)
         os.set_blocking(self._to_child.fileno(), False)
         self.quit = ctx.Event()
-        # What the worker has in hand (kind, id), in shared memory: readable after it died.
-        self.in_hand = ctx.Array("q", 2, lock=False)
+        # What the worker has in hand (kind, id) and how many more messages it takes one at a
+        # time (Pipeline.careful), in shared memory: readable after it died.
+        self.in_hand = ctx.Array("q", 3, lock=False)
+        self.in_hand[2] = careful
+        self.gone = False  # its pipe reached EOF: it died (or is stopping)
+        self._gone_logged = False
         self.proc = ctx.Process(
             target=_process_main,
             name=f"maild-pipeline-{shard[0]}",
@@ -138,15 +148,18 @@ class ProcessWorker:
         child_inbox.close()
         child_outbox.close()
 
-    def last_in_hand(self) -> tuple[int, int]:
-        """(kind, id) of the message the worker was on (see Pipeline.in_hand); (0, 0) if none."""
-        return int(self.in_hand[0]), int(self.in_hand[1])
+    def last_in_hand(self) -> tuple[int, int, bool]:
+        """(kind, id) of the message the worker was on (see Pipeline.in_hand), (0, 0) if none,
+        and whether it was then taking messages one at a time."""
+        return int(self.in_hand[0]), int(self.in_hand[1]), int(self.in_hand[2]) > 0
 
     def wake(self) -> None:
         try:
             send_nowait(self._to_child, WAKE)
         except OSError:
-            log.error("pipeline worker is gone (exit code %s)", self.proc.exitcode)
+            if not self._gone_logged:  # once: the supervisor replaces it within seconds
+                self._gone_logged = True
+                log.error("pipeline worker is gone (exit code %s)", self.proc.exitcode)
 
     def fileno(self) -> int:
         """The pipe the worker signals on (for the event loop's add_reader)."""
@@ -159,12 +172,14 @@ class ProcessWorker:
             while self._from_child.poll(0):
                 outbox |= self._from_child.recv_bytes() == OUTBOX
         except (EOFError, OSError):
+            self.gone = True
             return False
         return outbox
 
     def stop(self, timeout: float = 30.0) -> None:
         self.quit.set()
-        self.wake()  # out of its wait at once
+        with contextlib.suppress(OSError):
+            send_nowait(self._to_child, WAKE)  # out of its wait at once
         self.proc.join(timeout)
         if self.proc.is_alive():
             # It ignores SIGTERM (the parent decides when it stops); kill -9 is safe: every
