@@ -64,6 +64,7 @@ class Daemon:
         self._supervisor: asyncio.Task[None] | None = None
         self._deaths: dict[tuple[int, int], int] = {}  # (kind, id) -> worker deaths on it
         self._check_workers = asyncio.Event()  # set when a worker's pipe reaches EOF
+        self._closing = False  # stop() has begun: the supervisor starts no more workers
 
     def _wake_pipeline(self) -> None:
         for worker in self.workers:
@@ -102,13 +103,18 @@ class Daemon:
         return worker
 
     async def _supervise(self, count: int) -> None:
-        """Start a pipeline worker again when it dies: its share of the mail would wait."""
-        while True:
+        """Start a pipeline worker again when it dies: its share of the mail would wait.
+
+        It ends when ``_closing`` is set, not by cancellation: on Python 3.11 ``wait_for``
+        can swallow a cancel that meets the event it waits for (a worker dying of the same
+        SIGTERM), and the supervisor would then start new workers while the daemon stops.
+        """
+        while not self._closing:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._check_workers.wait(), SUPERVISE_SECONDS)
             self._check_workers.clear()
             for index, worker in enumerate(self.workers):
-                if not isinstance(worker, ProcessWorker):
+                if self._closing or not isinstance(worker, ProcessWorker):
                     continue
                 if not worker.gone and worker.proc.is_alive():
                     continue
@@ -225,10 +231,15 @@ class Daemon:
 
     async def stop(self) -> None:
         log.info("maild stopping: finishing messages in hand")
-        if self._supervisor is not None:
-            self._supervisor.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._supervisor
+        self._closing = True
+        if self._supervisor is not None and not self._supervisor.done():
+            self._check_workers.set()
+            try:
+                await asyncio.wait_for(asyncio.shield(self._supervisor), 10.0)
+            except TimeoutError:  # busy replacing a worker for too long: stop it the hard way
+                self._supervisor.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._supervisor
         if self.scheduler is not None:
             await self.scheduler.stop()
         for server in self.servers:

@@ -165,6 +165,7 @@ def test_a_message_a_worker_keeps_dying_on_goes_to_quarantine(
     d = running(config)
     assert d.daemon is not None and d.daemon._supervisor is not None
     d.loop.call_soon_threadsafe(d.daemon._supervisor.cancel)  # the test plays supervisor
+    wait_for(d.daemon._supervisor.done)
     os.kill(d.daemon.workers[0].proc.pid, signal.SIGSTOP)  # type: ignore[union-attr]
     poison = make_mail("Poison", sender="p@example.org")
     path = spool_path(config.storage_url)
