@@ -30,6 +30,7 @@ class DeskConfig:
     timezone: str
     templates: Path | None = None
     lead: str | None = None
+    name_in: str = ""  # the name after «в»: "Службу поддержки РИТ"
 
     @property
     def domain(self) -> str:
@@ -57,6 +58,7 @@ class OutboundConfig:
 class WebConfig:
     listen: str = "127.0.0.1:8080"
     base_url: str = "http://127.0.0.1:8080"
+    page_days: int = 90  # how long the request-page link in a mail stays valid
 
 
 @dataclass(frozen=True)
@@ -98,6 +100,7 @@ class Config:
     clock: ClockConfig = field(default_factory=ClockConfig)
     trusted_authserv_ids: tuple[str, ...] = ()
     imap: tuple[Any, ...] = ()  # maild.ingest.imap_config.ImapConfig
+    routing: tuple[sections.Route, ...] = ()
     path: Path | None = None
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
@@ -107,7 +110,13 @@ class Config:
 
     def department(self, name_oremail: str) -> Department | None:
         key = name_oremail.lower()
-        return next((d for d in self.departments if key in (d.name.lower(), d.email)), None)
+        return next(
+            (d for d in self.departments if key in (d.name.lower(), d.email, d.title.lower())),
+            None,
+        )
+
+    def route(self, address: str) -> sections.Route | None:
+        return next((r for r in self.routing if r.matches(address)), None)
 
 
 def _desk(t: Table, base: Path) -> DeskConfig:
@@ -137,6 +146,8 @@ def _desk(t: Table, base: Path) -> DeskConfig:
         "must be one non-empty line",
         name,
     )
+    name_in = t.get("name_in", str, "").strip()
+    t.check("name_in", lambda v: "\n" not in v and "\r" not in v, "must be one line", name_in)
     t.finish()
     return DeskConfig(
         name.strip(),
@@ -146,6 +157,7 @@ def _desk(t: Table, base: Path) -> DeskConfig:
         timezone,
         resolve(base, templates) if templates else None,
         lead,
+        name_in,
     )
 
 
@@ -202,8 +214,10 @@ def _web(t: Table) -> WebConfig:
         "must start with http:// or https://",
         base_url,
     )
+    page_days = t.get("page_days", int, 90)
+    t.check("page_days", positive, "must be positive", page_days)
     t.finish()
-    return WebConfig(listen, base_url)
+    return WebConfig(listen, base_url, page_days)
 
 
 def _secret(t: Table) -> str:
@@ -277,6 +291,7 @@ KNOWN_SECTIONS = frozenset(
         "hold",
         "imap",
         "lmtp",
+        "routing",
     }
 )
 
@@ -305,6 +320,7 @@ def from_mapping(data: Mapping[str, Any], base: Path, path: Path | None = None) 
             *(Table(data.get(n, {}), n) for n in ("survey", "autoclose", "pending", "hold"))
         ),
         imap=sections.imap(data.get("imap")),
+        routing=sections.routing(data.get("routing", []), sections.TYPES),
         trusted_authserv_ids=sections.trusted_authserv_ids(
             Table(data.get("security", {}), "security")
         ),

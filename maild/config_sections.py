@@ -19,6 +19,27 @@ PRIORITIES = ("low", "normal", "high", "urgent")
 class Department:
     name: str
     email: str
+    title: str = ""  # the human name customers read: "технического инженера"
+
+    @property
+    def human(self) -> str:
+        return self.title or self.name
+
+
+@dataclass(frozen=True)
+class Route:
+    """A key client: mail from ``match`` (an address or ``@domain``) goes to ``assignee``."""
+
+    match: str
+    assignee: str
+    priority: str | None = None
+    type: str | None = None
+
+    def matches(self, address: str) -> bool:
+        address = address.lower()
+        if self.match.startswith("@"):
+            return address.endswith(self.match)
+        return address == self.match
 
 
 @dataclass(frozen=True)
@@ -38,9 +59,17 @@ class SlaConfig:
         default_factory=lambda: {"low": 2.0, "normal": 1.0, "high": 1.0, "urgent": 0.5}
     )
     warn_at: float = 0.8
+    tell_customer: bool = True
+    # Categories with a clock of their own (`#category registration`), in business hours.
+    categories: dict[str, float] = field(
+        default_factory=lambda: {"suggestion": 16.0, "registration": 2.0}
+    )
 
-    def hours(self, kind: str, priority: str) -> float:
-        return self.targets.get(kind, self.targets["question"]) * self.factors.get(priority, 1.0)
+    def hours(self, kind: str, priority: str, category: str | None = None) -> float:
+        base = self.categories.get((category or "").lower())
+        if base is None:
+            base = self.targets.get(kind, self.targets["question"])
+        return base * self.factors.get(priority, 1.0)
 
 
 @dataclass(frozen=True)
@@ -76,8 +105,35 @@ def departments(items: object) -> tuple[Department, ...]:
         )
         email = t.get("email", str).strip().lower()
         t.check("email", is_email, f"not an email address: {email!r}", email)
+        title = t.get("title", str, "").strip()
+        t.check("title", lambda v: "\n" not in v and "\r" not in v, "must be one line", title)
         t.finish()
-        found.append(Department(name, email))
+        found.append(Department(name, email, title))
+    return tuple(found)
+
+
+def routing(items: object, types: tuple[str, ...]) -> tuple[Route, ...]:
+    """``[[routing]]``: key clients assigned at once to their manager."""
+    if not isinstance(items, list):
+        raise ConfigError("routing", "must be an array of tables ([[routing]])")
+    found: list[Route] = []
+    for i, item in enumerate(items):
+        t = Table(item, f"routing[{i}]")
+        match = t.get("match", str).strip().lower()
+        t.check(
+            "match",
+            lambda v: is_email(v) or (v.startswith("@") and is_email("x" + v)),
+            f"must be an address or @domain, not {match!r}",
+            match,
+        )
+        assignee = t.get("assignee", str).strip().lower()
+        t.check("assignee", is_email, f"not an email address: {assignee!r}", assignee)
+        priority = t.get("priority", str, "").strip().lower() or None
+        t.check("priority", lambda v: v in (None, *PRIORITIES), f"one of {PRIORITIES}", priority)
+        kind = t.get("type", str, "").strip().lower() or None
+        t.check("type", lambda v: v in (None, *types), f"must be one of {types}", kind)
+        t.finish()
+        found.append(Route(match, assignee, priority, kind))
     return tuple(found)
 
 
@@ -95,8 +151,14 @@ def sla(t: Table) -> SlaConfig:
     factors["low"] = _positive(t, "low_factor", base.factors["low"])
     warn_at = _positive(t, "warn_at", base.warn_at)
     t.check("warn_at", lambda v: v < 1, "must be below 1 (0.8 = warn at 80%)", warn_at)
+    tell = t.get("tell_customer", bool, base.tell_customer)
+    categories = {"suggestion": targets["suggestion"], "registration": 2.0}
+    cats = Table(t.get("categories", dict, {}), t.key("categories"))
+    for name in list(cats.data):
+        categories[name.lower()] = _positive(cats, name, 1.0)
+    cats.finish()
     t.finish()
-    return SlaConfig(targets, factors, warn_at)
+    return SlaConfig(targets, factors, warn_at, tell, categories)
 
 
 def clock(survey: Table, autoclose: Table, pending: Table, hold: Table) -> ClockConfig:

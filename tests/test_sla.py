@@ -101,14 +101,14 @@ def test_friday_evening_request_is_due_monday_and_the_ack_says_so(
         due = ticket(db, number).due_at
         assert due is not None and due.replace(tzinfo=UTC) == msk(2026, 11, 30, 12, 30)
     acks = {row.ticket_id: text(row) for row in outbox(db, "ack")}
-    assert "by Monday 12:30" in acks[en]
-    assert "до 12:30 понедельника" in acks[ru]
+    assert "We will answer on Monday by 12:30 MSK." in acks[en]
+    assert "Мы ответим в понедельник до 12:30 MSK." in acks[ru]
 
 
 def test_ack_skips_a_holiday(db: Database, tmp_path: Path, db_url: str) -> None:
     config = build_config(db_url, tmp_path, hours={"holidays": ["2026-11-30"]})
     number = create_at(db, config, FRIDAY_1730)
-    assert "by Tuesday 12:30" in text(outbox(db, "ack")[0])
+    assert "on Tuesday by 12:30 MSK" in text(outbox(db, "ack")[0])
     due = ticket(db, number).due_at
     assert due is not None and due.replace(tzinfo=UTC) == msk(2026, 12, 1, 12, 30)
 

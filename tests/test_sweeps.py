@@ -193,7 +193,7 @@ def test_hold_reminds_the_department_and_tells_the_customer_once_a_day(
     )
     assert proven == number
     assert cust.recipients == "customer@example.org"
-    assert "we have reminded them" in text(cust)
+    assert "I have already reminded them of the urgency" in text(cust)
     assert sweep_hold(db, config, T0 + timedelta(hours=47)) == 0
     assert sweep_hold(db, config, T0 + timedelta(hours=48)) == 1
     assert len(outbox(db, "hold_customer")) == 2

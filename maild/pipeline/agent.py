@@ -16,31 +16,46 @@ from maild.replies.outbox import enqueue
 from maild.replies.quotes import strip_quoted
 from maild.security import signed_message_id
 from maild.store.models import Ticket, TicketCc
-from maild.tickets.commands import HELP, Command, ParsedCommands, parse_commands, parse_due
+from maild.tickets.command_words import help_text, problem
+from maild.tickets.commands import Command, ParsedCommands, parse_commands, parse_due
 from maild.tickets.status import change_status
 
 log = logging.getLogger(__name__)
 
 
+def department_in(ctx: Context, arg: str) -> tuple[Department | None, str]:
+    """``#escalate`` names a department by its short name or its title (which may have spaces);
+    returns it and the text for the department that follows."""
+    low = arg.lower()
+    best: tuple[Department | None, str] = (None, arg.partition(" ")[2])
+    size = 0
+    for dept in ctx.config.departments:
+        for key in (dept.name, dept.title):
+            k = key.lower()
+            if k and len(k) > size and (low == k or low.startswith(k + " ")):
+                best, size = (dept, arg[len(k) :].strip()), len(k)
+    return best
+
+
 def validate(cmds: ParsedCommands, ctx: Context, agent: str) -> list[str]:
     """Errors that depend on the desk's configuration (agents, departments)."""
-    errors = list(cmds.errors)
+    errors, lang = list(cmds.errors), ctx.config.desk.language
     assign = cmds.get("assign")
     if assign and assign.arg.lower() != "me" and ctx.config.agent(assign.arg) is None:
-        errors.append(f"#assign {assign.arg}: not an agent of this desk")
+        errors.append(problem(lang, "not-agent", arg=assign.arg))
     esc = cmds.get("escalate")
-    if esc and ctx.config.department(esc.arg.split()[0]) is None:
-        names = ", ".join(d.name for d in ctx.config.departments) or "none configured"
-        errors.append(f"#escalate {esc.arg.split()[0]}: unknown department ({names})")
+    if esc and department_in(ctx, esc.arg)[0] is None:
+        names = ", ".join(d.name for d in ctx.config.departments) or "-"
+        errors.append(problem(lang, "unknown-department", arg=esc.arg.split()[0], names=names))
     status = cmds.get("status")
     if esc and status and status.arg != "hold":
-        errors.append("#escalate puts the request on hold; leave out #status")
+        errors.append(problem(lang, "escalate-status"))
     if (
         cmds.get("note")
         and len(cmds.commands) > 1
         and any(c.name in ("escalate",) for c in cmds.commands)
     ):
-        errors.append("#note and #escalate do not go together")
+        errors.append(problem(lang, "note-escalate"))
     return errors
 
 
@@ -54,7 +69,7 @@ def _command_error(ticket: Ticket, ctx: Context, agent: str, errors: list[str]) 
         language=cfg.desk.language,
         auto=AUTO_REPLIED,
         errors=errors,
-        help=HELP,
+        help=help_text(cfg.desk.language),
         message_id=signed_message_id(cfg.secret_key, "n", ticket.id, agent, cfg.desk.domain),
     )
     enqueue(ctx.session, out, ticket_id=ticket.id, kind="command-error", automatic=False)
@@ -83,10 +98,12 @@ def _execute(ticket: Ticket, cmds: ParsedCommands, ctx: Context, agent: str) -> 
         elif cmd.name == "category":
             add_event(s, ticket.id, ctx, "category", agent, new=cmd.arg[:128])
             ticket.category = cmd.arg[:128]
+            if ticket.first_response_at is None:  # suggestion, registration: a clock of its own
+                set_due(ticket, ctx.config)
         elif cmd.name == "cc":
             _cc(ticket, cmd.arg, ctx, agent)
         elif cmd.name == "escalate":
-            dept = ctx.config.department(cmd.arg.split()[0])
+            dept = department_in(ctx, cmd.arg)[0]
     due = cmds.get("due")
     if due is not None:  # after #type/#priority, which would recompute the default deadline
         _set_due(ticket, due.arg, ctx, agent)
@@ -137,6 +154,8 @@ def _relay(ticket: Ticket, work: Work, ctx: Context, agent: str, text: str, solv
         auto=None,
         sender_name=f"{name} ({ctx.config.desk.name})",
         attachments=atts,
+        customer=True,
+        quote=True,
     )
     enqueue(
         ctx.session,
@@ -152,7 +171,7 @@ def handle_agent(work: Work, ctx: Context, ticket: Ticket) -> Work:
     parsed = work.parsed
     assert parsed is not None
     agent, now = parsed.from_addr, ctx.clock()
-    cmds = parse_commands(parsed.text)
+    cmds = parse_commands(parsed.text, ctx.config.desk.language)
     errors = validate(cmds, ctx, agent)
     note = cmds.get("note") is not None
     msg_id = store_message(work, ctx, ticket.id, "note" if note and not errors else "agent")
@@ -175,7 +194,7 @@ def handle_agent(work: Work, ctx: Context, ticket: Ticket) -> Work:
     if note:
         add_event(ctx.session, ticket.id, ctx, "note", agent, message=msg_id)
     elif dept is not None:
-        note_text = (cmds.get("escalate") or Command("")).arg.partition(" ")[2]
+        note_text = department_in(ctx, (cmds.get("escalate") or Command("")).arg)[1]
         escalation.escalate(ticket, ctx, agent_name(ctx, agent), dept, note_text, text)
         add_event(
             ctx.session, ticket.id, ctx, "escalated", agent, department=dept.name, message=msg_id

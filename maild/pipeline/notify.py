@@ -8,6 +8,7 @@ from dataclasses import replace
 from maild.pipeline.base import Context, Work
 from maild.pipeline.records import add_event, ticket_of
 from maild.replies.compose import AUTO_GENERATED, AUTO_REPLIED, Outgoing, new_message_id
+from maild.replies.customer import finish
 from maild.replies.kinds import mail, when
 from maild.replies.outbox import enqueue, enqueue_internal, may_auto_reply
 from maild.replies.render import when_text
@@ -34,7 +35,8 @@ def acknowledgement(ticket: Ticket, work: Work, ctx: Context) -> Outgoing:
     assert parsed is not None and ticket.due_at is not None
     desk, now = ctx.config.desk, ctx.clock()
     due_text = when_text(ticket.due_at, now, ticket.language, desk.timezone)
-    text, html = ctx.renderer.render(
+    manager = ctx.config.agent(ticket.assignee) if ticket.assignee else None
+    body, body_html = ctx.renderer.render(
         ticket.language,
         "ack",
         desk=desk,
@@ -42,7 +44,9 @@ def acknowledgement(ticket: Ticket, work: Work, ctx: Context) -> Outgoing:
         name=ticket.requester_name,
         due_text=due_text,
         parent_id=ticket.parent_id,
+        manager=(manager.name if manager else ticket.assignee) or "",
     )
+    text, html = finish(ctx, ticket, ticket.language, body, body_html, now, automatic=True)
     return Outgoing(
         sender_name=desk.name,
         sender=ctx.config.outbound.sender,

@@ -157,8 +157,9 @@ def add_ccs(session: Session, ticket: Ticket, parsed: ParsedMail, ctx: Context) 
 
 
 def set_due(ticket: Ticket, config: Config) -> None:
-    """The first-response deadline, in business hours from creation, by type and priority."""
-    hours = config.sla.hours(ticket.type, ticket.priority)
+    """The first-response deadline, in business hours from creation, by type and priority
+    (or by the request's category when ``[sla.categories]`` gives it a clock of its own)."""
+    hours = config.sla.hours(ticket.type, ticket.priority, ticket.category)
     ticket.due_at = add_business_hours(ticket.created_at, hours, config.hours)
 
 
@@ -181,6 +182,11 @@ def new_ticket(ctx: Context, parsed: ParsedMail, parent_id: int | None) -> Ticke
         status_since=now,
         last_customer_at=now,
     )
+    route = ctx.config.route(parsed.from_addr)
+    if route is not None:  # a key client: their manager has it from the first minute
+        ticket.assignee = route.assignee
+        ticket.priority = route.priority or ticket.priority
+        ticket.type = route.type or ticket.type
     set_due(ticket, ctx.config)
     ctx.session.add(ticket)
     ctx.session.flush()

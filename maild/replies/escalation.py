@@ -7,7 +7,7 @@ from sqlalchemy import select
 from maild.config_sections import Department
 from maild.replies.kinds import MailContext, mail
 from maild.replies.outbox import enqueue
-from maild.replies.render import day_text
+from maild.replies.render import day_text, local_time
 from maild.security import signed_message_id
 from maild.store.models import Blob, Message, Ticket
 from maild.tickets.hold import answer_window
@@ -22,7 +22,7 @@ def _history(ctx: MailContext, ticket: Ticket) -> tuple[list[dict[str, str]], Me
     )
     lines = [
         {
-            "at": m.created_at.strftime("%Y-%m-%d %H:%M"),
+            "at": local_time(m.created_at, ctx.config.desk.timezone, ctx.config.desk.language),
             "who": f"{m.kind} {m.from_addr}",
             "line": (m.text.strip().splitlines() or [""])[0][:100],
         }
@@ -81,6 +81,8 @@ def escalate(
         template="hold_interim",
         prefix=text,
         auto=None,
+        customer=True,
+        quote=True,
         department=dept,
         window=window,
         day=day_text(day, ticket.language),

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from maild.clock import Clock
 from maild.config import Config
 from maild.replies.compose import AUTO_GENERATED, Outgoing, new_message_id
+from maild.replies.customer import finish
 from maild.replies.render import Renderer
 from maild.store.models import Message, Ticket
 from maild.threading.tags import tagged_subject
@@ -80,9 +81,15 @@ def mail(
     prefix: str = "",
     suffix: str = "",
     attachments: tuple[tuple[str, str, bytes], ...] = (),
+    customer: bool = False,
+    quote: bool = False,
     **context: Any,
 ) -> Outgoing:
-    """One mail about ``ticket`` from the desk, its text from ``<lang>/<template>.txt.j2``."""
+    """One mail about ``ticket`` from the desk, its text from ``<lang>/<template>.txt.j2``.
+
+    A ``customer`` mail ends with the reply hint and the request page's link, in the desk's
+    HTML layout; ``quote`` adds the customer's original request below.
+    """
     cfg, now = ctx.config, ctx.clock()
     lang = language or ticket.language
     text, html = (
@@ -94,6 +101,10 @@ def mail(
     )
     if prefix or suffix:
         text, html = "\n\n".join(p for p in (prefix.strip(), text.strip(), suffix) if p), None
+    if customer:
+        automatic = auto is not None
+        text, html = finish(ctx, ticket, lang, text, html, now, automatic=automatic, quote=quote)
+        text = text.rstrip("\n")
     in_reply_to, refs = thread_of(ctx, ticket)
     return Outgoing(
         sender_name=sender_name or cfg.desk.name,

@@ -7,28 +7,44 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from jinja2 import ChoiceLoader, Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from jinja2 import (
+    ChoiceLoader,
+    Environment,
+    FileSystemLoader,
+    StrictUndefined,
+    TemplateNotFound,
+    select_autoescape,
+)
+
+from maild.clock import as_utc
+from maild.replies.words import customer_status, name_of, plural
 
 SHIPPED = Path(__file__).resolve().parents[1] / "templates"
 
 _EN_DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
-# "до 12:30 понедельника": the genitive after "до".
-_RU_DAYS_GEN = (
-    "понедельника",
-    "вторника",
-    "среды",
-    "четверга",
-    "пятницы",
-    "субботы",
-    "воскресенья",
+# «в понедельник до 12:30»: the accusative after «в» (and «во вторник»).
+_RU_ON_DAY = (
+    "в понедельник",
+    "во вторник",
+    "в среду",
+    "в четверг",
+    "в пятницу",
+    "в субботу",
+    "в воскресенье",
 )
 
 
+def zone_label(local: datetime) -> str:
+    """ "MSK" for Moscow; a zone without a name of its own gives its offset, "+05"."""
+    return local.strftime("%Z") or "UTC"
+
+
 def when_text(due: datetime, now: datetime, language: str, timezone: str) -> str:
-    """A deadline in the customer's words: "today 15:00", "by Monday 12:30", "до 12:30 среды"."""
+    """A deadline in the customer's words, in the desk's zone and saying so:
+    "on Monday by 12:30 MSK", «в понедельник до 12:30 MSK»."""
     zone = ZoneInfo(timezone)
     local, today = due.astimezone(zone), now.astimezone(zone).date()
-    hhmm = local.strftime("%H:%M")
+    hhmm = f"{local.strftime('%H:%M')} {zone_label(local)}"
     days = (local.date() - today).days
     if language == "ru":
         if days == 0:
@@ -36,15 +52,22 @@ def when_text(due: datetime, now: datetime, language: str, timezone: str) -> str
         if days == 1:
             return f"завтра до {hhmm}"
         if days < 7:
-            return f"до {hhmm} {_RU_DAYS_GEN[local.weekday()]}"
-        return f"до {hhmm} {local.strftime('%d.%m.%Y')}"
+            return f"{_RU_ON_DAY[local.weekday()]} до {hhmm}"
+        return f"{local.strftime('%d.%m.%Y')} до {hhmm}"
     if days == 0:
-        return f"today {hhmm}"
+        return f"today by {hhmm}"
     if days == 1:
-        return f"tomorrow {hhmm}"
+        return f"tomorrow by {hhmm}"
     if days < 7:
-        return f"{_EN_DAYS[local.weekday()]} {hhmm}"
-    return f"{local.strftime('%Y-%m-%d')} {hhmm}"
+        return f"on {_EN_DAYS[local.weekday()]} by {hhmm}"
+    return f"on {local.strftime('%Y-%m-%d')} by {hhmm}"
+
+
+def local_time(value: datetime, timezone: str, language: str = "en") -> str:
+    """An instant in the desk's zone, named: "2026-11-30 12:30 MSK", «30.11.2026 12:30 MSK»."""
+    local = as_utc(value).astimezone(ZoneInfo(timezone))
+    day = local.strftime("%d.%m.%Y" if language == "ru" else "%Y-%m-%d")
+    return f"{day} {local.strftime('%H:%M')} {zone_label(local)}"
 
 
 class Renderer:
@@ -59,12 +82,15 @@ class Renderer:
             undefined=StrictUndefined,
             keep_trailing_newline=True,
         )
+        self.env.filters["plural"] = plural
+        self.env.filters["word"] = name_of
+        self.env.filters["customer_status"] = customer_status
 
     def render(self, language: str, template: str, **context: Any) -> tuple[str, str | None]:
         text = self.env.get_template(f"{language}/{template}.txt.j2").render(**context)
         try:
             html_tpl = self.env.get_template(f"{language}/{template}.html.j2")
-        except Exception:  # TemplateNotFound: an HTML part is optional
+        except TemplateNotFound:  # an HTML part is optional
             return text, None
         return text, html_tpl.render(**context)
 

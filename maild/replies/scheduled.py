@@ -31,6 +31,7 @@ SUBJECTS: dict[str, dict[str, str]] = {
     "hold_department_reminder": {"en": "Reminder:", "ru": "Напоминание:"},
     "sla_warning": {"en": "SLA warning:", "ru": "Срок ответа истекает:"},
     "sla_breach": {"en": "SLA breached:", "ru": "Срок ответа нарушен:"},
+    "sla_delay": {"en": "Our answer is delayed:", "ru": "Ответ задерживается:"},
     "bad_rating": {"en": "Bad rating:", "ru": "Плохая оценка:"},
 }
 
@@ -79,7 +80,14 @@ class Notices:
         cc = () if template == "survey" else tuple(c.email for c in ticket.ccs)
         context.setdefault("name", ticket.requester_name)
         out = self._mail(
-            session, ticket, ticket.requester, template, message_id=mid, cc=cc, **context
+            session,
+            ticket,
+            ticket.requester,
+            template,
+            message_id=mid,
+            cc=cc,
+            customer=True,
+            **context,
         )
         enqueue(session, out, ticket_id=ticket.id, kind=template)
 

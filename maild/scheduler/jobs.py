@@ -12,12 +12,13 @@ from sqlalchemy.orm import Session
 
 from maild.clock import as_utc
 from maild.config import Config
-from maild.replies.render import Renderer
+from maild.replies.render import Renderer, when_text
 from maild.replies.scheduled import Notices, staff_for
 from maild.scheduler.claim import add_event, for_each_due
 from maild.scheduler.elapsed import sla_progress
 from maild.store.db import Database
 from maild.store.models import Message, Ticket
+from maild.tickets.delay import new_time
 from maild.tickets.status import change_status
 from maild.web.links import RATINGS, rating_url
 
@@ -159,7 +160,18 @@ def _sla_mail(s: Session, t: Ticket, notices: Notices, config: Config, progress:
         notices.to_staff(s, t, to, "sla_breach", **context)
         t.sla_breached_at, did = now, True
         add_event(s, t.id, now, "sla-breach", to=list(to), percent=context["percent"])
+        if config.sla.tell_customer:
+            _tell_delay(s, t, notices, config)
     return did
+
+
+def _tell_delay(s: Session, t: Ticket, notices: Notices, config: Config) -> None:
+    """The promise is broken and no agent has answered: one apology with a new time."""
+    now = notices.now
+    later = new_time(t, config, now)
+    text = when_text(later, now, t.language, config.desk.timezone)
+    notices.to_customer(s, t, "sla_delay", new_time=text)
+    add_event(s, t.id, now, "delay-told", new_time=later.isoformat())
 
 
 def sweep_sla(db: Database, config: Config, now: datetime) -> int:

@@ -7,21 +7,14 @@ from dataclasses import dataclass
 from datetime import date, time
 
 from maild.config_sections import PRIORITIES, TYPES
+from maild.tickets.command_words import problem
 from maild.tickets.status import STATUSES
 
 _LINE = re.compile(r"^#([A-Za-z][A-Za-z-]*)(?:[ \t]+(.*?))?[ \t]*$")
 _EMAIL = re.compile(r"^[^@\s<>,;\"']+@[^@\s<>,;\"']+\.[^@\s<>,;\"']+$")
 
-HELP = """Commands go on the first lines of your reply, one per line, before any text:
-  #status new|open|pending|hold|solved|closed
-  #priority low|normal|high|urgent
-  #type question|problem|incident|task
-  #assign <agent email>|me
-  #category <name>
-  #note                      (the whole message is an internal note, never sent to the customer)
-  #cc add|remove <email>
-  #escalate <department> [text for the department]
-  #due YYYY-MM-DD [HH:MM]    (the deadline of a task, desk time; a date alone means closing time)"""
+# Categories with an answer time of their own: `#category registration`, not `#type`.
+CATEGORY_CLOCKS = ("suggestion", "registration")
 
 CHOICES: dict[str, tuple[str, ...]] = {
     "status": STATUSES,
@@ -46,28 +39,30 @@ class ParsedCommands:
         return next((c for c in self.commands if c.name == name), None)
 
 
-def _check(name: str, arg: str) -> str | None:
+def _check(name: str, arg: str, lang: str) -> str | None:
     """An error message for a bad command line, or None when it is well formed."""
     if name in CHOICES:
-        if arg.lower() not in CHOICES[name]:
-            return f"#{name} {arg}: expected one of {', '.join(CHOICES[name])}"
-        return None
+        if arg.lower() in CHOICES[name]:
+            return None
+        if name == "type" and arg.lower() in CATEGORY_CLOCKS:
+            return problem(lang, "type-is-category", arg=arg)
+        return problem(lang, "choice", name=name, arg=arg, choices=", ".join(CHOICES[name]))
     if name == "note":
         return None
     if name == "due":
-        return None if parse_due(arg) else f"#due {arg}: expected YYYY-MM-DD or YYYY-MM-DD HH:MM"
+        return None if parse_due(arg) else problem(lang, "due", arg=arg)
     if name in ("assign", "category", "escalate") and not arg:
-        return f"#{name} needs a value"
+        return problem(lang, "needs-value", name=name)
     if name == "assign" and arg.lower() != "me" and not _EMAIL.match(arg):
-        return f"#assign {arg}: expected an agent's email address or 'me'"
+        return problem(lang, "assign-bad", arg=arg)
     if name == "cc":
         action, _, email = arg.partition(" ")
         if action.lower() not in ("add", "remove") or not _EMAIL.match(email.strip()):
-            return f"#cc {arg}: expected 'add <email>' or 'remove <email>'"
+            return problem(lang, "cc-bad", arg=arg)
         return None
     if name in ("assign", "category", "escalate"):
         return None
-    return f"#{name}: unknown command"
+    return problem(lang, "unknown", name=name)
 
 
 def parse_due(arg: str) -> tuple[date, time | None] | None:
@@ -79,7 +74,7 @@ def parse_due(arg: str) -> tuple[date, time | None] | None:
         return None
 
 
-def parse_commands(text: str) -> ParsedCommands:
+def parse_commands(text: str, language: str = "en") -> ParsedCommands:
     """Split the command lines off the top of ``text``; the rest is what the customer sees."""
     lines = text.replace("\r\n", "\n").split("\n")
     commands: list[Command] = []
@@ -94,7 +89,7 @@ def parse_commands(text: str) -> ParsedCommands:
         if not match:
             break
         name, arg = match.group(1).lower(), (match.group(2) or "").strip()
-        error = _check(name, arg)
+        error = _check(name, arg, language)
         if error:
             errors.append(error)
         commands.append(
@@ -104,6 +99,6 @@ def parse_commands(text: str) -> ParsedCommands:
     if len({c.name for c in commands if c.name not in ("cc",)}) < len(
         [c for c in commands if c.name not in ("cc",)]
     ):
-        errors.append("a command other than #cc appears twice")
+        errors.append(problem(language, "twice"))
     body = "\n".join(lines[i:]).strip("\n") if commands else text.replace("\r\n", "\n")
     return ParsedCommands(tuple(commands), body, tuple(errors))

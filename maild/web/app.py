@@ -1,4 +1,4 @@
-"""The small HTTP side of the daemon: health and the signed survey links."""
+"""The small HTTP side of the daemon: health, the signed survey links, the request pages."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from maild.ingest.spool import Spool
 from maild.replies.render import Renderer
 from maild.store.db import Database
 from maild.store.models import Inbound, Outbox
+from maild.web.page import add_page_routes
 from maild.web.survey import SurveySite, add_routes
 
 DB_KEY = web.AppKey("db", Database)
@@ -58,6 +59,7 @@ def make_app(
         app[CONFIG_KEY] = config
         renderer = Renderer(config.desk.templates)
         add_routes(app, SurveySite(db, config, clock, renderer, on_outbox))
+        add_page_routes(app)
     return app
 
 

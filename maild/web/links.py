@@ -1,4 +1,4 @@
-"""Signed survey links: HMAC-SHA256 over request number, rating and expiry (pure)."""
+"""Signed links: survey (request, rating, expiry) and request page (request, expiry); pure."""
 
 from __future__ import annotations
 
@@ -75,3 +75,33 @@ def verify(
     if datetime.fromtimestamp(int(expires), UTC) <= now:
         raise LinkError("expired")
     return RatingLink(int(ticket), rating, int(expires))
+
+
+# The customer's request page: /r/<number>/<expires>.<signature>, a key of its own.
+PAGE_PATTERN = r"/r/{ticket:\d{1,12}}/{token:\d{1,12}\.[A-Za-z0-9_-]{43}}"
+_PAGE_PURPOSE = b"maild.page.v1"
+
+
+def page_token(secret_key: str, ticket_id: int, expires: int) -> str:
+    key = hmac.new(secret_key.encode(), _PAGE_PURPOSE, hashlib.sha256).digest()
+    digest = hmac.new(key, f"{ticket_id}:{expires}".encode(), hashlib.sha256).digest()
+    return f"{expires}.{base64.urlsafe_b64encode(digest).rstrip(b'=').decode()}"
+
+
+def page_url(base_url: str, secret_key: str, ticket_id: int, expires: datetime) -> str:
+    """The link to the read-only page of a request that goes into every mail to its customer."""
+    token = page_token(secret_key, ticket_id, int(expires.timestamp()))
+    return f"{base_url.rstrip('/')}/r/{ticket_id}/{token}"
+
+
+def verify_page(secret_key: str, ticket: str, token: str, now: datetime) -> int:
+    """The request number a page token proves; LinkError when forged, altered or expired."""
+    expires, _, _ = token.partition(".")
+    if not (ticket.isdigit() and expires.isdigit()):
+        raise LinkError("invalid")
+    expected = page_token(secret_key, int(ticket), int(expires))
+    if not hmac.compare_digest(expected.encode(), token.encode()):
+        raise LinkError("invalid")
+    if datetime.fromtimestamp(int(expires), UTC) <= now:
+        raise LinkError("expired")
+    return int(ticket)
