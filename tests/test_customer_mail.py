@@ -28,9 +28,7 @@ MONDAY_10 = msk(2026, 11, 23, 10, 0)
 def test_acknowledgement_in_russian_reads_naturally(
     db: Database, tmp_path: Path, db_url: str
 ) -> None:
-    config = desk_config(
-        db_url, tmp_path, desk={"language": "ru", "name": "Служба поддержки РИТ"}
-    )
+    config = desk_config(db_url, tmp_path, desk={"language": "ru", "name": "Служба поддержки РИТ"})
     number = create_at(db, config, MONDAY_10, "Не печатает принтер", body=RU_BODY)
     (ack,) = customer_mails(db, number, "ack")
     text = plain(ack)
@@ -159,7 +157,7 @@ def test_delay_notice_at_the_breach_once_and_only_without_an_answer(
     config = desk_config(db_url, tmp_path)
     en = create_at(db, config, MONDAY_10, "Printer is broken", body="It prints nothing at all.")
     ru = create_at(db, config, MONDAY_10, "Не печатает принтер", body=RU_BODY, sender="k@ex.ru")
-    answered = create_at(db, config, MONDAY_10, "Scanner", body="Scanner is dead.", sender="a@x.org")
+    answered = create_at(db, config, MONDAY_10, "Scanner", body="Dead.", sender="a@x.org")
     agent_says(db, config, answered, "Looking at it now.", MONDAY_10 + timedelta(hours=1))
     sweep_sla(db, config, msk(2026, 11, 23, 14, 0))  # due 14:00: breached
     sweep_sla(db, config, msk(2026, 11, 23, 15, 0))
@@ -228,7 +226,7 @@ def test_agents_read_russian_words_in_russian_mail(
 ) -> None:
     config = desk_config(db_url, tmp_path, desk={"language": "ru"})
     number = create_at(db, config, MONDAY_10, "Не печатает принтер", body=RU_BODY)
-    note = [r for r in outbox(db, "notify") if r.ticket_id == number][0]
+    note = next(r for r in outbox(db, "notify") if r.ticket_id == number)
     text = plain(note)
     assert "Тип:         вопрос" in text and "Приоритет:   обычный" in text
     assert "Статус:      новый" in text and "Срок:        сегодня до 14:00 MSK" in text
@@ -243,7 +241,8 @@ def test_command_error_is_all_in_the_agents_language(
 ) -> None:
     config = desk_config(db_url, tmp_path, desk={"language": "ru"})
     number = create_at(db, config, MONDAY_10, "Не печатает принтер", body=RU_BODY)
-    agent_says(db, config, number, "#type suggestion\n#escalate legal\n#frobnicate\nТекст", MONDAY_10)
+    bad = "#type suggestion\n#escalate legal\n#frobnicate\nТекст"
+    agent_says(db, config, number, bad, MONDAY_10)
     (err,) = [r for r in outbox(db, "command-error") if r.ticket_id == number]
     text = plain(err)
     assert "#type suggestion: это категория, напишите #category suggestion" in text
