@@ -129,7 +129,9 @@ def routing(items: object, types: tuple[str, ...]) -> tuple[Route, ...]:
         assignee = t.get("assignee", str).strip().lower()
         t.check("assignee", is_email, f"not an email address: {assignee!r}", assignee)
         priority = t.get("priority", str, "").strip().lower() or None
-        t.check("priority", lambda v: v in (None, *PRIORITIES), f"must be one of {PRIORITIES}", priority)
+        t.check(
+            "priority", lambda v: v in (None, *PRIORITIES), f"must be one of {PRIORITIES}", priority
+        )
         kind = t.get("type", str, "").strip().lower() or None
         t.check("type", lambda v: v in (None, *types), f"must be one of {types}", kind)
         t.finish()

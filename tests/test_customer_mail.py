@@ -147,7 +147,7 @@ def test_escalation_mail_history_is_in_the_desks_zone(
     (esc,) = [r for r in outbox(db, "escalation") if r.ticket_id == number]
     text = plain(esc)
     assert "Анна просит технического инженера помочь" in text.replace("Anna", "Анна")
-    assert "23.11.2026 10:00 MSK  customer" in text  # 07:00 UTC, shown as the desk reads it
+    assert "23.11.2026 10:00 MSK  клиент customer@example.org" in text  # 07:00 UTC, desk time
     assert "07:00" not in text
 
 
@@ -251,3 +251,19 @@ def test_command_error_is_all_in_the_agents_language(
     assert "Команды пишутся в первых строках ответа" in text
     for english in ("expected", "unknown", "Commands go", "needs a value", "agent email"):
         assert english not in text, english
+
+
+def test_page_promises_the_new_time_after_the_delay_notice(
+    db: Database, tmp_path: Path, db_url: str
+) -> None:
+    from maild.web.page import load_view
+
+    config = desk_config(db_url, tmp_path)
+    number = create_at(db, config, MONDAY_10, "Printer is broken")
+    with db.session() as s:
+        view = load_view(s, config, number, MONDAY_10)
+        assert view is not None and view.promise == "today by 14:00 MSK"
+    sweep_sla(db, config, msk(2026, 11, 23, 14, 0))
+    with db.session() as s:
+        view = load_view(s, config, number, msk(2026, 11, 23, 14, 0))
+        assert view is not None and view.promise == "today by 18:00 MSK"

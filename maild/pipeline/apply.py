@@ -63,6 +63,7 @@ def _create(work: Work, ctx: Context, parsed: ParsedMail, parent: int | None) ->
         cc=ccs,
         linked_to=parent,
         proof=work.proof or None,
+        routed_to=ticket.assignee,  # a key client's manager ([[routing]]), else None
     )
     if parent is not None:
         reason = work.match.reason if work.match else ""

@@ -8,6 +8,7 @@ from maild.config_sections import Department
 from maild.replies.kinds import MailContext, mail
 from maild.replies.outbox import enqueue
 from maild.replies.render import day_text, local_time
+from maild.replies.words import name_of
 from maild.security import signed_message_id
 from maild.store.models import Blob, Message, Ticket
 from maild.tickets.hold import answer_window
@@ -20,10 +21,11 @@ def _history(ctx: MailContext, ticket: Ticket) -> tuple[list[dict[str, str]], Me
             select(Message).where(Message.ticket_id == ticket.id).order_by(Message.id)
         )
     )
+    desk = ctx.config.desk
     lines = [
         {
-            "at": local_time(m.created_at, ctx.config.desk.timezone, ctx.config.desk.language),
-            "who": f"{m.kind} {m.from_addr}",
+            "at": local_time(m.created_at, desk.timezone, desk.language),
+            "who": f"{name_of(m.kind, desk.language)} {m.from_addr}",
             "line": (m.text.strip().splitlines() or [""])[0][:100],
         }
         for m in msgs[-30:]

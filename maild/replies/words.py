@@ -27,6 +27,14 @@ NAMES: dict[str, dict[str, str]] = {
         "normal": "обычный",
         "high": "высокий",
         "urgent": "срочный",
+        # who wrote a message, in the escalation mail's history
+        "customer": "клиент",
+        "agent": "агент",
+        "note": "заметка",
+        "department": "отдел",
+        "system": "служба",
+        "auto-reply": "автоответ",
+        "bounce": "отказ доставки",
     },
 }
 
