@@ -267,3 +267,15 @@ def test_page_promises_the_new_time_after_the_delay_notice(
     with db.session() as s:
         view = load_view(s, config, number, msk(2026, 11, 23, 14, 0))
         assert view is not None and view.promise == "today by 18:00 MSK"
+
+
+def test_delay_notice_keeps_to_the_auto_reply_limit(
+    db: Database, tmp_path: Path, db_url: str
+) -> None:
+    config = desk_config(
+        db_url, tmp_path, limits={"auto_replies_per_hour": 1}, sla={"question": 0.5}
+    )
+    number = create_at(db, config, msk(2026, 11, 23, 13, 30), "Printer is broken")  # ack: 1
+    assert sweep_sla(db, config, msk(2026, 11, 23, 14, 0)) == 1  # breached within the hour
+    assert not customer_mails(db, number, "sla_delay")
+    assert len(events(db, number, "delay-suppressed")) == 1

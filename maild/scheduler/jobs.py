@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from maild.clock import as_utc
 from maild.config import Config
+from maild.replies.outbox import may_auto_reply
 from maild.replies.render import Renderer, when_text
 from maild.replies.scheduled import Notices, staff_for
 from maild.scheduler.claim import add_event, for_each_due
@@ -168,6 +169,10 @@ def _sla_mail(s: Session, t: Ticket, notices: Notices, config: Config, progress:
 def _tell_delay(s: Session, t: Ticket, notices: Notices, config: Config) -> None:
     """The promise is broken and no agent has answered: one apology with a new time."""
     now = notices.now
+    limit = config.limits.auto_replies_per_hour
+    if not may_auto_reply(s, t.requester, now, limit):  # the loop rules, as for the ack
+        add_event(s, t.id, now, "delay-suppressed", reason=f"{limit} automatic replies/hour")
+        return
     later = new_time(t, config, now)
     text = when_text(later, now, t.language, config.desk.timezone)
     notices.to_customer(s, t, "sla_delay", new_time=text)
