@@ -74,7 +74,12 @@ def escalate(
         message_kind="system",
         automatic=False,
     )
-    window, day = answer_window(now, cfg.hours)
+    _tell_customer(ticket, ctx, dept, text)
+
+
+def _tell_customer(ticket: Ticket, ctx: MailContext, dept: Department, text: str) -> None:
+    """The agent's words and the practice's promise for the hour of the day."""
+    window, day = answer_window(ctx.clock(), ctx.config.hours)
     to_customer = mail(
         ctx,
         ticket,

@@ -67,6 +67,29 @@ def _thread_query(session: Session, ticket: Ticket) -> tuple[str | None, tuple[s
     return last, tuple(dict.fromkeys(refs))
 
 
+def _texts(
+    ctx: MailContext,
+    ticket: Ticket,
+    lang: str,
+    template: str,
+    prefix: str,
+    suffix: str,
+    context: dict[str, Any],
+) -> tuple[str, str | None]:
+    """(text, html) of the template, after the person's own words (``prefix``), if any."""
+    cfg = ctx.config
+    text, html = (
+        ctx.renderer.render(
+            lang, template, desk=cfg.desk, ticket=ticket, now=ctx.clock(), config=cfg, **context
+        )
+        if template
+        else ("", None)
+    )
+    if prefix or suffix:
+        text, html = "\n\n".join(p for p in (prefix.strip(), text.strip(), suffix) if p), None
+    return text, html
+
+
 def mail(
     ctx: MailContext,
     ticket: Ticket,
@@ -92,26 +115,17 @@ def mail(
     """
     cfg, now = ctx.config, ctx.clock()
     lang = language or ticket.language
-    text, html = (
-        ctx.renderer.render(
-            lang, template, desk=cfg.desk, ticket=ticket, now=now, config=cfg, **context
-        )
-        if template
-        else ("", None)
-    )
-    if prefix or suffix:
-        text, html = "\n\n".join(p for p in (prefix.strip(), text.strip(), suffix) if p), None
+    text, html = _texts(ctx, ticket, lang, template, prefix, suffix, context)
     if customer:
         automatic = auto is not None
         text, html = finish(ctx, ticket, lang, text, html, now, automatic=automatic, quote=quote)
-        text = text.rstrip("\n")
     in_reply_to, refs = thread_of(ctx, ticket)
     return Outgoing(
         sender_name=sender_name or cfg.desk.name,
         sender=cfg.outbound.sender,
         to=tuple(to),
         subject=tagged_subject(cfg.desk.tag, ticket.id, ticket.subject),
-        text=text + "\n",
+        text=text.rstrip("\n") + "\n" if customer else text + "\n",
         html=html,
         message_id=message_id or new_message_id(cfg.desk.domain, f"t.{ticket.id}"),
         loop_name=cfg.desk.address,
