@@ -107,6 +107,12 @@ def departments(items: object) -> tuple[Department, ...]:
         t.check("email", is_email, f"not an email address: {email!r}", email)
         title = t.get("title", str, "").strip()
         t.check("title", lambda v: "\n" not in v and "\r" not in v, "must be one line", title)
+        t.check(
+            "title",
+            lambda v: not v or v.lower() not in {d.title.lower() for d in found},
+            "is used twice",
+            title,
+        )
         t.finish()
         found.append(Department(name, email, title))
     return tuple(found)

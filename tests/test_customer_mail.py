@@ -247,7 +247,10 @@ def test_command_error_is_all_in_the_agents_language(
     text = plain(err)
     assert "#type suggestion: это категория, напишите #category suggestion" in text
     assert "#frobnicate: неизвестная команда" in text
-    assert "#escalate legal: такого отдела нет (есть: billing, tech, apps)" in text
+    assert (
+        "#escalate legal: такого отдела нет (есть: billing, tech (технического инженера), "
+        "apps (the app developers))"
+    ) in text
     assert "Команды пишутся в первых строках ответа" in text
     for english in ("expected", "unknown", "Commands go", "needs a value", "agent email"):
         assert english not in text, english

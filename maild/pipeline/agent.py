@@ -45,8 +45,12 @@ def validate(cmds: ParsedCommands, ctx: Context, agent: str) -> list[str]:
         errors.append(problem(lang, "not-agent", arg=assign.arg))
     esc = cmds.get("escalate")
     if esc and department_in(ctx, esc.arg)[0] is None:
-        names = ", ".join(d.name for d in ctx.config.departments) or "-"
-        errors.append(problem(lang, "unknown-department", arg=esc.arg.split()[0], names=names))
+        names = ", ".join(
+            f"{d.name} ({d.title})" if d.title else d.name for d in ctx.config.departments
+        )
+        errors.append(
+            problem(lang, "unknown-department", arg=esc.arg.split()[0], names=names or "-")
+        )
     status = cmds.get("status")
     if esc and status and status.arg != "hold":
         errors.append(problem(lang, "escalate-status"))
