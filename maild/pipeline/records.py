@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from maild.config import Config
 from maild.ingest.parse import ParsedMail
 from maild.pipeline.base import Context, Work
+from maild.pipeline.msgids import unclaimable
 from maild.store.models import Attachment, Blob, Counter, Event, Message, Ticket, TicketCc
 from maild.threading.tags import strip_reply_prefixes, strip_tag
 from maild.tickets.sla import add_business_hours
@@ -120,9 +121,14 @@ def _store_attachments(session: Session, message_id: int, parsed: ParsedMail) ->
 
 
 def store_message(work: Work, ctx: Context, ticket_id: int | None, kind: str) -> int:
-    """The inbound message's row (and its attachments); returns the row's id."""
+    """The inbound message's row (and its attachments); returns the row's id.
+
+    A Message-ID that is not this mail's to claim (see maild.pipeline.msgids) is left out of
+    the row, so no reference can follow it here; the request's history says so.
+    """
     parsed = work.parsed
     assert parsed is not None
+    refused = unclaimable(ctx, parsed)
     row = {
         "ticket_id": ticket_id,
         "inbound_id": work.inbound_id,
@@ -133,7 +139,7 @@ def store_message(work: Work, ctx: Context, ticket_id: int | None, kind: str) ->
         "to_addrs": ",".join(parsed.to),
         "cc_addrs": ",".join(parsed.cc),
         "subject": parsed.subject,
-        "message_id": parsed.message_id,
+        "message_id": parsed.message_id if refused is None else None,
         "in_reply_to": (parsed.in_reply_to or (None,))[0],
         "text": parsed.text,
         "html": parsed.html,
@@ -141,6 +147,18 @@ def store_message(work: Work, ctx: Context, ticket_id: int | None, kind: str) ->
     }
     msg_id = int(ctx.session.connection().execute(_MESSAGE_INSERT, row).scalar_one())
     _store_attachments(ctx.session, msg_id, parsed)
+    if refused is not None:
+        log.warning("inbound %d: Message-ID not indexed: %s", work.inbound_id, refused["reason"])
+        if ticket_id is not None:
+            add_event(
+                ctx.session,
+                ticket_id,
+                ctx,
+                "message-id-not-indexed",
+                parsed.from_addr,
+                message=msg_id,
+                **refused,
+            )
     return msg_id
 
 
