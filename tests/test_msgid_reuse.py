@@ -133,4 +133,3 @@ def test_cc_of_a_request_vouches_for_its_message_id(db: Database, ingest: Ingest
         )
     )
     assert _message(db, _follow_up(ingest, "<wife-1@cust.test>")).ticket_id == 1
-

@@ -16,7 +16,7 @@ from maild.config import Config
 from maild.ingest.parse import ParsedMail
 from maild.pipeline.base import Context, Work
 from maild.pipeline.msgids import unclaimable
-from maild.store.models import Attachment, Blob, Counter, Event, Message, Ticket, TicketCc
+from maild.store.models import Attachment, Blob, Counter, Event, Message, Ticket
 from maild.threading.tags import strip_reply_prefixes, strip_tag
 from maild.tickets.sla import add_business_hours
 
@@ -160,18 +160,6 @@ def store_message(work: Work, ctx: Context, ticket_id: int | None, kind: str) ->
                 **refused,
             )
     return msg_id
-
-
-def add_ccs(session: Session, ticket: Ticket, parsed: ParsedMail, ctx: Context) -> list[str]:
-    """Addresses in the mail's Cc (not the desk's, the requester's or an agent's) join."""
-    own = {ctx.config.desk.address, ctx.config.outbound.sender, ticket.requester}
-    wanted = [a for a in dict.fromkeys(parsed.cc) if a not in own and not ctx.config.agent(a)]
-    if not wanted:
-        return []  # the common case: no need to load the request's CCs at all
-    have = {c.email for c in ticket.ccs}
-    added = [a for a in wanted if a not in have]
-    ticket.ccs.extend(TicketCc(email=a) for a in added)
-    return added
 
 
 def set_due(ticket: Ticket, config: Config) -> None:
