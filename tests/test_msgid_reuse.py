@@ -133,3 +133,30 @@ def test_cc_of_a_request_vouches_for_its_message_id(db: Database, ingest: Ingest
         )
     )
     assert _message(db, _follow_up(ingest, "<wife-1@cust.test>")).ticket_id == 1
+
+
+def test_a_reused_id_cannot_move_the_owners_replies_to_another_worker(db: Database) -> None:
+    """Workers share mail by thread key; the owner's follow-up keeps the owner's key even when
+    a stranger's copy of the id (with References of its own) came later."""
+    from maild.ingest.accept import store_raw
+    from maild.store.models import Inbound
+
+    def key(raw: bytes) -> int:
+        stored = store_raw(db, raw, source="test")
+        with db.session() as s:
+            row = s.get(Inbound, stored.inbound_id)
+            assert row is not None and row.thread_key is not None
+            return row.thread_key
+
+    owner = key(make_mail("Card", sender=VICTIM, message_id="<victor-1@cust.test>"))
+    stranger = key(
+        make_mail(
+            "Hi",
+            sender=STRANGER,
+            message_id="<victor-1@cust.test>",
+            extra="References: <elsewhere-1@evil.test>\r\n",
+        )
+    )
+    assert stranger != owner
+    follow = key(make_mail("more", sender=VICTIM, extra="References: <victor-1@cust.test>\r\n"))
+    assert follow == owner
