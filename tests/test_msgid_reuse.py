@@ -160,3 +160,24 @@ def test_a_reused_id_cannot_move_the_owners_replies_to_another_worker(db: Databa
     assert stranger != owner
     follow = key(make_mail("more", sender=VICTIM, extra="References: <victor-1@cust.test>\r\n"))
     assert follow == owner
+
+
+def test_an_agents_own_domain_id_is_not_indexed_quietly(db: Database, ingest: Ingest) -> None:
+    """Agents' clients often mint ids in the desk's domain: not indexed, but no alarm."""
+    ingest(make_mail("Card blocked", sender=VICTIM, message_id="<victor-1@cust.test>"))
+    with db.session() as s:
+        note = s.scalars(
+            select(Outbox.message_id).where(
+                Outbox.kind == "notify", Outbox.recipients == "anna@example.com"
+            )
+        ).one()
+    reply = make_mail(
+        "Re: [Support #1] Card blocked",
+        sender="anna@example.com",
+        body="Unblocked.",
+        message_id="<tb-1@example.com>",
+        extra=f"In-Reply-To: {note}\r\nReferences: {note}\r\n",
+    )
+    msg = _message(db, ingest(reply))
+    assert msg.ticket_id == 1 and msg.kind == "agent" and msg.message_id is None
+    assert not _events(db, 1, "message-id-not-indexed")

@@ -148,18 +148,24 @@ def store_message(work: Work, ctx: Context, ticket_id: int | None, kind: str) ->
     msg_id = int(ctx.session.connection().execute(_MESSAGE_INSERT, row).scalar_one())
     _store_attachments(ctx.session, msg_id, parsed)
     if refused is not None:
-        log.warning("inbound %d: Message-ID not indexed: %s", work.inbound_id, refused["reason"])
-        if ticket_id is not None:
-            add_event(
-                ctx.session,
-                ticket_id,
-                ctx,
-                "message-id-not-indexed",
-                parsed.from_addr,
-                message=msg_id,
-                **refused,
-            )
+        _not_indexed(work, ctx, ticket_id, msg_id, refused)
     return msg_id
+
+
+def _not_indexed(
+    work: Work, ctx: Context, ticket_id: int | None, msg_id: int, refused: dict[str, object]
+) -> None:
+    """Say that a mail's Message-ID was not indexed. An agent's (or department's) own mail
+    client minting ids in the desk's domain is expected, and said only at DEBUG."""
+    if "held_by" not in refused and work.role in ("agent", "department"):
+        log.debug("inbound %d: Message-ID not indexed: %s", work.inbound_id, refused["reason"])
+        return
+    log.warning("inbound %d: Message-ID not indexed: %s", work.inbound_id, refused["reason"])
+    if ticket_id is not None:
+        sender = work.parsed.from_addr if work.parsed else ""
+        add_event(
+            ctx.session, ticket_id, ctx, "message-id-not-indexed", sender, message=msg_id, **refused
+        )
 
 
 def set_due(ticket: Ticket, config: Config) -> None:
