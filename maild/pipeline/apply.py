@@ -90,7 +90,7 @@ def _create(work: Work, ctx: Context, parsed: ParsedMail, parent: int | None) ->
         message_row_id=msg_id,
         created=True,
         action="created",
-        cc_left_out=ccs,
+        cc_change=ccs,
     )
 
 
@@ -129,7 +129,7 @@ def _customer_reply(work: Work, ctx: Context, parsed: ParsedMail, ticket: Ticket
         " (re-opened)" if detail.get("status") == ["solved", "open"] else "",
     )
     return replace(
-        work, ticket_id=ticket.id, message_row_id=msg_id, action="customer-reply", cc_left_out=ccs
+        work, ticket_id=ticket.id, message_row_id=msg_id, action="customer-reply", cc_change=ccs
     )
 
 

@@ -51,7 +51,7 @@ class Work:
     created: bool = False
     action: str = ""  # what apply did: created, customer-reply, agent, department, automatic
     log: tuple[str, ...] = field(default=())
-    cc_left_out: CcChange = field(default_factory=CcChange)
+    cc_change: CcChange = field(default_factory=CcChange)  # what the Cc did to the request
 
 
 @dataclass(frozen=True)

@@ -135,7 +135,7 @@ class Notify:
                 "carries no proof; it was treated as a customer message."
             )
         cc_note = left_out_note(
-            work.cc_left_out, ctx.config.limits.max_cc, ctx.config.desk.language
+            work.cc_change, ctx.config.limits.max_cc, ctx.config.desk.language
         )
         warning = "\n!! ".join(w for w in (warning, cc_note) if w)
         notify_agents(
