@@ -134,9 +134,7 @@ class Notify:
                 f"This message claims to come from agent {work.parsed.from_addr} but "
                 "carries no proof; it was treated as a customer message."
             )
-        cc_note = left_out_note(
-            work.cc_change, ctx.config.limits.max_cc, ctx.config.desk.language
-        )
+        cc_note = left_out_note(work.cc_change, ctx.config.limits.max_cc, ctx.config.desk.language)
         warning = "\n!! ".join(w for w in (warning, cc_note) if w)
         notify_agents(
             ticket, ctx, NOTIFY_ON[work.action], work.parsed.from_addr, work.parsed.text, warning
