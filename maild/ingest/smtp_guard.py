@@ -1,10 +1,12 @@
 """Deadlines and a per-address connection cap for the SMTP (and LMTP) sessions.
 
-aiosmtpd's own ``timeout`` is restarted by every command, so a client that trickles a byte
-every few seconds is held for as long as it likes. Here each command must arrive whole within
-``command_timeout`` of the previous one, and the whole DATA phase (the message and our store)
-within ``data_timeout``; a client over a deadline gets ``421 4.4.2`` and is disconnected. A
-client address with ``max_connections_per_address`` sessions open gets ``421 4.7.0`` at once.
+aiosmtpd's ``timeout`` runs from one valid command to the next and closes without a word;
+we used 300 s for it and for all of DATA, so a client trickling a byte every few seconds held a
+session for minutes per command, and for ever if it finished each one in time. Here each
+command must arrive whole within ``command_timeout`` of the previous one and the whole DATA
+phase (the message and our store) within ``data_timeout``; a client over a deadline gets
+``421 4.4.2`` before it is disconnected. An address with ``max_connections_per_address``
+sessions open gets ``421 4.7.0`` instead of a greeting.
 """
 
 from __future__ import annotations
