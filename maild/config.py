@@ -42,6 +42,9 @@ class SmtpConfig:
     listen: str = "127.0.0.1:2525"
     max_message_size: int = 26_214_400
     max_recipients: int = 100
+    command_timeout: float = 60.0
+    data_timeout: float = 600.0
+    max_connections_per_address: int = 20
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,8 @@ class WebConfig:
     listen: str = "127.0.0.1:8080"
     base_url: str = "http://127.0.0.1:8080"
     page_days: int = 90  # how long the request-page link in a mail stays valid
+    read_timeout: float = 15.0
+    max_connections_per_address: int = 20
 
 
 @dataclass(frozen=True)
@@ -74,6 +79,7 @@ class LimitsConfig:
     max_header_bytes: int = 102_400
     max_received: int = 50
     auto_replies_per_hour: int = 5
+    max_cc: int = 10
 
 
 @dataclass(frozen=True)
@@ -182,8 +188,19 @@ def _smtp(t: Table) -> SmtpConfig:
     t.check("max_message_size", lambda v: v >= 1024, "must be at least 1024", size)
     rcpts = t.get("max_recipients", int, 100)
     t.check("max_recipients", positive, "must be positive", rcpts)
+    command_timeout = _seconds(t, "command_timeout", 60.0)
+    data_timeout = _seconds(t, "data_timeout", 600.0)
+    per_address = t.get("max_connections_per_address", int, 20)
+    t.check("max_connections_per_address", positive, "must be positive", per_address)
     t.finish()
-    return SmtpConfig(listen, size, rcpts)
+    return SmtpConfig(listen, size, rcpts, command_timeout, data_timeout, per_address)
+
+
+def _seconds(t: Table, name: str, default: float) -> float:
+    """A deadline in seconds: positive and at most a day."""
+    value = t.get(name, float, default)
+    t.check(name, lambda v: 0 < v <= 86400, "must be seconds between 0 and 86400", value)
+    return value
 
 
 def _outbound(t: Table, base: Path, desk: DeskConfig) -> OutboundConfig:
@@ -216,8 +233,11 @@ def _web(t: Table) -> WebConfig:
     )
     page_days = t.get("page_days", int, 90)
     t.check("page_days", positive, "must be positive", page_days)
+    read_timeout = _seconds(t, "read_timeout", 15.0)
+    per_address = t.get("max_connections_per_address", int, 20)
+    t.check("max_connections_per_address", positive, "must be positive", per_address)
     t.finish()
-    return WebConfig(listen, base_url, page_days)
+    return WebConfig(listen, base_url, page_days, read_timeout, per_address)
 
 
 def _secret(t: Table) -> str:

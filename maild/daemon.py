@@ -7,6 +7,7 @@ import contextlib
 import logging
 import signal
 import socket
+from dataclasses import replace
 from typing import Any
 
 from aiohttp import web
@@ -15,6 +16,7 @@ from maild.clock import Clock, system_clock
 from maild.config import Config
 from maild.ingest.accept import Acceptor
 from maild.ingest.smtp import Handler, start_server, start_unix_server
+from maild.ingest.smtp_guard import smtp_guard
 from maild.ingest.spool import Spool, import_spool
 from maild.pipeline.runner import MAX_BATCH_BYTES, SPOOLED, Pipeline, quarantine_in_hand
 from maild.pipeline.worker import ProcessWorker, ThreadWorker
@@ -169,7 +171,10 @@ class Daemon:
             max_recipients=self.config.smtp.max_recipients,
         )
         self.handlers.append(handler)
-        self.servers.append(await start_server(handler, host, port, hostname=socket.getfqdn()))
+        guard = smtp_guard(self.config)
+        self.servers.append(
+            await start_server(handler, host, port, hostname=socket.getfqdn(), guard=guard)
+        )
         await self._start_lmtp()
         self._start_imap()
         self._sender_task = asyncio.create_task(self.sender.run(self.stopping), name="outbox")
@@ -212,11 +217,16 @@ class Daemon:
             max_recipients=self.config.smtp.max_recipients,
         )
         self.handlers.append(handler)
+        guard = replace(smtp_guard(self.config), peers=None)  # the operator's own MTA
         if listen.startswith("/"):
-            server = await start_unix_server(handler, listen, hostname=socket.getfqdn())
+            server = await start_unix_server(
+                handler, listen, hostname=socket.getfqdn(), guard=guard
+            )
         else:
             host, port = split_hostport(listen)
-            server = await start_server(handler, host, port, hostname=socket.getfqdn(), lmtp=True)
+            server = await start_server(
+                handler, host, port, hostname=socket.getfqdn(), lmtp=True, guard=guard
+            )
         self.servers.append(server)
         log.info("lmtp on %s", listen)
 

@@ -8,7 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from maild.threading.refs import MAX_IDS, normalize_msgid, parse_msgid_list
+from maild.threading.refs import (
+    MAX_IDS,
+    is_own_msgid,
+    msgid_domain,
+    normalize_msgid,
+    parse_msgid_list,
+)
 
 MAIL = Path(__file__).parent / "mail"
 ACK = "<ack-1@support.example.com>"
@@ -117,3 +123,11 @@ def test_normalize_msgid(value: str | None, expected: str | None) -> None:
 def test_fixture_headers(fixture: str, header: str, expected: list[str]) -> None:
     msg = email.message_from_bytes((MAIL / fixture).read_bytes(), policy=email.policy.compat32)
     assert parse_msgid_list(msg.get(header)) == expected
+
+
+def test_msgid_domain_helpers() -> None:
+    assert msgid_domain("<a.b@Example.COM>") == "example.com"
+    assert msgid_domain("<nodomain>") == ""
+    assert is_own_msgid("<ack.1@example.com>", "example.com")
+    assert not is_own_msgid("<ack.1@sub.example.com>", "example.com")
+    assert not is_own_msgid("<ack.1@example.com.evil.test>", "example.com")

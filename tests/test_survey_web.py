@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import urllib.error
 import urllib.parse
@@ -101,7 +102,13 @@ def test_good_then_bad_the_last_one_wins_and_bad_tells_the_agents(
     bad = outbox(d.db, "bad_rating")
     assert sorted(r.recipients for r in bad) == ["anna@example.com", "boris@example.com"]
     assert "Actually it broke again" in text(bad[0])
-    assert [e.kind for e in events(d.db, number, "rated")] == ["rated", "rated"]
+    # One rating per solve cycle: the later POST updated the event.
+    (rated,) = events(d.db, number, "rated")
+    assert json.loads(rated.detail) == {
+        "rating": "bad",
+        "comment": "Actually it broke again",
+        "updates": 1,
+    }
 
 
 def test_bad_rating_goes_to_the_assignee(desk: tuple[Desk, Config]) -> None:
@@ -208,3 +215,15 @@ def test_reopened_request_refuses_the_old_link_and_bad_mails_once(
     assert status == 410
     assert d.request(links["good"])[0] == 410
     assert ticket(d.db, number).rating == "bad"
+
+
+def test_six_posts_make_one_rating_per_solve_cycle(desk: tuple[Desk, Config]) -> None:
+    d, config = desk
+    number = solved_yesterday(d.db, config)
+    d.start()
+    links = d.survey_links(number)
+    for i in range(6):
+        assert d.request(links["good"], {"comment": f"post {i}"})[0] == 200
+    (rated,) = events(d.db, number, "rated")
+    assert json.loads(rated.detail) == {"rating": "good", "comment": "post 5", "updates": 5}
+    assert ticket(d.db, number).rating_comment == "post 5"

@@ -144,22 +144,26 @@ def inherit_thread_keys(
             if key is not None:
                 row["thread_key"] = key
                 break
-        if row["message_id"]:
-            batch[str(row["message_id"])] = int(str(row["thread_key"]))
+        if row["message_id"]:  # the first holder of a Message-ID keeps it
+            batch.setdefault(str(row["message_id"]), int(str(row["thread_key"])))
 
 
 def thread_keys_of(conn: Connection, table: Table, ids: Iterable[str]) -> dict[str, int]:
-    """Message-ID -> thread key of the rows of ``table`` (inbound or spool) with those ids."""
+    """Message-ID -> thread key of the rows of ``table`` (inbound or spool) with those ids.
+
+    Anyone can reuse a Message-ID: the first row that had it keeps it, so a stranger's copy
+    cannot move the owner's replies to another worker, ahead of the mail they answer.
+    """
     wanted = list(set(ids))
     if not wanted:
         return {}
     c = table.c
     rows = conn.execute(
-        select(c.message_id, c.thread_key).where(
-            c.message_id.in_(wanted), c.thread_key.is_not(None)
-        )
+        select(c.message_id, c.thread_key)
+        .where(c.message_id.in_(wanted), c.thread_key.is_not(None))
+        .order_by(c.id.desc())
     )
-    return {str(mid): int(key) for mid, key in rows}
+    return {str(mid): int(key) for mid, key in rows}  # the earliest row is written last
 
 
 def check_acceptable(raw: bytes, max_size: int | None = None) -> None:

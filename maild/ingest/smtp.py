@@ -8,11 +8,11 @@ import os
 import stat
 from typing import Any
 
-from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from maild.errors import RejectedMessage, TemporaryFailure
 from maild.ingest.accept import Acceptor, Incoming, check_acceptable
+from maild.ingest.smtp_guard import GuardedLMTP, GuardedSMTP, SessionGuard
 
 log = logging.getLogger(__name__)
 
@@ -109,39 +109,50 @@ class Handler:
         return TEMPFAIL
 
 
-def smtp_factory(handler: Handler, *, hostname: str, lmtp: bool = False) -> Any:
+def smtp_factory(
+    handler: Handler, *, hostname: str, lmtp: bool = False, guard: SessionGuard | None = None
+) -> Any:
     """A protocol factory for ``loop.create_server`` that runs aiosmtpd in our own loop."""
-    cls = LMTP if lmtp else SMTP
+    cls = GuardedLMTP if lmtp else GuardedSMTP
+    session_guard = guard or SessionGuard()
 
     def factory() -> SMTP:
         return cls(
             handler,
+            session_guard,
             data_size_limit=handler.max_size,
             enable_SMTPUTF8=True,
             hostname=hostname,
             ident="maild ESMTP",
-            timeout=300,
         )
 
     return factory
 
 
 async def start_server(
-    handler: Handler, host: str, port: int, *, hostname: str, lmtp: bool = False
+    handler: Handler,
+    host: str,
+    port: int,
+    *,
+    hostname: str,
+    lmtp: bool = False,
+    guard: SessionGuard | None = None,
 ) -> asyncio.Server:
     loop = asyncio.get_running_loop()
     return await loop.create_server(
-        smtp_factory(handler, hostname=hostname, lmtp=lmtp), host=host, port=port
+        smtp_factory(handler, hostname=hostname, lmtp=lmtp, guard=guard), host=host, port=port
     )
 
 
-async def start_unix_server(handler: Handler, path: str, *, hostname: str) -> asyncio.Server:
+async def start_unix_server(
+    handler: Handler, path: str, *, hostname: str, guard: SessionGuard | None = None
+) -> asyncio.Server:
     """LMTP on a unix socket, as Postfix's ``lmtp:unix:/path`` and Dovecot expect."""
     if os.path.exists(path) and stat.S_ISSOCK(os.stat(path).st_mode):
         os.unlink(path)  # a stale socket from a previous run
     loop = asyncio.get_running_loop()
     server = await loop.create_unix_server(
-        smtp_factory(handler, hostname=hostname, lmtp=True), path=path
+        smtp_factory(handler, hostname=hostname, lmtp=True, guard=guard), path=path
     )
     os.chmod(path, 0o660)
     return server

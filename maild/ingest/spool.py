@@ -131,7 +131,8 @@ def spooled_thread_keys(storage_url: str, ids: Sequence[str]) -> dict[str, int]:
         try:
             marks = ",".join("?" * len(ids))
             rows = con.execute(
-                f"SELECT message_id, thread_key FROM spool WHERE message_id IN ({marks})",
+                f"SELECT message_id, thread_key FROM spool WHERE message_id IN ({marks}) "
+                "ORDER BY id DESC",  # the earliest holder of an id wins
                 list(ids),
             ).fetchall()
         finally:

@@ -8,8 +8,8 @@ from dataclasses import replace
 from maild.ingest.parse import ParsedMail
 from maild.pipeline.agent import handle_agent
 from maild.pipeline.base import Context, Work
+from maild.pipeline.ccs import CcChange, add_ccs
 from maild.pipeline.records import (
-    add_ccs,
     add_event,
     answers_us,
     new_ticket,
@@ -47,12 +47,19 @@ def _automatic(work: Work, ctx: Context, parsed: ParsedMail) -> Work:
     return replace(work, ticket_id=match.ticket_id, message_row_id=msg_id, action="automatic")
 
 
+def _left_out_detail(ccs: CcChange) -> dict[str, object]:
+    """For the history: the Cc addresses left out over `[limits] max_cc`, if any."""
+    if not ccs.left_out_count:
+        return {}
+    return {"cc_left_out": list(ccs.left_out), "cc_left_out_count": ccs.left_out_count}
+
+
 def _create(work: Work, ctx: Context, parsed: ParsedMail, parent: int | None) -> Work:
     ticket = new_ticket(ctx, parsed, parent)
     msg_id = store_message(work, ctx, ticket.id, "customer")
     if parsed.message_id:  # the whole thread so far is this one message
         ctx.cache[("thread", ticket.id)] = (parsed.message_id, (parsed.message_id,))
-    ccs = add_ccs(ctx.session, ticket, parsed, ctx)
+    ccs = add_ccs(ticket, parsed, ctx)
     add_event(
         ctx.session,
         ticket.id,
@@ -60,10 +67,11 @@ def _create(work: Work, ctx: Context, parsed: ParsedMail, parent: int | None) ->
         "created",
         parsed.from_addr,
         message=msg_id,
-        cc=ccs,
+        cc=list(ccs.added),
         linked_to=parent,
         proof=work.proof or None,
         routed_to=ticket.assignee,  # a key client's manager ([[routing]]), else None
+        **_left_out_detail(ccs),
     )
     if parent is not None:
         reason = work.match.reason if work.match else ""
@@ -77,7 +85,14 @@ def _create(work: Work, ctx: Context, parsed: ParsedMail, parent: int | None) ->
         parsed.from_addr,
         f" (linked to #{parent})" if parent else "",
     )
-    return replace(work, ticket_id=ticket.id, message_row_id=msg_id, created=True, action="created")
+    return replace(
+        work,
+        ticket_id=ticket.id,
+        message_row_id=msg_id,
+        created=True,
+        action="created",
+        cc_change=ccs,
+    )
 
 
 def _customer_reply(work: Work, ctx: Context, parsed: ParsedMail, ticket: Ticket) -> Work:
@@ -87,6 +102,7 @@ def _customer_reply(work: Work, ctx: Context, parsed: ParsedMail, ticket: Ticket
     now = ctx.clock()
     msg_id = store_message(work, ctx, ticket.id, "customer")
     detail: dict[str, object] = {"message": msg_id}
+    ccs = CcChange()
     if work.proof:
         detail["alert"] = work.proof
     if ticket.status in ("new", "pending", "solved"):
@@ -96,7 +112,8 @@ def _customer_reply(work: Work, ctx: Context, parsed: ParsedMail, ticket: Ticket
     if parsed.from_addr == ticket.requester and answers_us(ctx, ticket, parsed):
         # Only a reply to mail we sent may widen the circle: a forged From copying the tag
         # must not add a reader to someone else's request.
-        detail["cc"] = add_ccs(ctx.session, ticket, parsed, ctx)
+        ccs = add_ccs(ticket, parsed, ctx)
+        detail.update(cc=list(ccs.added), **_left_out_detail(ccs))
     ticket.updated_at = ticket.last_customer_at = now
     add_event(
         ctx.session,
@@ -112,7 +129,9 @@ def _customer_reply(work: Work, ctx: Context, parsed: ParsedMail, ticket: Ticket
         ticket.id,
         " (re-opened)" if detail.get("status") == ["solved", "open"] else "",
     )
-    return replace(work, ticket_id=ticket.id, message_row_id=msg_id, action="customer-reply")
+    return replace(
+        work, ticket_id=ticket.id, message_row_id=msg_id, action="customer-reply", cc_change=ccs
+    )
 
 
 def _department(work: Work, ctx: Context, parsed: ParsedMail, ticket: Ticket) -> Work:

@@ -24,6 +24,16 @@ class Match:
 
 
 @dataclass(frozen=True)
+class CcChange:
+    """Cc addresses of a mail: those that joined the request, those left out over
+    `[limits] max_cc` (as read), and how many were left out in all."""
+
+    added: tuple[str, ...] = ()
+    left_out: tuple[str, ...] = ()
+    left_out_count: int = 0
+
+
+@dataclass(frozen=True)
 class Work:
     """One inbound message on its way through the stages; each stage returns a new one."""
 
@@ -41,6 +51,7 @@ class Work:
     created: bool = False
     action: str = ""  # what apply did: created, customer-reply, agent, department, automatic
     log: tuple[str, ...] = field(default=())
+    cc_change: CcChange = field(default_factory=CcChange)  # what the Cc did to the request
 
 
 @dataclass(frozen=True)

@@ -4,36 +4,13 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from sqlalchemy import Table, select
 from sqlalchemy.orm import Session
 
 from maild.pipeline.base import Context, Match, Work
+from maild.pipeline.msgids import ticket_by_refs
 from maild.pipeline.records import answers_us, ticket_of
-from maild.store.models import Message, Ticket, TicketCc
+from maild.store.models import Ticket, TicketCc
 from maild.threading.tags import find_ticket_number
-
-_MESSAGES: Table = Message.__table__  # type: ignore[assignment]
-
-
-def ticket_by_refs(session: Session, refs: tuple[str, ...]) -> int | None:
-    """The request of the nearest referenced message we stored or sent."""
-    if not refs:
-        return None
-    m = _MESSAGES.c
-    rows = (
-        session.connection()
-        .execute(
-            select(m.message_id, m.ticket_id).where(
-                m.message_id.in_(refs), m.ticket_id.is_not(None)
-            )
-        )
-        .all()
-    )
-    found = {mid: tid for mid, tid in rows}
-    for ref in reversed(refs):  # the nearest ancestor comes last
-        if found.get(ref) is not None:
-            return found[ref]
-    return None
 
 
 def is_member(session: Session, ticket: Ticket, work: Work, ctx: Context) -> bool:
@@ -70,7 +47,7 @@ class MatchTicket:
             ticket, how = ticket_of(ctx, number), "tag"
         if ticket is None:
             refs = (*parsed.references, *parsed.in_reply_to)
-            tid = ticket_by_refs(s, refs)
+            tid = ticket_by_refs(ctx, refs, parsed.from_addr)
             ticket, how = (ticket_of(ctx, tid), "references") if tid is not None else (None, "")
         if ticket is None:
             return replace(work, match=Match(None, reason="no thread"))

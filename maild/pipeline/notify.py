@@ -6,6 +6,7 @@ import logging
 from dataclasses import replace
 
 from maild.pipeline.base import Context, Work
+from maild.pipeline.ccs import left_out_note
 from maild.pipeline.records import add_event, ticket_of
 from maild.replies.compose import AUTO_GENERATED, AUTO_REPLIED, Outgoing, new_message_id
 from maild.replies.customer import finish
@@ -137,6 +138,8 @@ class Notify:
                 f"This message claims to come from agent {work.parsed.from_addr} but "
                 "carries no proof; it was treated as a customer message."
             )
+        cc_note = left_out_note(work.cc_change, ctx.config.limits.max_cc, ctx.config.desk.language)
+        warning = "\n!! ".join(w for w in (warning, cc_note) if w)
         notify_agents(
             ticket, ctx, NOTIFY_ON[work.action], work.parsed.from_addr, work.parsed.text, warning
         )

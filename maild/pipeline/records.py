@@ -15,7 +15,8 @@ from sqlalchemy.orm import Session
 from maild.config import Config
 from maild.ingest.parse import ParsedMail
 from maild.pipeline.base import Context, Work
-from maild.store.models import Attachment, Blob, Counter, Event, Message, Ticket, TicketCc
+from maild.pipeline.msgids import unclaimable
+from maild.store.models import Attachment, Blob, Counter, Event, Message, Ticket
 from maild.threading.tags import strip_reply_prefixes, strip_tag
 from maild.tickets.sla import add_business_hours
 
@@ -120,9 +121,14 @@ def _store_attachments(session: Session, message_id: int, parsed: ParsedMail) ->
 
 
 def store_message(work: Work, ctx: Context, ticket_id: int | None, kind: str) -> int:
-    """The inbound message's row (and its attachments); returns the row's id."""
+    """The inbound message's row (and its attachments); returns the row's id.
+
+    A Message-ID that is not this mail's to claim (see maild.pipeline.msgids) is left out of
+    the row, so no reference can follow it here; the request's history says so.
+    """
     parsed = work.parsed
     assert parsed is not None
+    refused = unclaimable(ctx, parsed)
     row = {
         "ticket_id": ticket_id,
         "inbound_id": work.inbound_id,
@@ -133,7 +139,7 @@ def store_message(work: Work, ctx: Context, ticket_id: int | None, kind: str) ->
         "to_addrs": ",".join(parsed.to),
         "cc_addrs": ",".join(parsed.cc),
         "subject": parsed.subject,
-        "message_id": parsed.message_id,
+        "message_id": parsed.message_id if refused is None else None,
         "in_reply_to": (parsed.in_reply_to or (None,))[0],
         "text": parsed.text,
         "html": parsed.html,
@@ -141,19 +147,25 @@ def store_message(work: Work, ctx: Context, ticket_id: int | None, kind: str) ->
     }
     msg_id = int(ctx.session.connection().execute(_MESSAGE_INSERT, row).scalar_one())
     _store_attachments(ctx.session, msg_id, parsed)
+    if refused is not None:
+        _not_indexed(work, ctx, ticket_id, msg_id, refused)
     return msg_id
 
 
-def add_ccs(session: Session, ticket: Ticket, parsed: ParsedMail, ctx: Context) -> list[str]:
-    """Addresses in the mail's Cc (not the desk's, the requester's or an agent's) join."""
-    own = {ctx.config.desk.address, ctx.config.outbound.sender, ticket.requester}
-    wanted = [a for a in dict.fromkeys(parsed.cc) if a not in own and not ctx.config.agent(a)]
-    if not wanted:
-        return []  # the common case: no need to load the request's CCs at all
-    have = {c.email for c in ticket.ccs}
-    added = [a for a in wanted if a not in have]
-    ticket.ccs.extend(TicketCc(email=a) for a in added)
-    return added
+def _not_indexed(
+    work: Work, ctx: Context, ticket_id: int | None, msg_id: int, refused: dict[str, object]
+) -> None:
+    """Say that a mail's Message-ID was not indexed. An agent's (or department's) own mail
+    client minting ids in the desk's domain is expected, and said only at DEBUG."""
+    if "held_by" not in refused and work.role in ("agent", "department"):
+        log.debug("inbound %d: Message-ID not indexed: %s", work.inbound_id, refused["reason"])
+        return
+    log.warning("inbound %d: Message-ID not indexed: %s", work.inbound_id, refused["reason"])
+    if ticket_id is not None:
+        sender = work.parsed.from_addr if work.parsed else ""
+        add_event(
+            ctx.session, ticket_id, ctx, "message-id-not-indexed", sender, message=msg_id, **refused
+        )
 
 
 def set_due(ticket: Ticket, config: Config) -> None:

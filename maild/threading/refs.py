@@ -60,3 +60,15 @@ def normalize_msgid(value: str | None) -> str | None:
     """One Message-ID, stripped and in angle brackets, or None if empty or invalid."""
     ids = parse_msgid_list(value)
     return ids[0] if ids else None
+
+
+def msgid_domain(msgid: str) -> str:
+    """The part after the last ``@`` of a bracketed Message-ID, lower-cased ('' if none)."""
+    inner = msgid.strip().removeprefix("<").removesuffix(">")
+    return inner.rpartition("@")[2].lower() if "@" in inner else ""
+
+
+def is_own_msgid(msgid: str, domain: str) -> bool:
+    """Whether ``msgid`` is in the desk's own domain: only the desk mints those, so inbound
+    mail may carry them in its references but never claim one as its own."""
+    return msgid_domain(msgid) == domain.lower() != ""

@@ -9,11 +9,13 @@ from aiohttp import web
 from sqlalchemy import func, select
 
 from maild.clock import Clock, system_clock
-from maild.config import Config
+from maild.config import Config, WebConfig
 from maild.ingest.spool import Spool
+from maild.peers import PeerLimit
 from maild.replies.render import Renderer
 from maild.store.db import Database
 from maild.store.models import Inbound, Outbox
+from maild.web.guard import GuardedSite, OneLineClientErrors, WebGuard, read_whole_request
 from maild.web.page import add_page_routes
 from maild.web.survey import SurveySite, add_routes
 
@@ -51,7 +53,7 @@ def make_app(
     *,
     spool: Spool | None = None,
 ) -> web.Application:
-    app = web.Application(client_max_size=64 * 1024)
+    app = web.Application(client_max_size=64 * 1024, middlewares=[read_whole_request])
     app[DB_KEY] = db
     app[SPOOL_KEY] = [spool] if spool is not None else []
     app.router.add_get("/healthz", health)
@@ -73,7 +75,10 @@ async def start_web(
     *,
     spool: Spool | None = None,
 ) -> web.AppRunner:
-    runner = web.AppRunner(make_app(db, config, clock, on_outbox, spool=spool), access_log=None)
+    app = make_app(db, config, clock, on_outbox, spool=spool)
+    runner = web.AppRunner(app, access_log=None, logger=OneLineClientErrors())
     await runner.setup()
-    await web.TCPSite(runner, host, port).start()
+    web_config = config.web if config is not None else WebConfig()
+    guard = WebGuard(web_config.read_timeout, PeerLimit(web_config.max_connections_per_address))
+    await GuardedSite(runner, host, port, guard).start()
     return runner

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
 from collections.abc import Callable
@@ -20,7 +21,7 @@ from maild.replies.render import Renderer
 from maild.replies.scheduled import Notices, staff_for
 from maild.scheduler.claim import add_event
 from maild.store.db import Database
-from maild.store.models import Ticket
+from maild.store.models import Event, Ticket
 from maild.web.links import PATH_PATTERN, LinkError, RatingLink, verify
 
 log = logging.getLogger(__name__)
@@ -157,11 +158,24 @@ def record_rating(site: SurveySite, link: RatingLink, comment: str) -> tuple[str
         changed = link.rating == "bad" and not (earlier and t.rating == "bad")
         t.rating, t.rating_comment, t.rated_at = link.rating, comment or None, now
         t.updated_at = now
-        add_event(s, t.id, now, "rated", t.requester, rating=link.rating, comment=comment)
+        _rated_event(s, t, now, comment, again=earlier)
         if changed:
             _notify_bad(site, s, t, comment, now)
         log.info("request #%d rated %s", t.id, link.rating)
         return "recorded", t.language
+
+
+def _rated_event(s: Session, t: Ticket, now: datetime, comment: str, *, again: bool) -> None:
+    """One `rated` event per solve cycle: the first POST adds it, a later one updates it."""
+    if again:
+        stmt = select(Event).where(Event.ticket_id == t.id, Event.kind == "rated")
+        event = s.scalars(stmt.order_by(Event.id.desc()).limit(1)).first()
+        if event is not None:
+            updates = int(json.loads(event.detail or "{}").get("updates", 0)) + 1
+            detail = {"rating": t.rating, "comment": comment, "updates": updates}
+            event.at, event.detail = now, json.dumps(detail, ensure_ascii=False)
+            return
+    add_event(s, t.id, now, "rated", t.requester, rating=t.rating, comment=comment)
 
 
 def _notify_bad(site: SurveySite, s: Session, t: Ticket, comment: str, now: datetime) -> None:
