@@ -6,7 +6,8 @@ errors, reminders) to one address per hour; for the desk's own agents, departmen
 that count is per request, so a busy desk's agents are never cut off. When a mail would pass
 a limit, the breaker trips: the request gets a ``mail-held`` event, the ``[desk] lead`` gets
 one mail naming the request and the address, and nothing more goes out about the request
-until an agent acts on it (``release``) or the hour has passed.
+until an agent acts on it (``release``, a minute or more after the trip) or the hour has
+passed.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from maild.store.models import Outbox, Ticket
 log = logging.getLogger(__name__)
 
 HOUR = timedelta(hours=1)
+IN_FLIGHT = timedelta(minutes=1)  # agent mail this soon after a trip releases nothing
 LEAD_KIND = "breaker"  # the outbox kind of the lead's mail
 SUBJECTS = {"en": "Mail stopped:", "ru": "Почта остановлена:"}
 
@@ -173,11 +175,18 @@ def release(ctx: MailContext, ticket: Ticket, actor: str) -> None:
     """An agent acted on a held request: its mail flows again, counted from now.
 
     Only a held request is released: an agent's every mail resetting the count would let an
-    autoresponder at the agent's mailbox that no rule recognises loop on for ever.
+    autoresponder at the agent's mailbox that no rule recognises loop on for ever. A mail that
+    arrives within ``IN_FLIGHT`` of the trip was on its way before it (an autoresponder's answer
+    to the last notification) and releases nothing.
     """
     if ticket.mail_held_at is None:
         return
     now = ctx.clock()
+    if now - as_utc(ticket.mail_held_at) < IN_FLIGHT:
+        log.info(
+            "request #%d: mail from %s came too soon after the breaker tripped", ticket.id, actor
+        )
+        return
     ticket.mail_held_at, ticket.mail_released_at = None, now
     add_event(ctx.session, ticket.id, now, "mail-released", actor)
     log.info("request #%d: %s acted on it; its mail flows again", ticket.id, actor)

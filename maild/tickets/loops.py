@@ -289,11 +289,16 @@ _THANKS_SUBJECT_RE = re.compile(
 )
 
 
+def _fresh_subject(subject: str) -> bool:
+    """No reply prefix: an autoresponder's own subject, not the request's."""
+    subject = " ".join(subject.split())
+    return bool(subject) and strip_reply_prefixes(subject) == subject
+
+
 def _thanks_subject(view: _View) -> Verdict | None:
-    subject = " ".join(view.inp.subject.split())
-    if not view.inp.answers_desk or strip_reply_prefixes(subject) != subject:
+    if not view.inp.answers_desk or not _fresh_subject(view.inp.subject):
         return None
-    if _THANKS_SUBJECT_RE.match(_subject_core(subject)):
+    if _THANKS_SUBJECT_RE.match(_subject_core(view.inp.subject)):
         return Verdict(AUTO_REPLY, "a 'thank you for your mail' subject answering our mail")
     return None
 
@@ -329,7 +334,9 @@ def _first_line(text: str) -> str:
 def _away_text(view: _View) -> Verdict | None:
     if not view.inp.answers_desk:
         return None
-    places = (("subject", _subject_core(view.inp.subject)), ("first line", view.inp.body_start))
+    places = [("first line", view.inp.body_start)]
+    if _fresh_subject(view.inp.subject):  # a reply's subject is the customer's own words
+        places.insert(0, ("subject", _subject_core(view.inp.subject)))
     for where, text in places:
         line = " ".join(_first_line(text).split())[:300]
         if found := _AWAY_RE.search(line):
