@@ -30,8 +30,12 @@ from maild.store.models import Event, Outbox
 
 CUSTOMER, AGENT, LEAD = "customer@example.org", "anna@example.com", "lead@example.com"
 BOUND = 20  # desk mails allowed in 90 s (the issue's goal)
-QUIET = 15.0  # seconds without a new desk mail that count as silence
+# Watch for at most LIMIT s; QUIET s without a new desk mail count as silence. To measure the
+# issue's figure, watch the whole 90 s: MAILD_LOOP_QUIET=90 (and MAILD_LOOP_WORKERS=2 for
+# pipeline worker processes, as `maild run` has by default).
 LIMIT = float(os.environ.get("MAILD_LOOP_SECONDS", "90"))
+QUIET = min(float(os.environ.get("MAILD_LOOP_QUIET", "15")), LIMIT)
+WORKERS = int(os.environ.get("MAILD_LOOP_WORKERS", "0"))
 
 
 class Relay:
@@ -109,7 +113,11 @@ def run_loop(
     subject: str,
 ) -> tuple[Relay, int, float]:
     sink, port = relay
-    cfg = make_config(outbound={"url": f"smtp://127.0.0.1:{port}"}, desk={"lead": LEAD})
+    cfg = make_config(
+        outbound={"url": f"smtp://127.0.0.1:{port}"},
+        desk={"lead": LEAD},
+        pipeline={"workers": WORKERS},
+    )
     d = running(cfg)
     for address in (CUSTOMER, AGENT):
         threading.Thread(
@@ -130,7 +138,7 @@ def test_thanks_for_your_mail_at_both_ends_is_recognised(
     """The issue's responders: "Thanks for your mail", no headers; the loop never starts."""
     sink, count, _ = run_loop(make_config, running, relay, "Thanks for your mail")
     assert count <= BOUND
-    assert time.monotonic() - sink.times[-1] >= QUIET, "the desk is still mailing"
+    assert time.monotonic() - sink.times[-1] >= min(QUIET, 15), "the desk is still mailing"
     # ack + one notification per agent, then nothing: both answers were seen as automatic.
     assert count == 3
     with db.session() as s:
@@ -148,7 +156,7 @@ def test_responders_no_rule_recognises_are_stopped_by_the_breaker(
     """Worst case: "Re: <subject>" answers no rule can tell from a person's. The breaker."""
     sink, count, _ = run_loop(make_config, running, relay, "")
     assert count <= BOUND
-    assert time.monotonic() - sink.times[-1] >= QUIET, "the desk is still mailing"
+    assert time.monotonic() - sink.times[-1] >= min(QUIET, 15), "the desk is still mailing"
     to_lead = [m for rcpts, m in sink.mails if rcpts == [LEAD]]
     assert len(to_lead) == 1
     text = to_lead[0].get_body(("plain",)).get_content()  # type: ignore[union-attr]
@@ -158,3 +166,4 @@ def test_responders_no_rule_recognises_are_stopped_by_the_breaker(
         queued = len(list(s.scalars(select(Outbox.id))))
     assert [e.ticket_id for e in held] == [1]
     assert queued == count  # nothing waits in the outbox either
+    print("\n".join(f"  {m['Subject']} -> {', '.join(r)}" for r, m in sink.mails))
