@@ -80,6 +80,7 @@ class LimitsConfig:
     max_received: int = 50
     auto_replies_per_hour: int = 5
     max_cc: int = 10
+    mails_per_request_hour: int = 30
 
 
 @dataclass(frozen=True)

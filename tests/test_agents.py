@@ -138,6 +138,7 @@ def test_agent_reply_with_command_reaches_customer_without_it(
 def test_forged_agent_reply_changes_nothing(
     db: Database, ingest: Ingest, opened: EmailMessage, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """An agent's From without proof is a stranger to the request (issue 9, item 7)."""
     forged = make_mail(
         "Re: [Support #1] Printer is broken",
         sender="anna@example.com",
@@ -145,23 +146,26 @@ def test_forged_agent_reply_changes_nothing(
     )
     ingest(forged)
     t = ticket(db)
-    assert (t.status, t.priority, t.assignee) == ("open", "normal", None)
+    # Not added to #1 as the customer's reply: #1 stays new, untouched.
+    assert (t.status, t.priority, t.assignee) == ("new", "normal", None)
     assert mails(db, "agent-reply") == []
     with db.session() as s:
-        kinds = [
-            m.kind
+        found = [
+            (m.kind, m.ticket_id)
             for m in s.scalars(
                 select(Message).where(
                     Message.from_addr == "anna@example.com", Message.direction == "in"
                 )
             )
         ]
-    assert kinds == ["customer"]
+    # A new request linked to #1, as for any stranger who copies a tag.
+    assert found == [("customer", 2)]
+    linked = ticket(db, 2)
+    assert (linked.parent_id, linked.requester, linked.status) == (1, "anna@example.com", "new")
+    assert "linked" in events(db, 1) and "customer-reply" not in events(db, 1)
     assert "ALERT" in caplog.text
     # Both agents hear about it, with a warning.
-    assert "without proof" in caplog.text or "no proof" in text_of(
-        notification(db, "boris@example.com")
-    )
+    assert "no proof" in text_of(notification(db, "boris@example.com", ticket=2))
 
 
 def test_reply_with_someone_elses_notification_is_no_proof(

@@ -6,6 +6,7 @@ import email
 import email.header
 import email.policy
 import email.utils
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -428,3 +429,54 @@ def test_verdict_automatic() -> None:
     assert not Verdict("human", "").automatic
     for kind in ("auto-reply", "bounce", "list", "loop"):
         assert Verdict(kind, "x").automatic
+
+
+def answering(subject: str, body: str, *, answers_desk: bool = True) -> LoopInput:
+    """A mail answering one of the desk's (or not), with no automatic header at all."""
+    return replace(make(subject=subject), body_start=body, answers_desk=answers_desk)
+
+
+@pytest.mark.parametrize(
+    ("subject", "body", "reason"),
+    [
+        ("Thanks for your mail", "We will get back to you soon.", "thank you"),
+        ("Thank you for your message", "Regards", "thank you"),
+        ("Спасибо за ваше письмо", "Ответим позже.", "thank you"),
+        ("Re: [Support #1] Printer", "I am out of the office until Monday.", "first line"),
+        ("Re: [Support #1] Printer", "Hello,\n\nI'm currently on annual leave.", "first line"),
+        ("Re: [Support #1] Printer", "Thanks for your email. I am away until 5 May.", "first"),
+        ("Re: [Support #1] Printer", "This is an automatic reply.", "first line"),
+        ("Re: [Support #1] Printer", "Autoreply: I will answer later", "first line"),
+        ("Re: [Support #1] Printer", "Здравствуйте!\n\nЯ в отпуске до 10 декабря.", "first"),
+        ("Re: [Support #1] Printer", "В настоящее время нахожусь в отпуске.", "first line"),
+        ("Re: [Support #1] Printer", "Добрый день.\nЯ вне офиса до понедельника.", "first"),
+        ("Re: [Support #1] Printer", "Это автоматический ответ.", "first line"),
+        ("Re: [Support #1] Printer", "Автоответ: буду 3 декабря", "first line"),
+        ("I am away", "", "subject"),
+        ("Я в отпуске", "", "subject"),
+        ("Вне офиса", "", "subject"),
+    ],
+)
+def test_autoresponders_without_headers_answering_us(subject: str, body: str, reason: str) -> None:
+    verdict = classify(answering(subject, body))
+    assert verdict.kind == "auto-reply", verdict
+    assert reason.split()[0] in verdict.reason
+
+
+@pytest.mark.parametrize(
+    ("subject", "body", "answers_desk"),
+    [
+        # A reply's subject is the request's: the customer's own words, never a verdict.
+        ("Re: [Support #1] I am away and VPN fails", "It fails again.", True),
+        ("Re: [Support #1] Вне офиса не работает VPN", "Опять не работает.", True),
+        ("Re: [Support #1] Thanks for your mail", "It works now.", True),
+        ("Re: [Support #1] Printer", "Thanks for your mail, it works now!", True),
+        ("Re: [Support #1] Printer", "Hello,\nthe printer is away from the network.", True),
+        # A new mail is never judged by its first line or a "thank you" subject.
+        ("Thanks for your mail", "Can you also reset my password?", False),
+        ("VPN", "I am on vacation and cannot log in. Help!", False),
+        ("Карта", "Я в отпуске, а карта заблокирована.", False),
+    ],
+)
+def test_people_answering_us_stay_human(subject: str, body: str, answers_desk: bool) -> None:
+    assert classify(answering(subject, body, answers_desk=answers_desk)) == HUMAN

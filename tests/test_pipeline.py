@@ -131,6 +131,9 @@ def test_stranger_with_tag_gets_new_linked_request(db: Database, ingest: Ingest)
             )
         )
     assert on_first == 0
+    # Mallory's acknowledgement is truthful: #1 is neither closed nor Mallory's (issue 9).
+    text = ack_of(db, 2).get_body(("plain",)).get_content()
+    assert "already closed" not in text and "#1" not in text
 
 
 def test_cc_becomes_member_and_can_reply(db: Database, ingest: Ingest) -> None:

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from maild.config_sections import Department
 from maild.pipeline.base import Context, Work
 from maild.pipeline.records import add_event, set_due, store_message
-from maild.replies import escalation
+from maild.replies import breaker, escalation
 from maild.replies.compose import AUTO_REPLIED
 from maild.replies.kinds import mail
 from maild.replies.outbox import enqueue
@@ -76,7 +76,7 @@ def _command_error(ticket: Ticket, ctx: Context, agent: str, errors: list[str]) 
         help=help_text(cfg.desk.language),
         message_id=signed_message_id(cfg.secret_key, "n", ticket.id, agent, cfg.desk.domain),
     )
-    enqueue(ctx.session, out, ticket_id=ticket.id, kind="command-error", automatic=False)
+    enqueue(ctx, out, ticket_id=ticket.id, kind="command-error")
 
 
 def _execute(ticket: Ticket, cmds: ParsedCommands, ctx: Context, agent: str) -> Department | None:
@@ -162,7 +162,7 @@ def _relay(ticket: Ticket, work: Work, ctx: Context, agent: str, text: str, solv
         quote=True,
     )
     enqueue(
-        ctx.session,
+        ctx,
         out,
         ticket_id=ticket.id,
         kind="agent-reply",
@@ -175,6 +175,7 @@ def handle_agent(work: Work, ctx: Context, ticket: Ticket) -> Work:
     parsed = work.parsed
     assert parsed is not None
     agent, now = parsed.from_addr, ctx.clock()
+    breaker.release(ctx, ticket, agent)  # a person acted: the request's mail may flow again
     cmds = parse_commands(parsed.text, ctx.config.desk.language)
     errors = validate(cmds, ctx, agent)
     note = cmds.get("note") is not None

@@ -25,7 +25,10 @@ log = logging.getLogger(__name__)
 def _automatic(work: Work, ctx: Context, parsed: ParsedMail) -> Work:
     verdict, match = work.verdict, work.match
     assert verdict is not None and match is not None
-    msg_id = store_message(work, ctx, match.ticket_id, verdict.kind)
+    # An agent's or a department's autoresponder: an internal note, never relayed, no command,
+    # no first response, and it never counts as the agent acting on the request.
+    staff = work.role in ("agent", "department") and match.ticket_id is not None
+    msg_id = store_message(work, ctx, match.ticket_id, "note" if staff else verdict.kind)
     if match.ticket_id is not None:
         add_event(
             ctx.session,
@@ -36,6 +39,7 @@ def _automatic(work: Work, ctx: Context, parsed: ParsedMail) -> Work:
             classified_as=verdict.kind,
             reason=verdict.reason,
             message=msg_id,
+            **({"role": work.role, "stored_as": "note"} if staff else {}),
         )
     log.info(
         "inbound %d: %s (%s), %s",

@@ -1,9 +1,13 @@
-"""Stage "classify": human, or automatic mail (auto-reply, bounce, list, loop): no answer."""
+"""Stage "classify": human, or automatic mail (auto-reply, bounce, list, loop): no answer.
+
+It runs on every mail, an agent's or a department's too: their autoresponders loop as well.
+"""
 
 from __future__ import annotations
 
 from dataclasses import replace
 
+from maild.ingest.parse import ParsedMail
 from maild.pipeline.base import Context, Work
 from maild.tickets.loops import LoopInput, classify
 
@@ -13,6 +17,12 @@ INTERNAL_PREFIXES = ("x-maild-",)
 
 def untrusted_header(name: str) -> bool:
     return name.lower().startswith(INTERNAL_PREFIXES)
+
+
+def answers_desk(parsed: ParsedMail, domain: str) -> bool:
+    """The mail answers one the desk sent: a Message-ID of the desk's domain among its refs."""
+    suffix = f"@{domain.lower()}>"
+    return any(r.lower().endswith(suffix) for r in (*parsed.in_reply_to, *parsed.references))
 
 
 class Classify:
@@ -31,6 +41,8 @@ class Classify:
             report_type=parsed.report_type,
             desk_addresses=frozenset({desk.address, ctx.config.outbound.sender}),
             loop_name=desk.address,
+            body_start=parsed.text[:2000],
+            answers_desk=answers_desk(parsed, desk.domain),
         )
         verdict = classify(inp, max_received=ctx.config.limits.max_received)
         if not parsed.from_addr and not verdict.automatic:

@@ -51,8 +51,7 @@ class Identify:
     def __call__(self, work: Work, ctx: Context) -> Work:
         parsed, verdict = work.parsed, work.verdict
         assert parsed is not None and verdict is not None
-        if verdict.automatic:
-            return work
+        # Automatic mail is identified too: an agent's autoresponder becomes an internal note.
         sender = parsed.from_addr
         if ctx.config.agent(sender) is not None:
             kind, role = "n", "agent"

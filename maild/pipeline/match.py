@@ -14,17 +14,17 @@ from maild.threading.tags import find_ticket_number
 
 
 def is_member(session: Session, ticket: Ticket, work: Work, ctx: Context) -> bool:
-    """Requester, a CC of the request, a proven agent or department, or an agent's address.
+    """Requester, a CC of the request, or a proven agent or department.
 
-    A bare agent From (no proof) still lands on the request, but as a customer message that
-    executes nothing; see the "identify" stage.
+    A bare agent From (no proof) is a stranger here: its mail becomes a new request linked to
+    this one, as anyone else's would; see the "identify" stage.
     """
     address = work.parsed.from_addr if work.parsed else ""
     if not address:
         return False
     if work.role in ("agent", "department"):
         return True
-    if address == ticket.requester or ctx.config.agent(address) is not None:
+    if address == ticket.requester:
         return True
     cc = session.get(TicketCc, (ticket.id, address))
     return cc is not None

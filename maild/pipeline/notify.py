@@ -44,8 +44,8 @@ def acknowledgement(ticket: Ticket, work: Work, ctx: Context) -> Outgoing:
         ticket=ticket,
         name=ticket.requester_name,
         due_text=due_text,
-        parent_id=ticket.parent_id,
         manager=(manager.name if manager else ticket.assignee) or "",
+        parent_id=_closed_parent(ticket, ctx),
     )
     text, html = finish(ctx, ticket, ticket.language, body, body_html, now, automatic=True)
     return Outgoing(
@@ -82,8 +82,8 @@ def _acknowledge(ticket: Ticket, work: Work, ctx: Context) -> None:
             limit,
         )
         return
-    enqueue(ctx.session, acknowledgement(ticket, work, ctx), ticket_id=ticket.id, kind="ack")
-    add_event(ctx.session, ticket.id, ctx, "acknowledged")
+    if enqueue(ctx, acknowledgement(ticket, work, ctx), ticket_id=ticket.id, kind="ack"):
+        add_event(ctx.session, ticket.id, ctx, "acknowledged")
 
 
 def recipients(ticket: Ticket, ctx: Context, author: str) -> list[str]:
@@ -118,8 +118,8 @@ def notify_agents(
             due=when(ctx, ticket.due_at, cfg.desk.language),
         )
         mails.append(out)
-    enqueue_internal(ctx.session, mails, ticket_id=ticket.id, kind="notify")
-    return len(mails)
+    queued = enqueue_internal(ctx, mails, ticket_id=ticket.id, kind="notify")
+    return len(mails) if queued else 0
 
 
 class Notify:

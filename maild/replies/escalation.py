@@ -67,7 +67,7 @@ def escalate(
         message_id=signed_message_id(cfg.secret_key, "e", ticket.id, dept.email, cfg.desk.domain),
     )
     enqueue(
-        ctx.session,
+        ctx,
         to_dept,
         ticket_id=ticket.id,
         kind="escalation",
@@ -95,7 +95,7 @@ def _tell_customer(ticket: Ticket, ctx: MailContext, dept: Department, text: str
         day=day_text(day, ticket.language),
     )
     enqueue(
-        ctx.session,
+        ctx,
         to_customer,
         ticket_id=ticket.id,
         kind="hold-interim",

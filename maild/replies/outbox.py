@@ -9,7 +9,9 @@ from typing import Any
 from sqlalchemy import bindparam, func, insert, select
 from sqlalchemy.orm import Session
 
+from maild.replies import breaker
 from maild.replies.compose import Outgoing, build, clean_header
+from maild.replies.kinds import MailContext
 from maild.store.models import Message, Outbox
 
 # Plain Core statements, compiled once: these run several times for every inbound message.
@@ -73,28 +75,52 @@ def _message_row(
 
 
 def enqueue(
-    session: Session,
+    ctx: MailContext,
     out: Outgoing,
     *,
     ticket_id: int | None,
     kind: str,
     message_kind: str = "system",
     automatic: bool = True,
-) -> None:
+) -> bool:
     """Queue ``out``; it is sent only if the surrounding transaction commits.
 
+    Every outgoing mail comes through here or ``enqueue_internal``, and so through the circuit
+    breaker; returns False when the breaker stopped it.
     Plain INSERTs, not ORM objects: a request can cause several mails, and this is the hot path.
     The mail is also kept as an outgoing message of its request (history, threading).
     """
-    conn = session.connection()
+    if not _admitted(ctx, ticket_id, [out], automatic, kind):
+        return False
+    conn = ctx.session.connection()
     conn.execute(_OUTBOX_INSERT, _outbox_row(out, ticket_id, kind, automatic))
     conn.execute(_MESSAGE_INSERT, _message_row(out, ticket_id, kind, message_kind))
+    return True
 
 
 def enqueue_internal(
-    session: Session, mails: Sequence[Outgoing], *, ticket_id: int | None, kind: str
-) -> None:
-    """Queue internal mail (agent notifications) in one statement; no message rows."""
-    if mails:
-        rows = [_outbox_row(out, ticket_id, kind, False) for out in mails]
-        session.connection().execute(_OUTBOX_INSERT, rows)
+    ctx: MailContext, mails: Sequence[Outgoing], *, ticket_id: int | None, kind: str
+) -> bool:
+    """Queue internal mail (agent notifications: automatic) in one statement; no message rows."""
+    if not mails or not _admitted(ctx, ticket_id, mails, True, kind):
+        return False
+    rows = [_outbox_row(out, ticket_id, kind, True) for out in mails]
+    ctx.session.connection().execute(_OUTBOX_INSERT, rows)
+    return True
+
+
+def _admitted(
+    ctx: MailContext, ticket_id: int | None, mails: Sequence[Outgoing], automatic: bool, kind: str
+) -> bool:
+    """Ask the breaker; when it trips just now, queue its one mail to the lead."""
+    if ticket_id is None:
+        return True
+    decision = breaker.admit(ctx, ticket_id, mails, automatic=automatic, kind=kind)
+    if decision.lead_mail is not None:
+        lead_mail = decision.lead_mail
+        row = _outbox_row(lead_mail, ticket_id, breaker.LEAD_KIND, False)
+        row["rate_key"] = decision.lead_key
+        conn = ctx.session.connection()
+        conn.execute(_OUTBOX_INSERT, row)
+        conn.execute(_MESSAGE_INSERT, _message_row(lead_mail, ticket_id, "breaker", "system"))
+    return decision.ok

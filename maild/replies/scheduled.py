@@ -36,6 +36,20 @@ SUBJECTS: dict[str, dict[str, str]] = {
 }
 
 
+# Reminders count among the automatic mails an address may get per hour (the breaker); a survey
+# or a resolution comes once per solve cycle and is left to the per-request limit.
+REMINDERS = frozenset(
+    {
+        "pending_reminder",
+        "hold_customer",
+        "hold_department_reminder",
+        "sla_warning",
+        "sla_breach",
+        "sla_delay",
+    }
+)
+
+
 def staff_for(ticket: Ticket, config: Config) -> tuple[str, ...]:
     """The assignee, or every agent when nobody has the request."""
     if ticket.assignee:
@@ -66,11 +80,13 @@ class Notices:
         tagged = tagged_subject(self.config.desk.tag, ticket.id, ticket.subject)
         return f"{label} {tagged}".strip()
 
+    def _ctx(self, session: Session) -> SweepContext:
+        return SweepContext(session, self.config, self.renderer, fixed_clock(self.now))
+
     def _mail(
         self, session: Session, ticket: Ticket, to: str, template: str, **kw: Any
     ) -> Outgoing:
-        ctx = SweepContext(session, self.config, self.renderer, fixed_clock(self.now))
-        out = mail(ctx, ticket, to=[to], template=template, **kw)
+        out = mail(self._ctx(session), ticket, to=[to], template=template, **kw)
         return replace(out, subject=self.subject(ticket, template, out.language))
 
     def to_customer(self, session: Session, ticket: Ticket, template: str, **context: Any) -> None:
@@ -89,7 +105,8 @@ class Notices:
             customer=True,
             **context,
         )
-        enqueue(session, out, ticket_id=ticket.id, kind=template)
+        automatic = template in REMINDERS
+        enqueue(self._ctx(session), out, ticket_id=ticket.id, kind=template, automatic=automatic)
 
     def to_staff(
         self,
@@ -112,8 +129,8 @@ class Notices:
             out = self._mail(
                 session, ticket, rcpt, template, language=language, message_id=mid, **context
             )
-            enqueue(session, out, ticket_id=ticket.id, kind=template, automatic=False)
-            sent += 1
+            ctx, automatic = self._ctx(session), template in REMINDERS
+            sent += enqueue(ctx, out, ticket_id=ticket.id, kind=template, automatic=automatic)
         if not sent:
             log.warning("request #%d: no one to send %s to (no agents?)", ticket.id, template)
         return sent

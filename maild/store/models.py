@@ -98,6 +98,10 @@ class Ticket(Base):
     last_customer_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # The mail circuit breaker (migration h9loop): when it stopped this request's mail, and
+    # when an agent last let it go again (counting starts there).
+    mail_held_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    mail_released_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     ccs: Mapped[list[TicketCc]] = relationship(
         back_populates="ticket", cascade="all, delete-orphan", order_by="TicketCc.email"
@@ -217,5 +221,6 @@ class Outbox(Base):
     __table_args__ = (
         Index("ix_outbox_due", "state", "next_attempt_at"),
         Index("ix_outbox_rate", "rate_key", "created_at"),
+        Index("ix_outbox_ticket", "ticket_id", "created_at"),
         UniqueConstraint("message_id", name="uq_outbox_message_id"),
     )

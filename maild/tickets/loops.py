@@ -30,6 +30,10 @@ class LoopInput:
     report_type: str
     desk_addresses: frozenset[str]
     loop_name: str
+    # The first characters of the text, and whether the mail answers one the desk sent
+    # (a reference at the desk's domain): body and "thank you" rules apply only to those.
+    body_start: str = ""
+    answers_desk: bool = False
 
 
 @dataclass(frozen=True)
@@ -234,6 +238,7 @@ def _list_headers(view: _View) -> Verdict | None:
 _END = r"\s*(?:[:\uff1a]|$)"
 _SUBJECT_RULES: tuple[tuple[str, str, str], ...] = (
     (AUTO_REPLY, "Auto reply:", r"auto[- ]?reply\s*[:\uff1a]"),
+    (AUTO_REPLY, "Autoreply", r"auto[- ]?reply" + _END),
     (AUTO_REPLY, "Automatic reply:", r"automatic reply\s*[:\uff1a]"),
     (AUTO_REPLY, "Out of Office", r"out of (?:the )?office(?:\s+auto-?reply)?" + _END),
     (AUTO_REPLY, "Abwesenheitsnotiz", r"abwesenheitsnotiz" + _END),
@@ -272,6 +277,73 @@ def _subject(view: _View) -> Verdict | None:
     return None
 
 
+# --- autoresponders without headers: answers to the desk's own mail -----------------
+
+# An autoresponder's fixed subject, not a reply ("Re: ..."): "Thanks for your mail".
+_THANKS_SUBJECT_RE = re.compile(
+    r"(?:many\s+)?(?:thanks|thank\s+you)\s+(?:for\s+(?:your|the)\s+"
+    r"(?:e-?mail|mail|message|letter|inquiry|enquiry|request)|for\s+contacting)"
+    r"|(?:спасибо|благодарим)(?:\s+вас)?\s+за\s+(?:ваше\s+|ваш\s+)?"
+    r"(?:письмо|сообщение|обращение)",
+    re.IGNORECASE,
+)
+
+
+def _fresh_subject(subject: str) -> bool:
+    """No reply prefix: an autoresponder's own subject, not the request's."""
+    subject = " ".join(subject.split())
+    return bool(subject) and strip_reply_prefixes(subject) == subject
+
+
+def _thanks_subject(view: _View) -> Verdict | None:
+    if not view.inp.answers_desk or not _fresh_subject(view.inp.subject):
+        return None
+    if _THANKS_SUBJECT_RE.match(_subject_core(view.inp.subject)):
+        return Verdict(AUTO_REPLY, "a 'thank you for your mail' subject answering our mail")
+    return None
+
+
+_GREETING_RE = re.compile(
+    r"^(?:hello|hi|dear|good\s+(?:morning|afternoon|day)|greetings|здравствуйте|добрый\s+день"
+    r"|доброе\s+утро|добрый\s+вечер|уважаемый|уважаемая|приветствую)\b.{0,40}$",
+    re.IGNORECASE,
+)
+_AWAY_RE = re.compile(
+    r"(?:^|[.!]\s+)(?:"
+    r"(?:this\s+is\s+an?\s+)?(?:automatic|automated|auto-?generated)\s+(?:reply|response|message)"
+    r"|auto[- ]?reply\b|out\s+of\s+(?:the\s+)?office\b"
+    r"|(?:i\s+am|i'm|i\s+will\s+be|i'll\s+be)\s+(?:currently\s+|now\s+)?(?:away\b"
+    r"|out\s+of\s+(?:the\s+)?office|on\s+(?:annual\s+|sick\s+|parental\s+)?"
+    r"(?:leave|vacation|holidays?)\b|off\s+work)"
+    r"|(?:это\s+)?автоматическ(?:ий|ое)\s+(?:ответ|сообщение)|автоответ"
+    r"|(?:я\s+)?(?:сейчас\s+|в\s+настоящее\s+время\s+)?(?:нахожусь\s+)?в\s+отпуске"
+    r"|(?:я\s+)?(?:нахожусь\s+|буду\s+)?вне\s+офиса|меня\s+нет\s+в\s+офисе"
+    r"|я\s+(?:сейчас\s+)?(?:отсутствую|в\s+командировке|на\s+больничном))",
+    re.IGNORECASE,
+)
+
+
+def _first_line(text: str) -> str:
+    """The first line that says something: blank lines and a short greeting skipped."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if len(lines) > 1 and _GREETING_RE.match(lines[0]):
+        return lines[1]
+    return lines[0] if lines else ""
+
+
+def _away_text(view: _View) -> Verdict | None:
+    if not view.inp.answers_desk:
+        return None
+    places = [("first line", view.inp.body_start)]
+    if _fresh_subject(view.inp.subject):  # a reply's subject is the customer's own words
+        places.insert(0, ("subject", _subject_core(view.inp.subject)))
+    for where, text in places:
+        line = " ".join(_first_line(text).split())[:300]
+        if found := _AWAY_RE.search(line):
+            return Verdict(AUTO_REPLY, f"{where} says {found.group(0).strip(' .!')!r}")
+    return None
+
+
 _RULES: tuple[Rule, ...] = (
     _own_x_loop,
     _from_desk,
@@ -287,6 +359,8 @@ _RULES: tuple[Rule, ...] = (
     _suppress_with_subject,
     _list_headers,
     _subject,
+    _thanks_subject,
+    _away_text,
 )
 
 
