@@ -27,6 +27,7 @@ from typing import Any
 
 from sqlalchemy import (
     Column,
+    Connection,
     DateTime,
     Integer,
     LargeBinary,
@@ -38,6 +39,7 @@ from sqlalchemy import (
     func,
     insert,
     select,
+    update,
 )
 from sqlalchemy.exc import DBAPIError
 
@@ -46,6 +48,7 @@ from maild.ingest.accept import (
     INBOUND,
     Incoming,
     Stored,
+    digest,
     inbound_row,
     inherit_thread_keys,
     parent_ids,
@@ -84,6 +87,18 @@ SPOOL_COLUMNS = (
     "thread_key",
 )
 _PUT = insert(SPOOL).returning(SPOOL.c.id, sort_by_parameter_order=True)
+# 1: digests in one line-ending form (accept.digest); a spool of version 0 is re-digested.
+SPOOL_VERSION = 1
+
+
+def _redigest(conn: Connection) -> None:
+    """Give rows spooled by an earlier version today's digest, so the import still finds the
+    copy of each that may already be in ``inbound`` (a clean stop leaves no rows at all)."""
+    rows = conn.execute(select(SPOOL.c.id, SPOOL.c.digest, SPOOL.c.raw)).all()
+    for row_id, old, raw in rows:
+        new = digest(bytes(raw))
+        if new != old:
+            conn.execute(update(SPOOL).where(SPOOL.c.id == row_id).values(digest=new))
 
 
 @dataclass(frozen=True)
@@ -163,6 +178,9 @@ class Spool:
                 conn.exec_driver_sql("UPDATE spool SET thread_key = id")
             for index in SPOOL.indexes:
                 index.create(conn, checkfirst=True)
+            if conn.exec_driver_sql("PRAGMA user_version").scalar_one() < SPOOL_VERSION:
+                _redigest(conn)
+                conn.exec_driver_sql(f"PRAGMA user_version = {SPOOL_VERSION}")
 
     @classmethod
     def for_storage(cls, storage_url: str) -> Spool | None:
