@@ -7,12 +7,14 @@ import contextlib
 import logging
 import signal
 import socket
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, TypeVar
 
 from aiohttp import web
 
 from maild.clock import Clock, system_clock
 from maild.config import Config
+from maild.errors import CannotListen
 from maild.ingest.accept import Acceptor
 from maild.ingest.smtp import Handler, start_server, start_unix_server
 from maild.ingest.spool import Spool, import_spool
@@ -30,11 +32,20 @@ log = logging.getLogger(__name__)
 SUPERVISE_SECONDS = 2.0  # how often the daemon checks that its pipeline workers are alive
 POISON_DEATHS = 3  # a message careful workers died on this many times goes to quarantine
 CAREFUL_MESSAGES = 64  # after a death, the successor takes this many messages one at a time
+T = TypeVar("T")
 
 
 def split_hostport(value: str) -> tuple[str, int]:
     host, _, port = value.rpartition(":")
     return host.strip("[]"), int(port)
+
+
+async def _listen(key: str, address: str, opening: Awaitable[T]) -> T:
+    """Bind a listener; a busy or forbidden address is a CannotListen naming ``key``."""
+    try:
+        return await opening
+    except OSError as exc:
+        raise CannotListen(key, address, exc) from exc
 
 
 class Daemon:
@@ -161,7 +172,7 @@ class Daemon:
 
     async def start(self) -> None:
         await asyncio.to_thread(upgrade, self.db)
-        self._start_workers()
+        # Every listener binds before anything runs: a busy port stops start-up with one line.
         host, port = split_hostport(self.config.smtp.listen)
         handler = Handler(
             self.acceptor,
@@ -169,14 +180,31 @@ class Daemon:
             max_recipients=self.config.smtp.max_recipients,
         )
         self.handlers.append(handler)
-        self.servers.append(await start_server(handler, host, port, hostname=socket.getfqdn()))
+        self.servers.append(
+            await _listen(
+                "smtp.listen",
+                self.config.smtp.listen,
+                start_server(handler, host, port, hostname=socket.getfqdn()),
+            )
+        )
         await self._start_lmtp()
+        whost, wport = split_hostport(self.config.web.listen)
+        self.web = await _listen(
+            "web.listen",
+            self.config.web.listen,
+            start_web(
+                self.db,
+                whost,
+                wport,
+                self.config,
+                self.clock,
+                self.sender.wake.set,
+                spool=self.spool,
+            ),
+        )
+        self._start_workers()
         self._start_imap()
         self._sender_task = asyncio.create_task(self.sender.run(self.stopping), name="outbox")
-        whost, wport = split_hostport(self.config.web.listen)
-        self.web = await start_web(
-            self.db, whost, wport, self.config, self.clock, self.sender.wake.set, spool=self.spool
-        )
         self.scheduler = SweepScheduler(self.db, self.config, self.clock, self.sender.wake.set)
         self.scheduler.start()
         self._wake_pipeline()  # accepted before a crash, not yet processed
@@ -213,11 +241,11 @@ class Daemon:
         )
         self.handlers.append(handler)
         if listen.startswith("/"):
-            server = await start_unix_server(handler, listen, hostname=socket.getfqdn())
+            opening = start_unix_server(handler, listen, hostname=socket.getfqdn())
         else:
             host, port = split_hostport(listen)
-            server = await start_server(handler, host, port, hostname=socket.getfqdn(), lmtp=True)
-        self.servers.append(server)
+            opening = start_server(handler, host, port, hostname=socket.getfqdn(), lmtp=True)
+        self.servers.append(await _listen("lmtp.listen", listen, opening))
         log.info("lmtp on %s", listen)
 
     @property
@@ -284,6 +312,23 @@ class Daemon:
         done = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, done.set)
-        await self.start()
+        try:
+            await self.start()
+        except BaseException:
+            await self._abandon_start()
+            raise
         await done.wait()
         await self.stop()
+
+    async def _abandon_start(self) -> None:
+        """Start-up failed (a busy port, an unwritable path): undo what it began, quietly, so
+        that the process can end with the one line that says why."""
+        self._closing = True
+        for server in self.servers:
+            server.close()
+        if self.web is not None:
+            await self.web.cleanup()
+        await asyncio.gather(*(asyncio.to_thread(w.stop) for w in self.workers))
+        self.db.dispose()
+        if self.spool is not None:
+            self.spool.dispose()

@@ -44,6 +44,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import DBAPIError
 
 from maild.clock import Clock, system_clock
+from maild.errors import CannotCreate
 from maild.ingest.accept import (
     INBOUND,
     Incoming,
@@ -163,8 +164,12 @@ class Spool:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.db = Database(f"sqlite:///{path}")
-        _META.create_all(self.db.engine)
-        self._upgrade()
+        try:
+            _META.create_all(self.db.engine)
+            self._upgrade()
+        except DBAPIError as exc:
+            self.db.dispose()
+            raise CannotCreate("spool", path, str(exc.orig).splitlines()[0]) from exc
 
     def _upgrade(self) -> None:
         """Bring a spool file written by an earlier version up to this table (its rows stay)."""

@@ -14,6 +14,8 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
+from maild.errors import CannotCreate
+
 log = logging.getLogger(__name__)
 
 
@@ -85,7 +87,10 @@ class Database:
         if self.is_sqlite:
             path = sqlite_path(url)
             if path is not None:
-                path.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                except OSError as exc:
+                    raise CannotCreate("database", path, f"{exc.filename}: {exc.strerror}") from exc
             kwargs["connect_args"] = {"timeout": 30, "check_same_thread": False}
         else:
             kwargs.update(
