@@ -58,7 +58,8 @@ class Notices:
 
     config: Config
     renderer: Renderer
-    now: datetime
+    now: datetime  # the instant the sweep acts at (`maild sweep --now` may move it)
+    dated: datetime | None = None  # Date: and due time of the mail, when not ``now``
 
     def subject(self, ticket: Ticket, template: str, language: str) -> str:
         label = SUBJECTS.get(template, {}).get(language, "")
@@ -70,7 +71,9 @@ class Notices:
     ) -> Outgoing:
         ctx = SweepContext(session, self.config, self.renderer, fixed_clock(self.now))
         out = mail(ctx, ticket, to=[to], template=template, **kw)
-        return replace(out, subject=self.subject(ticket, template, out.language))
+        return replace(
+            out, subject=self.subject(ticket, template, out.language), date=self.dated or out.date
+        )
 
     def to_customer(self, session: Session, ticket: Ticket, template: str, **context: Any) -> None:
         """One mail to the requester (and the request's CCs) in the request's language."""
