@@ -16,7 +16,14 @@ from sqlalchemy.exc import DBAPIError
 
 from maild import cli_clock, views
 from maild.config import Config, load
-from maild.errors import CannotCreate, CannotListen, ConfigError, RejectedMessage, TemporaryFailure
+from maild.errors import (
+    CannotCreate,
+    CannotListen,
+    ConfigError,
+    RejectedMessage,
+    TemporaryFailure,
+    UnsafeStorage,
+)
 from maild.ingest.accept import check_acceptable, store_raw, strip_mbox_line
 from maild.pipeline.runner import Pipeline
 from maild.store.db import Database, sqlite_path
@@ -284,6 +291,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CannotCreate as exc:
         print(f"maild: {exc}", file=sys.stderr)
         return EX_TEMPFAIL if args.command == "deliver" else EX_CANTCREAT
+    except UnsafeStorage as exc:  # a server or hook below FULL / on: fix it, then start
+        print(f"maild: {exc}", file=sys.stderr)
+        return EX_TEMPFAIL if args.command == "deliver" else EX_CONFIG
     except DBAPIError as exc:
         return _database_error(config, exc)
 
