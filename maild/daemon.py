@@ -172,7 +172,7 @@ class Daemon:
 
     async def start(self) -> None:
         await asyncio.to_thread(upgrade, self.db)
-        # Every listener binds before anything runs: a busy port stops start-up with one line.
+        self._start_workers()
         host, port = split_hostport(self.config.smtp.listen)
         handler = Handler(
             self.acceptor,
@@ -188,6 +188,8 @@ class Daemon:
             )
         )
         await self._start_lmtp()
+        self._start_imap()
+        self._sender_task = asyncio.create_task(self.sender.run(self.stopping), name="outbox")
         whost, wport = split_hostport(self.config.web.listen)
         self.web = await _listen(
             "web.listen",
@@ -202,9 +204,6 @@ class Daemon:
                 spool=self.spool,
             ),
         )
-        self._start_workers()
-        self._start_imap()
-        self._sender_task = asyncio.create_task(self.sender.run(self.stopping), name="outbox")
         self.scheduler = SweepScheduler(self.db, self.config, self.clock, self.sender.wake.set)
         self.scheduler.start()
         self._wake_pipeline()  # accepted before a crash, not yet processed
@@ -321,14 +320,28 @@ class Daemon:
         await self.stop()
 
     async def _abandon_start(self) -> None:
-        """Start-up failed (a busy port, an unwritable path): undo what it began, quietly, so
-        that the process can end with the one line that says why."""
+        """Start-up failed (a busy port, say): undo what it began, quietly, so that the process
+        can end with the one line that says why."""
         self._closing = True
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._supervisor
         for server in self.servers:
             server.close()
+        for source in self.imap_sources:
+            await asyncio.to_thread(source.stop)
         if self.web is not None:
             await self.web.cleanup()
+        for worker in self.workers:
+            if isinstance(worker, ProcessWorker):
+                with contextlib.suppress(OSError, ValueError):
+                    asyncio.get_running_loop().remove_reader(worker.fileno())
         await asyncio.gather(*(asyncio.to_thread(w.stop) for w in self.workers))
+        if self._sender_task is not None:
+            self.stopping.set()
+            self.sender.wake.set()
+            await self._sender_task
         self.db.dispose()
         if self.spool is not None:
             self.spool.dispose()

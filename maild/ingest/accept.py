@@ -97,8 +97,11 @@ def digest(raw: bytes) -> str:
     ways is one request. A message that already ended in one line end keeps the digest the
     first versions gave it (migration ``h10edge`` updates the others).
     """
-    text = raw[_after_trace(raw) :].replace(b"\r\n", b"\n").rstrip(b"\n")
-    h = hashlib.sha256(text)
+    text = raw[_after_trace(raw) :].replace(b"\r\n", b"\n")
+    end = len(text)
+    while end and text[end - 1] == 0x0A:  # no copy of the message just to drop its last LF
+        end -= 1
+    h = hashlib.sha256(memoryview(text)[:end])
     h.update(b"\n")
     return h.hexdigest()
 
