@@ -9,19 +9,27 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from sqlalchemy import inspect, update
 from sqlalchemy.exc import DBAPIError
 
 from maild import cli_clock, views
 from maild.config import Config, load
-from maild.errors import ConfigError, RejectedMessage, TemporaryFailure
+from maild.errors import (
+    CannotCreate,
+    CannotListen,
+    ConfigError,
+    RejectedMessage,
+    TemporaryFailure,
+    UnsafeStorage,
+)
 from maild.ingest.accept import check_acceptable, store_raw, strip_mbox_line
 from maild.pipeline.runner import Pipeline
-from maild.store.db import Database
+from maild.store.db import Database, sqlite_path
 from maild.store.migrate import upgrade
 from maild.store.models import Inbound, Ticket
+from maild.tickets.status import STATUSES
 
 log = logging.getLogger("maild")
 
@@ -34,6 +42,14 @@ EX_OK, EX_USAGE, EX_DATAERR, EX_NOINPUT, EX_SOFTWARE, EX_TEMPFAIL, EX_CONFIG = (
     75,
     78,
 )
+EX_CANTCREAT = 73
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line and exit 64 (EX_USAGE), as the README says."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EX_USAGE, f"{self.prog}: usage error: {message} (see {self.prog} --help)\n")
 
 
 def _print_json(data: Any) -> None:
@@ -60,8 +76,29 @@ def cmd_init(config: Config, args: argparse.Namespace) -> int:
 def cmd_run(config: Config, args: argparse.Namespace) -> int:
     from maild.daemon import Daemon
 
-    asyncio.run(Daemon(config).serve_forever())
+    try:
+        asyncio.run(Daemon(config).serve_forever())
+    except CannotListen as exc:  # busy: another maild, or the old one still stopping
+        print(f"maild: {exc}", file=sys.stderr)
+        return EX_TEMPFAIL if exc.in_use else EX_CANTCREAT
+    except OSError as exc:
+        if exc.filename is None:
+            raise
+        print(f"maild: cannot create or write {exc.filename}: {exc.strerror}", file=sys.stderr)
+        return EX_CANTCREAT
     return EX_OK
+
+
+def _database_error(config: Config, exc: DBAPIError) -> int:
+    """One line for a database error that reached the top, naming a SQLite file's path."""
+    reason = str(exc.orig or exc).splitlines()[0]
+    path = sqlite_path(config.storage_url) if config.storage_url.startswith("sqlite") else None
+    if path is None:
+        print(f"maild: database error: {reason}", file=sys.stderr)
+        return EX_TEMPFAIL
+    print(f"maild: database {path.resolve()}: {reason}", file=sys.stderr)
+    cannot_write = any(w in reason for w in ("unable to open", "readonly", "read-only"))
+    return EX_CANTCREAT if cannot_write else EX_TEMPFAIL
 
 
 def cmd_deliver(config: Config, args: argparse.Namespace) -> int:
@@ -185,7 +222,7 @@ def _quarantine_one(config: Config, db: Database, args: argparse.Namespace) -> i
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="maild", description="A help desk that lives in email.")
+    p = _Parser(prog="maild", description="A help desk that lives in email.")
     p.add_argument(
         "--config",
         default=os.environ.get("MAILD_CONFIG", "./config.toml"),
@@ -199,7 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--sender", "-f", default=None, help="envelope sender")
     d.add_argument("recipient", nargs="*", help="envelope recipients")
     t = sub.add_parser("tickets", help="list requests")
-    t.add_argument("--status")
+    t.add_argument("--status", choices=STATUSES)
     t.add_argument("--unattached", action="store_true", help="also list unattached mail")
     t.add_argument("--json", action="store_true")
     s = sub.add_parser("show", help="show one request")
@@ -241,13 +278,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"maild: {exc}", file=sys.stderr)
         return EX_TEMPFAIL if args.command == "deliver" else EX_CONFIG
     try:
-        return COMMANDS[args.command](config, args)
+        code = COMMANDS[args.command](config, args)
+        sys.stdout.flush()  # here, where a closed pipe can still be told apart
+        return code
+    except BrokenPipeError:
+        # `maild tickets --json | head`: the reader has what it wanted; end quietly.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EX_OK
     except TemporaryFailure as exc:
         print(f"maild: {exc}", file=sys.stderr)
         return EX_TEMPFAIL
+    except CannotCreate as exc:
+        print(f"maild: {exc}", file=sys.stderr)
+        return EX_TEMPFAIL if args.command == "deliver" else EX_CANTCREAT
+    except UnsafeStorage as exc:  # a server or hook below FULL / on: fix it, then start
+        print(f"maild: {exc}", file=sys.stderr)
+        return EX_TEMPFAIL if args.command == "deliver" else EX_CONFIG
     except DBAPIError as exc:
-        print(f"maild: database error: {str(exc.orig or exc).splitlines()[0]}", file=sys.stderr)
-        return EX_TEMPFAIL
+        return _database_error(config, exc)
 
 
 if __name__ == "__main__":

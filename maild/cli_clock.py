@@ -58,7 +58,8 @@ def cmd_sweep(config: Config, args: argparse.Namespace) -> int:
         return EX_USAGE
     db = _database(config)
     try:
-        done = run_all(db, config, now)
+        # Judged at --now; the mail it queues is dated now and due at once (not at --now).
+        done = run_all(db, config, now, dated=system_clock())
     finally:
         db.dispose()
     if args.json:

@@ -7,13 +7,15 @@ import contextlib
 import logging
 import signal
 import socket
+from collections.abc import Awaitable
 from dataclasses import replace
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
 
 from maild.clock import Clock, system_clock
 from maild.config import Config
+from maild.errors import CannotListen
 from maild.ingest.accept import Acceptor
 from maild.ingest.smtp import Handler, start_server, start_unix_server
 from maild.ingest.smtp_guard import smtp_guard
@@ -32,11 +34,20 @@ log = logging.getLogger(__name__)
 SUPERVISE_SECONDS = 2.0  # how often the daemon checks that its pipeline workers are alive
 POISON_DEATHS = 3  # a message careful workers died on this many times goes to quarantine
 CAREFUL_MESSAGES = 64  # after a death, the successor takes this many messages one at a time
+T = TypeVar("T")
 
 
 def split_hostport(value: str) -> tuple[str, int]:
     host, _, port = value.rpartition(":")
     return host.strip("[]"), int(port)
+
+
+async def _listen(key: str, address: str, opening: Awaitable[T]) -> T:
+    """Bind a listener; a busy or forbidden address is a CannotListen naming ``key``."""
+    try:
+        return await opening
+    except OSError as exc:
+        raise CannotListen(key, address, exc) from exc
 
 
 class Daemon:
@@ -173,14 +184,28 @@ class Daemon:
         self.handlers.append(handler)
         guard = smtp_guard(self.config)
         self.servers.append(
-            await start_server(handler, host, port, hostname=socket.getfqdn(), guard=guard)
+            await _listen(
+                "smtp.listen",
+                self.config.smtp.listen,
+                start_server(handler, host, port, hostname=socket.getfqdn(), guard=guard),
+            )
         )
         await self._start_lmtp()
         self._start_imap()
         self._sender_task = asyncio.create_task(self.sender.run(self.stopping), name="outbox")
         whost, wport = split_hostport(self.config.web.listen)
-        self.web = await start_web(
-            self.db, whost, wport, self.config, self.clock, self.sender.wake.set, spool=self.spool
+        self.web = await _listen(
+            "web.listen",
+            self.config.web.listen,
+            start_web(
+                self.db,
+                whost,
+                wport,
+                self.config,
+                self.clock,
+                self.sender.wake.set,
+                spool=self.spool,
+            ),
         )
         self.scheduler = SweepScheduler(self.db, self.config, self.clock, self.sender.wake.set)
         self.scheduler.start()
@@ -219,15 +244,13 @@ class Daemon:
         self.handlers.append(handler)
         guard = replace(smtp_guard(self.config), peers=None)  # the operator's own MTA
         if listen.startswith("/"):
-            server = await start_unix_server(
-                handler, listen, hostname=socket.getfqdn(), guard=guard
-            )
+            opening = start_unix_server(handler, listen, hostname=socket.getfqdn(), guard=guard)
         else:
             host, port = split_hostport(listen)
-            server = await start_server(
+            opening = start_server(
                 handler, host, port, hostname=socket.getfqdn(), lmtp=True, guard=guard
             )
-        self.servers.append(server)
+        self.servers.append(await _listen("lmtp.listen", listen, opening))
         log.info("lmtp on %s", listen)
 
     @property
@@ -294,6 +317,37 @@ class Daemon:
         done = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, done.set)
-        await self.start()
+        try:
+            await self.start()
+        except BaseException:
+            await self._abandon_start()
+            raise
         await done.wait()
         await self.stop()
+
+    async def _abandon_start(self) -> None:
+        """Start-up failed (a busy port, say): undo what it began, quietly, so that the process
+        can end with the one line that says why."""
+        self._closing = True
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._supervisor
+        for server in self.servers:
+            server.close()
+        for source in self.imap_sources:
+            await asyncio.to_thread(source.stop)
+        if self.web is not None:
+            await self.web.cleanup()
+        for worker in self.workers:
+            if isinstance(worker, ProcessWorker):
+                with contextlib.suppress(OSError, ValueError):
+                    asyncio.get_running_loop().remove_reader(worker.fileno())
+        await asyncio.gather(*(asyncio.to_thread(w.stop) for w in self.workers))
+        if self._sender_task is not None:
+            self.stopping.set()
+            self.sender.wake.set()
+            await self._sender_task
+        self.db.dispose()
+        if self.spool is not None:
+            self.spool.dispose()

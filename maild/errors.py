@@ -1,5 +1,8 @@
 """One error family for maild: every failure the daemon reasons about is a MaildError."""
 
+import errno
+import os
+
 
 class MaildError(Exception):
     """Base of every error maild raises on purpose."""
@@ -32,3 +35,23 @@ class LimitExceeded(QuarantineError):
 
 class HeaderInjection(MaildError):
     """A value bound for an outgoing header or the SMTP envelope carries CR or LF."""
+
+
+class CannotListen(MaildError):
+    """A listener could not bind its address (in use, or not ours to take)."""
+
+    def __init__(self, key: str, address: str, exc: OSError) -> None:
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        super().__init__(f"cannot listen on {address} ({key}): {reason}")
+        self.in_use = exc.errno == errno.EADDRINUSE
+
+
+class UnsafeStorage(MaildError):
+    """A database connection was opened with less durability than maild promises."""
+
+
+class CannotCreate(MaildError):
+    """A file or folder maild must write (database, spool, outbox) cannot be created."""
+
+    def __init__(self, what: str, path: object, reason: str) -> None:
+        super().__init__(f"cannot create or write the {what} {path}: {reason}")

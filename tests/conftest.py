@@ -25,7 +25,30 @@ from maild.store.migrate import upgrade
 
 MAIL = Path(__file__).resolve().parent / "mail"
 CORPUS = Path(os.environ.get("MAILD_CORPUS", Path(__file__).resolve().parents[2] / "shared/corpus"))
-PG_URL = os.environ.get("MAILD_TEST_POSTGRES_URL", "")
+PG_DEFAULT = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+
+def _postgres_url() -> str:
+    """MAILD_TEST_POSTGRES_URL when set (empty: no PostgreSQL variants); else the local server
+    on the default port (127.0.0.1:5432, db test, user postgres) when one answers."""
+    if "MAILD_TEST_POSTGRES_URL" in os.environ:
+        return os.environ["MAILD_TEST_POSTGRES_URL"]
+    try:
+        import psycopg
+
+        psycopg.connect(PG_DEFAULT.replace("+psycopg", ""), connect_timeout=2).close()
+    except Exception:  # no server, no such database or user: the variants are skipped
+        return ""
+    return PG_DEFAULT
+
+
+PG_URL = _postgres_url()
+
+
+def pytest_report_header() -> str:
+    where = PG_URL.rsplit("@", 1)[-1] if PG_URL else "none (set MAILD_TEST_POSTGRES_URL)"
+    return f"maild: SQLite always; PostgreSQL variants: {where}"
+
 
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 

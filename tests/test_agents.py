@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from email import message_from_bytes
 from email.message import EmailMessage
 from email.policy import default
@@ -18,6 +18,7 @@ from maild.clock import fixed_clock
 from maild.config import Config
 from maild.ingest.accept import store_raw
 from maild.pipeline.runner import Pipeline
+from maild.scheduler.jobs import sweep_hold
 from maild.store.db import Database
 from maild.store.models import Event, Message, Outbox, Ticket
 
@@ -430,3 +431,28 @@ def test_task_deadline_by_command(db: Database, ingest: Ingest, opened: EmailMes
     assert due.astimezone(ZoneInfo("Europe/Moscow")).hour == 10
     ingest(reply_to(opened, "anna@example.com", "#due tomorrow\n#note\nx"))
     assert mails(db, "command-error")
+
+
+def test_departments_answer_ends_the_hold_reminders_until_a_new_escalation(
+    db: Database, config: Config
+) -> None:
+    def at(moment: datetime, raw: bytes) -> None:  # UTC, as the daemon's clock is
+        stored = store_raw(db, raw, source="test")
+        Pipeline(config, db, clock=fixed_clock(moment)).process(ids=[stored.inbound_id])
+
+    day, mon = timedelta(days=1), datetime(2026, 11, 23, 8, 0, tzinfo=UTC)  # 11:00 in Moscow
+    at(mon, make_mail("Invoice is wrong", message_id="<inv@client.example.org>"))
+    anna = notification(db, "anna@example.com")
+    at(mon, reply_to(anna, "anna@example.com", "#escalate billing\nWe asked billing."))
+    ((_, dept_mail),) = mails(db, "escalation")
+    assert sweep_hold(db, config, mon + day) == 1  # not answered yet: reminded
+    at(mon + 1.2 * day, reply_to(dept_mail, "billing@example.com", "Invoice 42 is corrected."))
+    for n in range(2, 10):  # it answered: nobody is told "still waiting" any more
+        assert sweep_hold(db, config, mon + n * day) == 0
+    assert len(mails(db, "hold_department_reminder")) == len(mails(db, "hold_customer")) == 1
+    # Anna asks billing again (answering the note it sent her): reminders start afresh.
+    note = notification(db, "anna@example.com")
+    at(mon + 9.5 * day, reply_to(note, "anna@example.com", "#escalate billing\nStill wrong."))
+    assert ticket(db).status == "hold"
+    assert sweep_hold(db, config, mon + 10.5 * day) == 1
+    assert len(mails(db, "hold_department_reminder")) == 2

@@ -200,7 +200,7 @@ def test_hold_reminds_the_department_and_tells_the_customer_once_a_day(
     assert len(events(db, number, "hold-reminded")) == 2
 
 
-def test_hold_is_quiet_while_the_department_answers(
+def test_the_departments_answer_ends_the_hold_reminders(
     db: Database, tmp_path: Path, db_url: str
 ) -> None:
     config = build_config(db_url, tmp_path)
@@ -215,9 +215,9 @@ def test_hold_is_quiet_while_the_department_answers(
                 created_at=T0 + timedelta(hours=20),
             )
         )
-    assert sweep_hold(db, config, T0 + timedelta(hours=30)) == 0
-    assert sweep_hold(db, config, T0 + timedelta(hours=44)) == 1
-    assert len(outbox(db, "hold_department_reminder")) == 1
+    for day in range(1, 10):  # it had answered: nobody is told "still waiting" any more
+        assert sweep_hold(db, config, T0 + timedelta(days=day, hours=1)) == 0
+    assert outbox(db, "hold_department_reminder") == outbox(db, "hold_customer") == []
 
 
 def test_two_sweepers_send_each_survey_exactly_once(
@@ -345,3 +345,20 @@ def test_scheduler_stop_waits_for_the_sweep_in_hand(
         assert finished.is_set()
 
     asyncio.run(main())
+
+
+def test_sweep_now_later_queues_mail_due_at_once_and_dated_now(
+    db: Database, tmp_path: Path, db_url: str
+) -> None:
+    """`maild sweep --now` judges what is due at that time; the mail is for today."""
+    config_path = write_toml(mapping(db_url, tmp_path), tmp_path / "config.toml")
+    solved_request(db, build_config(db_url, tmp_path), datetime.now(UTC) - timedelta(hours=1))
+    later = datetime.now(UTC) + timedelta(days=2)  # the survey is due then, autoclose is not
+    before = datetime.now(UTC).replace(microsecond=0)
+    done = maild(config_path, "sweep", "--now", later.isoformat())
+    assert done.returncode == 0, done.stderr
+    [survey] = outbox(db, "survey")
+    after = datetime.now(UTC)
+    due = survey.next_attempt_at.replace(tzinfo=UTC)
+    assert before <= due <= after  # the running daemon sends it now, not in 60 days
+    assert before <= mail(survey)["Date"].datetime <= after

@@ -31,6 +31,7 @@ _MSGID = re.compile(rb"(?im)^message-id[ \t]*:[ \t]*((?:.*)(?:\r?\n[ \t].*)*)")
 _REFERENCES = re.compile(rb"(?im)^references[ \t]*:[ \t]*((?:.*)(?:\r?\n[ \t].*)*)")
 _IN_REPLY_TO = re.compile(rb"(?im)^in-reply-to[ \t]*:[ \t]*((?:.*)(?:\r?\n[ \t].*)*)")
 _FIRST_ID = re.compile(rb"<[^<>\s]+>")
+_MBOX_FROM = re.compile(rb"From [^\s:]")  # "From sender date", never "From : x"
 
 
 @dataclass(frozen=True)
@@ -52,8 +53,9 @@ class Incoming:
 
 
 def strip_mbox_line(raw: bytes) -> bytes:
-    """Drop an mbox "From " line that pipe transports sometimes put first."""
-    if raw.startswith(b"From "):
+    """Drop an mbox "From " line that pipe transports sometimes put first (Postfix pipe flag
+    F, procmail, mbox imports); it is no header, and the mail below it is whole."""
+    if _MBOX_FROM.match(raw):
         end = raw.find(b"\n")
         return raw[end + 1 :] if end >= 0 else b""
     return raw
@@ -67,12 +69,8 @@ def header_block(raw: bytes) -> bytes:
     return raw
 
 
-def digest(raw: bytes) -> str:
-    """SHA-256 of the message without its leading trace headers and with LF line ends.
-
-    The same message retried by an MTA, or seen again over IMAP after a crash, has the same
-    digest even when a relay put another Received line on top.
-    """
+def _after_trace(raw: bytes) -> int:
+    """Where the message starts below the trace headers (Received, Return-Path...) on top."""
     pos, skipping = 0, False
     while pos < len(raw):
         end = raw.find(b"\n", pos)
@@ -86,7 +84,26 @@ def digest(raw: bytes) -> str:
         if not skipping:
             break
         pos = end + 1
-    return hashlib.sha256(raw[pos:].replace(b"\r\n", b"\n")).hexdigest()
+    return pos
+
+
+def digest(raw: bytes) -> str:
+    """SHA-256 of the message without its leading trace headers, in one line-ending form.
+
+    The same message retried by an MTA, or seen again over IMAP after a crash, has the same
+    digest even when a relay put another Received line on top. CRLF counts as LF, and the
+    message ends in exactly one line end: a pipe hands over bare LF, SMTP ends with CRLF, and a
+    client that sends bare LF gets a CRLF added at the end (smtplib), so one mail sent both
+    ways is one request. A message that already ended in one line end keeps the digest the
+    first versions gave it (migration ``h10edge`` updates the others).
+    """
+    text = raw[_after_trace(raw) :].replace(b"\r\n", b"\n")
+    end = len(text)
+    while end and text[end - 1] == 0x0A:  # no copy of the message just to drop its last LF
+        end -= 1
+    h = hashlib.sha256(memoryview(text)[:end])
+    h.update(b"\n")
+    return h.hexdigest()
 
 
 def quick_message_id(raw: bytes) -> str | None:

@@ -5,18 +5,33 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import stat
 from typing import Any
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from maild.errors import RejectedMessage, TemporaryFailure
-from maild.ingest.accept import Acceptor, Incoming, check_acceptable
+from maild.ingest.accept import Acceptor, Incoming, check_acceptable, strip_mbox_line
 from maild.ingest.smtp_guard import GuardedLMTP, GuardedSMTP, SessionGuard
 
 log = logging.getLogger(__name__)
 
 TEMPFAIL = "451 4.3.0 Temporary local problem, please try again later"
+# RFC 5321 allows 998 characters a line; real bounces (Amazon SES, GMX) carry 4,000, and
+# Postfix takes any length. Only CRLF ends a line in DATA, so a client that sends bare LF
+# (smtplib with a file read from disk) sends its whole message as one "line": allow 1 MiB.
+MAX_LINE = 1024 * 1024 + 3
+_BARE_LF_STUFFED = re.compile(rb"(?<!\r)\n\.\.")
+
+
+def _as_received(raw: bytes) -> bytes:
+    """The message as its sender meant it: no mbox "From " line, and the dot-stuffing of lines
+    a bare-LF client ended with LF undone (aiosmtpd undoes it after CRLF only; Postfix, like
+    smtplib, takes LF as a line end too)."""
+    if b"\n.." in raw:
+        raw = _BARE_LF_STUFFED.sub(b"\n.", raw)
+    return strip_mbox_line(raw)
 
 
 def _clean_address(address: str) -> str | None:
@@ -86,8 +101,7 @@ class Handler:
 
     async def _store(self, envelope: Envelope) -> str:
         raw = envelope.original_content or b""
-        if not isinstance(raw, bytes):
-            raw = bytes(raw)
+        raw = _as_received(bytes(raw))
         try:
             check_acceptable(raw, self.max_size)
             stored = await self.acceptor.accept(
@@ -109,11 +123,19 @@ class Handler:
         return TEMPFAIL
 
 
+class _SMTP(GuardedSMTP):
+    line_length_limit = MAX_LINE
+
+
+class _LMTP(GuardedLMTP):
+    line_length_limit = MAX_LINE
+
+
 def smtp_factory(
     handler: Handler, *, hostname: str, lmtp: bool = False, guard: SessionGuard | None = None
 ) -> Any:
     """A protocol factory for ``loop.create_server`` that runs aiosmtpd in our own loop."""
-    cls = GuardedLMTP if lmtp else GuardedSMTP
+    cls = _LMTP if lmtp else _SMTP
     session_guard = guard or SessionGuard()
 
     def factory() -> SMTP:

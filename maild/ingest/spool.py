@@ -27,6 +27,7 @@ from typing import Any
 
 from sqlalchemy import (
     Column,
+    Connection,
     DateTime,
     Integer,
     LargeBinary,
@@ -38,14 +39,17 @@ from sqlalchemy import (
     func,
     insert,
     select,
+    update,
 )
 from sqlalchemy.exc import DBAPIError
 
 from maild.clock import Clock, system_clock
+from maild.errors import CannotCreate
 from maild.ingest.accept import (
     INBOUND,
     Incoming,
     Stored,
+    digest,
     inbound_row,
     inherit_thread_keys,
     parent_ids,
@@ -84,6 +88,18 @@ SPOOL_COLUMNS = (
     "thread_key",
 )
 _PUT = insert(SPOOL).returning(SPOOL.c.id, sort_by_parameter_order=True)
+# 1: digests in one line-ending form (accept.digest); a spool of version 0 is re-digested.
+SPOOL_VERSION = 1
+
+
+def _redigest(conn: Connection) -> None:
+    """Give rows spooled by an earlier version today's digest, so the import still finds the
+    copy of each that may already be in ``inbound`` (a clean stop leaves no rows at all)."""
+    rows = conn.execute(select(SPOOL.c.id, SPOOL.c.digest, SPOOL.c.raw)).all()
+    for row_id, old, raw in rows:
+        new = digest(bytes(raw))
+        if new != old:
+            conn.execute(update(SPOOL).where(SPOOL.c.id == row_id).values(digest=new))
 
 
 @dataclass(frozen=True)
@@ -149,8 +165,12 @@ class Spool:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.db = Database(f"sqlite:///{path}")
-        _META.create_all(self.db.engine)
-        self._upgrade()
+        try:
+            _META.create_all(self.db.engine)
+            self._upgrade()
+        except DBAPIError as exc:
+            self.db.dispose()
+            raise CannotCreate("spool", path, str(exc.orig).splitlines()[0]) from exc
 
     def _upgrade(self) -> None:
         """Bring a spool file written by an earlier version up to this table (its rows stay)."""
@@ -164,6 +184,9 @@ class Spool:
                 conn.exec_driver_sql("UPDATE spool SET thread_key = id")
             for index in SPOOL.indexes:
                 index.create(conn, checkfirst=True)
+            if conn.exec_driver_sql("PRAGMA user_version").scalar_one() < SPOOL_VERSION:
+                _redigest(conn)
+                conn.exec_driver_sql(f"PRAGMA user_version = {SPOOL_VERSION}")
 
     @classmethod
     def for_storage(cls, storage_url: str) -> Spool | None:

@@ -51,7 +51,9 @@ def escalate(
     """Put ``ticket`` on hold for ``dept``: mail the department, tell the customer when."""
     cfg, now = ctx.config, ctx.clock()
     history, last = _history(ctx, ticket)
-    change_status(ticket, "hold", now, cfg.clock, department=dept.name)
+    if change_status(ticket, "hold", now, cfg.clock, department=dept.name) is None:
+        # Asked again while waiting for it: a new escalation, whose reminders start afresh.
+        ticket.status_since, ticket.reminded_at = now, None
     to_dept = mail(
         ctx,
         ticket,

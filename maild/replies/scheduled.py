@@ -73,7 +73,8 @@ class Notices:
 
     config: Config
     renderer: Renderer
-    now: datetime
+    now: datetime  # the instant the sweep acts at (`maild sweep --now` may move it)
+    dated: datetime | None = None  # Date: and due time of the mail, when not ``now``
 
     def subject(self, ticket: Ticket, template: str, language: str) -> str:
         label = SUBJECTS.get(template, {}).get(language, "")
@@ -87,7 +88,9 @@ class Notices:
         self, session: Session, ticket: Ticket, to: str, template: str, **kw: Any
     ) -> Outgoing:
         out = mail(self._ctx(session), ticket, to=[to], template=template, **kw)
-        return replace(out, subject=self.subject(ticket, template, out.language))
+        return replace(
+            out, subject=self.subject(ticket, template, out.language), date=self.dated or out.date
+        )
 
     def to_customer(self, session: Session, ticket: Ticket, template: str, **context: Any) -> None:
         """One mail to the requester (and the request's CCs) in the request's language."""

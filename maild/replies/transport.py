@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import tempfile
 import time
 from collections.abc import Sequence
 from itertools import count
@@ -15,7 +16,7 @@ from urllib.parse import unquote, urlsplit
 import aiosmtplib
 
 from maild.config import OutboundConfig
-from maild.errors import MaildError
+from maild.errors import CannotCreate, MaildError
 
 
 class SendError(MaildError):
@@ -41,8 +42,14 @@ class MaildirTransport:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        for sub in ("tmp", "new", "cur"):
-            (path / sub).mkdir(parents=True, exist_ok=True)
+        try:
+            for sub in ("tmp", "new", "cur"):
+                (path / sub).mkdir(parents=True, exist_ok=True)
+            fd, probe = tempfile.mkstemp(dir=path / "tmp")  # a folder we cannot write fails now
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as exc:
+            raise CannotCreate("outbox", path, f"{exc.filename}: {exc.strerror}") from exc
 
     def _write(self, sender: str, recipients: Sequence[str], raw: bytes) -> None:
         name = f"{time.time():.6f}.P{os.getpid()}Q{next(self._seq)}.{socket.gethostname()}"

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import exists, or_
 from sqlalchemy.orm import Session
 
 from maild.clock import as_utc
@@ -25,11 +24,18 @@ from maild.web.links import RATINGS, rating_url
 
 log = logging.getLogger(__name__)
 
-Sweep = Callable[[Database, Config, datetime], int]
+
+class Sweep(Protocol):
+    """A sweep acts as if it were ``now``; the mail it queues is dated ``dated`` (default:
+    ``now``), so `maild sweep --now LATER` queues mail that is due at once and dated today."""
+
+    def __call__(
+        self, db: Database, config: Config, now: datetime, *, dated: datetime | None = None
+    ) -> int: ...
 
 
-def _notices(config: Config, now: datetime) -> Notices:
-    return Notices(config, Renderer(config.desk.templates), now)
+def _notices(config: Config, now: datetime, dated: datetime | None) -> Notices:
+    return Notices(config, Renderer(config.desk.templates), now, dated)
 
 
 def local_text(value: datetime, config: Config) -> str:
@@ -43,10 +49,12 @@ def _status(s: Session, t: Ticket, new: str, now: datetime, config: Config, why:
         add_event(s, t.id, now, "status-changed", old=change[0], new=change[1], reason=why)
 
 
-def sweep_survey(db: Database, config: Config, now: datetime) -> int:
+def sweep_survey(
+    db: Database, config: Config, now: datetime, *, dated: datetime | None = None
+) -> int:
     """Solved for ``[survey] delay_hours`` and no survey yet: send it, with signed links."""
     now = as_utc(now)
-    notices = _notices(config, now)
+    notices = _notices(config, now, dated)
     expires = now + timedelta(days=config.clock.survey_valid_days)
     web, key = config.web.base_url, config.secret_key
 
@@ -67,7 +75,9 @@ def sweep_survey(db: Database, config: Config, now: datetime) -> int:
     return for_each_due(db, "survey", where, send)
 
 
-def sweep_autoclose(db: Database, config: Config, now: datetime) -> int:
+def sweep_autoclose(
+    db: Database, config: Config, now: datetime, *, dated: datetime | None = None
+) -> int:
     """Solved with no reply for ``[autoclose] days``: closed (a later reply is a follow-up)."""
     now = as_utc(now)
     since = now - timedelta(days=config.clock.autoclose_days)
@@ -80,10 +90,12 @@ def sweep_autoclose(db: Database, config: Config, now: datetime) -> int:
     return for_each_due(db, "autoclose", where, close)
 
 
-def sweep_pending(db: Database, config: Config, now: datetime) -> int:
+def sweep_pending(
+    db: Database, config: Config, now: datetime, *, dated: datetime | None = None
+) -> int:
     """Waiting for the customer: remind after ``remind_days``, solve after ``solve_days``."""
     now = as_utc(now)
-    notices = _notices(config, now)
+    notices = _notices(config, now, dated)
     remind_at = now - timedelta(days=config.clock.pending_remind_days)
     solve_at = now - timedelta(days=config.clock.pending_solve_days)
 
@@ -107,24 +119,19 @@ def sweep_pending(db: Database, config: Config, now: datetime) -> int:
     return for_each_due(db, "pending", where, act)
 
 
-def _last_department_reply(s: Session, ticket_id: int) -> datetime | None:
-    stmt = select(func.max(Message.created_at)).where(
-        Message.ticket_id == ticket_id, Message.kind == "department", Message.direction == "in"
-    )
-    value = s.scalar(stmt)
-    return as_utc(value) if value is not None else None
+def sweep_hold(
+    db: Database, config: Config, now: datetime, *, dated: datetime | None = None
+) -> int:
+    """Waiting for a department: remind it and tell the customer once a day until it answers.
 
-
-def sweep_hold(db: Database, config: Config, now: datetime) -> int:
-    """Waiting for a department that has not answered: remind it and tell the customer."""
+    The department's answer ends the reminders of that escalation (the agent reads it and
+    decides); a new ``#escalate`` starts the hold, and its reminders, again.
+    """
     now = as_utc(now)
-    notices = _notices(config, now)
+    notices = _notices(config, now, dated)
     quiet = timedelta(hours=config.clock.hold_remind_hours)
 
     def remind(s: Session, t: Ticket) -> bool:
-        answered = _last_department_reply(s, t.id)
-        if answered is not None and answered > now - quiet:
-            return False
         dept = config.department(t.hold_department or "")
         to = (dept.email,) if dept else staff_for(t, config)
         if dept is None:
@@ -136,10 +143,17 @@ def sweep_hold(db: Database, config: Config, now: datetime) -> int:
         add_event(s, t.id, now, "hold-reminded", department=t.hold_department, to=list(to))
         return True
 
+    answered = exists().where(
+        Message.ticket_id == Ticket.id,
+        Message.kind == "department",
+        Message.direction == "in",
+        Message.created_at >= Ticket.status_since,
+    )
     where = [
         Ticket.status == "hold",
         Ticket.status_since <= now - quiet,
         or_(Ticket.reminded_at.is_(None), Ticket.reminded_at <= now - max(quiet, timedelta(1))),
+        ~answered,
     ]
     return for_each_due(db, "hold", where, remind)
 
@@ -179,10 +193,10 @@ def _tell_delay(s: Session, t: Ticket, notices: Notices, config: Config) -> None
     add_event(s, t.id, now, "delay-told", new_time=later.isoformat())
 
 
-def sweep_sla(db: Database, config: Config, now: datetime) -> int:
+def sweep_sla(db: Database, config: Config, now: datetime, *, dated: datetime | None = None) -> int:
     """No agent reply yet: warn the assignee at ``[sla] warn_at``, tell the lead at 100 %."""
     now = as_utc(now)
-    notices = _notices(config, now)
+    notices = _notices(config, now, dated)
 
     def progress(t: Ticket) -> float:
         assert t.due_at is not None
@@ -214,6 +228,8 @@ SWEEPS: tuple[tuple[str, Sweep], ...] = (
 )
 
 
-def run_all(db: Database, config: Config, now: datetime) -> dict[str, int]:
+def run_all(
+    db: Database, config: Config, now: datetime, *, dated: datetime | None = None
+) -> dict[str, int]:
     """Every sweep once at ``now`` (what `maild sweep` does); returns what each one did."""
-    return {name: sweep(db, config, now) for name, sweep in SWEEPS}
+    return {name: sweep(db, config, now, dated=dated) for name, sweep in SWEEPS}

@@ -14,6 +14,8 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
+from maild.errors import CannotCreate, UnsafeStorage
+
 log = logging.getLogger(__name__)
 
 
@@ -47,6 +49,44 @@ def _setup_postgres(engine: Engine) -> None:
         with dbapi_connection.cursor() as cur:
             cur.execute("SET synchronous_commit = on")
         dbapi_connection.commit()
+
+
+SQLITE_FULL = 2  # PRAGMA synchronous: 0 OFF, 1 NORMAL, 2 FULL, 3 EXTRA
+PG_DURABLE = ("on", "remote_apply")  # synchronous_commit at least "on"
+
+
+def durability(engine: Engine, dbapi_connection: Any) -> str | None:
+    """What is wrong with this connection's durability, or None when it is what we promise:
+    SQLite ``synchronous`` FULL or more, PostgreSQL ``synchronous_commit`` on or more."""
+    cur = dbapi_connection.cursor()
+    try:
+        if engine.dialect.name == "sqlite":
+            level = int(cur.execute("PRAGMA synchronous").fetchone()[0])
+            return None if level >= SQLITE_FULL else f"PRAGMA synchronous={level}, not FULL"
+        cur.execute("SHOW synchronous_commit")
+        value = str(cur.fetchone()[0])
+        dbapi_connection.rollback()  # leave no transaction open behind the pool's back
+        return None if value in PG_DURABLE else f"synchronous_commit = {value}, not on"
+    finally:
+        cur.close()
+
+
+def _guard_durability(engine: Engine, where: str) -> None:
+    """Every connection is checked once, on its first checkout, after every "connect" hook has
+    run (ours or anyone's): one opened below FULL / on is refused, never used. A kill -9 test
+    cannot see lost durability (only a power cut can), so this guard is what keeps it."""
+
+    @event.listens_for(engine, "checkout")
+    def _checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        if record.info.get("maild_durable"):
+            return
+        problem = durability(engine, dbapi_connection)
+        if problem is not None:
+            raise UnsafeStorage(
+                f"{where} opened with {problem}: refused (a power cut could "
+                "lose mail already answered 250)"
+            )
+        record.info["maild_durable"] = True
 
 
 class _WriteLock:
@@ -85,7 +125,10 @@ class Database:
         if self.is_sqlite:
             path = sqlite_path(url)
             if path is not None:
-                path.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                except OSError as exc:
+                    raise CannotCreate("database", path, f"{exc.filename}: {exc.strerror}") from exc
             kwargs["connect_args"] = {"timeout": 30, "check_same_thread": False}
         else:
             kwargs.update(
@@ -99,6 +142,7 @@ class Database:
             _setup_sqlite(self.engine)
         else:
             _setup_postgres(self.engine)
+        _guard_durability(self.engine, f"database {self.engine.url.database or url}")
         path = sqlite_path(url) if self.is_sqlite else None
         self._lock = _WriteLock(path) if path is not None else None
         writer = self.engine.execution_options(maild_begin="immediate")
