@@ -112,7 +112,7 @@ def test_an_agent_acting_releases_the_request(db: Database, db_url: str, tmp_pat
     deliver_at(db, config, reply(note, ANNA, "Please try now."), T0 + timedelta(minutes=10))
     assert "mail-released" in kinds(db)
     (relay,) = outbox(db, "agent-reply")
-    assert text(relay).strip() == "Please try now."
+    assert text(relay).strip().startswith("Please try now.")
     customer_reply(db, config, T0 + timedelta(minutes=11), "Works, thanks")
     assert len([r for r in outbox(db, "notify") if r.recipients == ANNA]) == 3
 

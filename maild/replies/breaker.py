@@ -89,7 +89,7 @@ def check(
     """The limit ``mails`` would pass, or None when they may go."""
     limits, now = ctx.config.limits, ctx.clock()
     params = {"ticket": ticket.id, "since": _since(ticket, now)}
-    on_request = dict(ctx.session.connection().execute(_ON_REQUEST, params).tuples().all())
+    on_request = dict(ctx.session.connection().execute(_ON_REQUEST, params).all())
     first = mails[0].to[0].lower() if mails and mails[0].to else ""
     if sum(on_request.values()) + len(mails) > limits.mails_per_request_hour:
         why = f"more than {limits.mails_per_request_hour} mails about request #{ticket.id}/hour"
