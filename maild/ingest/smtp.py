@@ -17,6 +17,7 @@ from maild.ingest.accept import Acceptor, Incoming, check_acceptable
 log = logging.getLogger(__name__)
 
 TEMPFAIL = "451 4.3.0 Temporary local problem, please try again later"
+STORE_WAIT = 20.0  # seconds a session waits for a stuck (frozen) database before a 451
 
 
 def _clean_address(address: str) -> str | None:
@@ -36,9 +37,19 @@ class Handler:
         self.source = source
         self.max_size = max_size
         self.max_recipients = max_recipients
-        self.in_flight = 0
+        self.store_wait = STORE_WAIT
+        self.in_flight = 0  # sessions between their DATA command and the written reply
         self.idle = asyncio.Event()
         self.idle.set()
+
+    def begin(self) -> None:
+        self.in_flight += 1
+        self.idle.clear()
+
+    def end(self) -> None:
+        self.in_flight -= 1
+        if self.in_flight == 0:
+            self.idle.set()
 
     async def handle_MAIL(
         self,
@@ -70,19 +81,12 @@ class Handler:
         return "250 2.1.5 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        self.in_flight += 1
-        self.idle.clear()
-        try:
-            status = await self._store(envelope)
-            if self.lmtp:
-                # LMTP answers once per recipient (RFC 2033); one durable store serves them all.
-                for _ in envelope.rcpt_tos[1:]:
-                    await server.push(status)
-            return status
-        finally:
-            self.in_flight -= 1
-            if self.in_flight == 0:
-                self.idle.set()
+        status = await self._store(envelope)
+        if self.lmtp:
+            # LMTP answers once per recipient (RFC 2033); one durable store serves them all.
+            for _ in envelope.rcpt_tos[1:]:
+                await server.push(status)
+        return status
 
     async def _store(self, envelope: Envelope) -> str:
         raw = envelope.original_content or b""
@@ -90,14 +94,18 @@ class Handler:
             raw = bytes(raw)
         try:
             check_acceptable(raw, self.max_size)
-            stored = await self.acceptor.accept(
-                Incoming(raw, self.source, envelope.mail_from or "", tuple(envelope.rcpt_tos))
-            )
+            incoming = Incoming(raw, self.source, envelope.mail_from or "", tuple(envelope.rcpt_tos))
+            # A frozen database must not hold the client forever; if the mail is stored after
+            # all, the client's retry is recognised as a duplicate.
+            stored = await asyncio.wait_for(self.acceptor.accept(incoming), self.store_wait)
         except RejectedMessage as exc:
             log.info("%s: refused: %s", self.source, exc)
             return f"554 5.6.0 {exc}"
         except TemporaryFailure as exc:
             log.error("%s: answered 451: %s", self.source, exc)
+            return TEMPFAIL
+        except TimeoutError:
+            log.error("%s: answered 451: not stored within %.0f s", self.source, self.store_wait)
             return TEMPFAIL
         note = " (duplicate)" if stored.duplicate else ""
         return f"250 2.0.0 OK: queued as {stored.queue_id}{note}"
@@ -109,9 +117,32 @@ class Handler:
         return TEMPFAIL
 
 
+class _CountedSMTP(SMTP):
+    """Counts a session from its DATA command until its reply is written, so that a stop
+    never closes a session whose mail is stored but not yet answered."""
+
+    async def smtp_DATA(self, arg: str) -> None:
+        handler: Handler = self.event_handler
+        handler.begin()
+        try:
+            await super().smtp_DATA(arg)
+        finally:
+            handler.end()
+
+
+class _CountedLMTP(LMTP):
+    async def smtp_DATA(self, arg: str) -> None:
+        handler: Handler = self.event_handler
+        handler.begin()
+        try:
+            await super().smtp_DATA(arg)
+        finally:
+            handler.end()
+
+
 def smtp_factory(handler: Handler, *, hostname: str, lmtp: bool = False) -> Any:
     """A protocol factory for ``loop.create_server`` that runs aiosmtpd in our own loop."""
-    cls = LMTP if lmtp else SMTP
+    cls = _CountedLMTP if lmtp else _CountedSMTP
 
     def factory() -> SMTP:
         return cls(
