@@ -127,8 +127,10 @@ def test_kill9_while_sending_resends_at_once_and_at_most_one_twice(
         last = max(t for mid, t in relay.arrivals if t >= restarted) - restarted
         time.sleep(1.0)  # anything sent twice would arrive now
         twice = {mid: n for mid, n in relay.counts().items() if n > 1}
-        print(f"\nkill -9 after {before} of {MAILS} delivered: {len(twice)} delivered twice, "
-              f"the last acknowledgement {last:.1f} s after the restart")
+        print(
+            f"\nkill -9 after {before} of {MAILS} delivered: {len(twice)} delivered twice, "
+            f"the last acknowledgement {last:.1f} s after the restart"
+        )
         assert len(twice) <= 1, twice
         assert last < 90
     finally:

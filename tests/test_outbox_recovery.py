@@ -21,7 +21,7 @@ from sqlalchemy import select
 from maild.clock import as_utc
 from maild.config import Config, OutboundConfig
 from maild.replies.sender import OutboxSender
-from maild.replies.transport import SmtpTransport
+from maild.replies.transport import MaildirTransport, SmtpTransport
 from maild.store.db import Database
 from maild.store.models import Outbox
 
@@ -177,7 +177,8 @@ signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 transport = MaildirTransport(Path(sys.argv[1]))
 resource.setrlimit(resource.RLIMIT_FSIZE, (4096, resource.RLIM_INFINITY))
 try:
-    asyncio.run(transport.send("a@example.com", ["b@example.org"], b"Subject: x\\r\\n\\r\\n" + b"x" * 65536))
+    raw = b"Subject: x\\r\\n\\r\\n" + b"x" * 65536
+    asyncio.run(transport.send("a@example.com", ["b@example.org"], raw))
 except SendError as exc:
     print("deferred:", exc, "unreachable" if exc.unreachable else "")
 """
@@ -230,3 +231,19 @@ def test_refusal_stays_on_the_row_after_a_later_delivery(
     assert row.state == "sent"
     assert "gone@example.net: 550 5.1.1 no such user" in (row.last_error or "")
     assert [m[1] for m in relay.messages] == [["customer@example.org"], ["grey@example.net"]]
+
+
+def test_maildir_mail_written_before_a_crash_is_not_written_again(
+    db: Database, ingest: Callable[..., int], tmp_path: Path
+) -> None:
+    """The mail reached new/ but the kill came before its outcome was committed: the
+    restarted sender sends it again, and the Maildir still holds it once."""
+    ingest(make_mail("Hello"))
+    box = tmp_path / "box"
+    transport = MaildirTransport(box)
+    (row,) = outbox(db)
+    recipients = row.recipients.split(",")
+    asyncio.run(transport.send(row.envelope_from, recipients, row.raw))  # then: kill -9
+    assert asyncio.run(OutboxSender(db, transport).send_due()) == 1
+    assert [r.state for r in outbox(db)] == ["sent"]
+    assert len(list((box / "new").iterdir())) == 1

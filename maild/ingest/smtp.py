@@ -94,7 +94,9 @@ class Handler:
             raw = bytes(raw)
         try:
             check_acceptable(raw, self.max_size)
-            incoming = Incoming(raw, self.source, envelope.mail_from or "", tuple(envelope.rcpt_tos))
+            incoming = Incoming(
+                raw, self.source, envelope.mail_from or "", tuple(envelope.rcpt_tos)
+            )
             # A frozen database must not hold the client forever; if the mail is stored after
             # all, the client's retry is recognised as a duplicate.
             stored = await asyncio.wait_for(self.acceptor.accept(incoming), self.store_wait)

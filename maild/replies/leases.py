@@ -138,7 +138,9 @@ def _outcome(
 Attempt = tuple[Claimed, SendError | None, str | None]
 
 
-def record(db: Database, attempts: Sequence[Attempt], now: datetime, max_attempts: int) -> list[str]:
+def record(
+    db: Database, attempts: Sequence[Attempt], now: datetime, max_attempts: int
+) -> list[str]:
     """Store the outcome of delivery attempts in one transaction; returns the new states."""
     states = []
     groups: dict[tuple[str, ...], list[dict[str, object]]] = {}
@@ -164,15 +166,25 @@ def renew(db: Database, owner: str, ids: Sequence[int], now: datetime, lease: ti
     o = _OUTBOX.c
     with db.write() as s:
         conn = s.connection()
-        conn.execute(
-            update(_SENDERS).where(_SENDERS.c.instance == owner).values(heartbeat_at=now)
-        )
+        beat = update(_SENDERS).where(_SENDERS.c.instance == owner).values(heartbeat_at=now)
+        if not conn.execute(beat).rowcount:  # taken for gone after a long pause: here again
+            conn.execute(insert(_SENDERS).values(_sender_row(owner, now)))
         if ids:
             conn.execute(
                 update(_OUTBOX)
                 .where(o.id.in_(list(ids)), o.claimed_by == owner, o.state == "queued")
                 .values(claimed_until=now + lease)
             )
+
+
+def _sender_row(owner: str, now: datetime) -> dict[str, object]:
+    return {
+        "instance": owner,
+        "host": HOST,
+        "pid": os.getpid(),
+        "started_at": now,
+        "heartbeat_at": now,
+    }
 
 
 def _alive(pid: int) -> bool:
@@ -204,7 +216,11 @@ def register(db: Database, owner: str, now: datetime, lease: timedelta) -> int:
     with db.write() as s:
         conn = s.connection()
         rows = conn.execute(select(c.instance, c.host, c.pid, c.heartbeat_at)).all()
-        gone = [r.instance for r in rows if _gone(r.instance, r.host, r.pid, r.heartbeat_at, now - lease)]
+        gone = [
+            r.instance
+            for r in rows
+            if _gone(r.instance, r.host, r.pid, r.heartbeat_at, now - lease)
+        ]
         freed = 0
         if gone:
             held = (o.state == "queued") & o.claimed_by.in_(gone)
@@ -215,11 +231,7 @@ def register(db: Database, owner: str, now: datetime, lease: timedelta) -> int:
         if db.is_sqlite:  # one daemon per SQLite file: a lease of an older version is stale
             stale = (o.state == "queued") & o.claimed_by.is_(None) & o.claimed_until.is_not(None)
             freed += conn.execute(update(_OUTBOX).where(stale).values(claimed_until=None)).rowcount
-        conn.execute(
-            insert(_SENDERS).values(
-                instance=owner, host=HOST, pid=os.getpid(), started_at=now, heartbeat_at=now
-            )
-        )
+        conn.execute(insert(_SENDERS).values(_sender_row(owner, now)))
     if freed:
         log.warning("outbox: %d mail(s) held by a sender that is gone are free again", freed)
     return freed

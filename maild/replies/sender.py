@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.exc import DBAPIError, OperationalError
 
@@ -24,6 +24,7 @@ from maild.store.db import Database
 
 log = logging.getLogger(__name__)
 
+DEFAULT_LEASE = lease_for(30.0)
 POLL_SECONDS = 5.0  # without a wake-up, the sender looks for due mail this often
 _DB_ERRORS = (OperationalError, DBAPIError)
 
@@ -43,7 +44,7 @@ class OutboxSender:
         max_attempts: int = 30,
         batch: int = 50,
         concurrency: int = 8,
-        lease: timedelta = lease_for(30.0),
+        lease: timedelta = DEFAULT_LEASE,
         clock: Clock = system_clock,
     ) -> None:
         self.db = db
@@ -56,6 +57,7 @@ class OutboxSender:
         self.wake = asyncio.Event()
         self.instance = leases.new_instance()
         self._registered = False
+        self._beat_at = datetime.min.replace(tzinfo=UTC)
         self._in_hand: set[int] = set()
         self._unrecorded: list[Attempt] = []  # delivered, but the database would not take it
         self._relay_down = True  # the first delivery after a start retries what waited
@@ -85,7 +87,7 @@ class OutboxSender:
         many = getattr(self.transport, "send_many", None)
         if many is not None:  # a local Maildir: one thread hop for the batch, then one commit
             errors = await many([(i.envelope_from, i.recipients, i.raw) for i in items])
-            attempts = [(i, err, None) for i, err in zip(items, errors, strict=True)]
+            attempts: list[Attempt] = [(i, e, None) for i, e in zip(items, errors, strict=True)]
             await self._record(attempts, at)
             return attempts
         gate = asyncio.Semaphore(self.concurrency)
@@ -128,7 +130,9 @@ class OutboxSender:
             self._unrecorded.extend(fresh)
             if raise_errors:
                 raise
-            log.warning("outbox: %d outcome(s) not recorded yet: %s", len(fresh), db_error_text(exc))
+            log.warning(
+                "outbox: %d outcome(s) not recorded yet: %s", len(fresh), db_error_text(exc)
+            )
             return
         for attempt in attempts:
             self._in_hand.discard(attempt[0].id)
@@ -163,11 +167,16 @@ class OutboxSender:
                 log.warning("outbox: could not renew leases: %s", db_error_text(exc))
 
     async def _register(self) -> None:
+        """Once: record this sender and free the leases of senders that are gone; then a
+        heartbeat now and then, also while idle, so that others never take it for gone."""
+        now = self.clock()
         if not self._registered:
-            await asyncio.to_thread(
-                leases.register, self.db, self.instance, self.clock(), self.lease
-            )
+            await asyncio.to_thread(leases.register, self.db, self.instance, now, self.lease)
             self._registered = True
+            self._beat_at = now
+        elif now - self._beat_at >= self.lease / 4:
+            await asyncio.to_thread(leases.renew, self.db, self.instance, [], now, self.lease)
+            self._beat_at = now
 
     async def run(self, stopping: asyncio.Event) -> None:
         """Send until ``stopping`` is set; woken early by ``wake``, else every POLL_SECONDS.

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import os
+import re
 import socket
 import time
 from collections.abc import Mapping, Sequence
+from email.utils import parsedate_to_datetime
 from itertools import count
 from pathlib import Path
 from typing import Protocol
@@ -69,6 +72,8 @@ class Transport(Protocol):
 
 
 Mail = tuple[str, Sequence[str], bytes]  # envelope sender, recipients, the message
+_MESSAGE_ID = re.compile(rb"(?im)^message-id:[ \t]*(<[^>\r\n]+>)")
+_DATE = re.compile(rb"(?im)^date:[ \t]*([^\r\n]+)")
 
 
 class MaildirTransport:
@@ -78,11 +83,29 @@ class MaildirTransport:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.host = socket.gethostname().replace("/", "\\057").replace(":", "\\072")
         for sub in ("tmp", "new", "cur"):
             (path / sub).mkdir(parents=True, exist_ok=True)
 
+    def _name(self, recipients: Sequence[str], raw: bytes) -> str:
+        """The same name each time one mail is written: a mail that reached ``new/`` before
+        a kill -9, but not the database, is not delivered twice. Sorted by the mail's Date."""
+        head = raw.split(b"\r\n\r\n", 1)[0]
+        mid = _MESSAGE_ID.search(head)
+        if mid is None:
+            return f"{time.time():.6f}.P{os.getpid()}Q{next(self._seq)}.{self.host}"
+        date = _DATE.search(head)
+        try:
+            when = int(parsedate_to_datetime(date.group(1).decode()).timestamp()) if date else 0
+        except (ValueError, TypeError):
+            when = 0
+        key = hashlib.sha256(mid.group(1) + ",".join(recipients).encode("utf-8", "replace"))
+        return f"{when}.M{key.hexdigest()[:24]}.{self.host}"
+
     def _write(self, sender: str, recipients: Sequence[str], raw: bytes) -> None:
-        name = f"{time.time():.6f}.P{os.getpid()}Q{next(self._seq)}.{socket.gethostname()}"
+        name = self._name(recipients, raw)
+        if (self.path / "new" / name).exists():
+            return  # delivered before a crash: the outcome was not recorded, the mail was
         head = f"Return-Path: <{sender}>\r\nDelivered-To: {', '.join(recipients)}\r\n"
         tmp = self.path / "tmp" / name
         try:
@@ -165,7 +188,10 @@ class SmtpTransport:
             refused = {k: v for k, v in errors.items() if v.code >= 500}
             later = [k for k, v in errors.items() if v.code < 500]
             raise SendError(
-                _replies(errors), permanent=not later, retry=later, refused=_replies(refused) or None
+                _replies(errors),
+                permanent=not later,
+                retry=later,
+                refused=_replies(refused) or None,
             ) from exc
         except aiosmtplib.SMTPResponseException as exc:
             raise SendError(
