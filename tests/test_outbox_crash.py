@@ -121,8 +121,7 @@ def test_kill9_while_sending_resends_at_once_and_at_most_one_twice(
 
         restarted = time.monotonic()
         proc = start(config, port, log)
-        wanted = acks(db_url)
-        assert len(wanted) == MAILS
+        wanted = wait_for(lambda: (found := acks(db_url)) and len(found) == MAILS and found, 60)
         wait_for(lambda: set(wanted) <= set(relay.counts()), timeout=90)
         last = max(t for mid, t in relay.arrivals if t >= restarted) - restarted
         time.sleep(1.0)  # anything sent twice would arrive now

@@ -151,6 +151,10 @@ def record(
         groups.setdefault(tuple(sorted(values)), []).append(params)
     with db.write() as s:
         conn = s.connection()
+        if not db.is_sqlite:
+            # Losing this commit in a crash of the database server (not of maild) means the
+            # mail is sent again, never lost; without the flush the sender is ~2.5x faster.
+            conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
         for keys, rows in groups.items():
             stmt = (
                 update(_OUTBOX)
