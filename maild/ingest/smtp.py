@@ -132,14 +132,8 @@ class _CountedSMTP(SMTP):
             handler.end()
 
 
-class _CountedLMTP(LMTP):
-    async def smtp_DATA(self, arg: str) -> None:
-        handler: Handler = self.event_handler
-        handler.begin()
-        try:
-            await super().smtp_DATA(arg)
-        finally:
-            handler.end()
+class _CountedLMTP(_CountedSMTP, LMTP):
+    pass
 
 
 def smtp_factory(handler: Handler, *, hostname: str, lmtp: bool = False) -> Any:
