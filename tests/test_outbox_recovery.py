@@ -109,6 +109,33 @@ def test_relay_back_sends_waiting_mail_at_once(
     assert len(sink.messages) == 4
 
 
+def test_relay_back_without_new_mail_is_noticed_at_once(
+    db: Database,
+    ingest: Callable[..., int],
+    make_config: Callable[..., Config],
+    run_sender: Callable[[OutboxSender], Running],
+) -> None:
+    """No new mail comes: a probe of the relay (no mail, no attempt counted) finds it back."""
+    for i in range(3):
+        ingest(make_mail(f"Waiting {i}", sender=f"w{i}@example.org"))
+    port = free_port()
+    sender = sender_for(db, make_config, port)
+    assert asyncio.run(sender.send_due()) == 3  # nobody listens: deferred by 15 s
+    sink = Sink()
+    controller = Controller(sink, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        back = time.monotonic()
+        sender.probe_every = 0.5  # 15 s in the daemon
+        run_sender(sender)
+        wait_for(lambda: len(sink.messages) == 3, timeout=10)
+        took = time.monotonic() - back
+    finally:
+        controller.stop()
+    assert took < 5, f"the waiting mail went {took:.1f} s after the relay came back"
+    assert [r.attempts for r in outbox(db)] == [2, 2, 2]
+
+
 def test_wakeup_while_sending_is_not_lost(
     db: Database,
     ingest: Callable[..., int],

@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_LEASE = lease_for(30.0)
 POLL_SECONDS = 5.0  # without a wake-up, the sender looks for due mail this often
+PROBE_SECONDS = 15.0  # while the relay is unreachable, it is asked this often if it is back
 _DB_ERRORS = (OperationalError, DBAPIError)
 
 
@@ -61,6 +62,8 @@ class OutboxSender:
         self._in_hand: set[int] = set()
         self._unrecorded: list[Attempt] = []  # delivered, but the database would not take it
         self._relay_down = True  # the first delivery after a start retries what waited
+        self.probe_every = PROBE_SECONDS
+        self._probed_at = 0.0
 
     async def send_due(self, now: datetime | None = None) -> int:
         """Deliver every mail due at ``now``; returns how many were attempted."""
@@ -148,11 +151,29 @@ class OutboxSender:
         if any(err is not None and err.unreachable for _, err, _ in outcomes):
             self._relay_down = True
         elif self._relay_down and any(err is None for _, err, _ in outcomes):
-            self._relay_down = False
-            due = await asyncio.to_thread(leases.retry_now, self.db, max(at, self.clock()))
-            if due:
-                log.info("outbox: the relay takes mail again: %d waiting mail(s) go now", due)
-                self.wake.set()
+            await self._relay_back(max(at, self.clock()))
+
+    async def _relay_back(self, now: datetime) -> None:
+        self._relay_down = False
+        due = await asyncio.to_thread(leases.retry_now, self.db, now)
+        if due:
+            log.info("outbox: the relay takes mail again: %d waiting mail(s) go now", due)
+            self.wake.set()
+
+    async def _probe(self) -> None:
+        """While the relay is unreachable, ask it now and then (no mail, no attempt counted)
+        whether it is back, so waiting mail goes at once even when no new mail comes."""
+        probe = getattr(self.transport, "probe", None)
+        loop = asyncio.get_running_loop()
+        if (
+            not self._relay_down
+            or probe is None
+            or loop.time() - self._probed_at < self.probe_every
+        ):
+            return
+        self._probed_at = loop.time()
+        if await probe():
+            await self._relay_back(self.clock())
 
     async def _renew_while_sending(self) -> None:
         every = self.lease.total_seconds() / 4
@@ -190,12 +211,20 @@ class OutboxSender:
                 sent = await self._round()
                 if sent >= self.batch:
                     continue
+                await self._probe_safely()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.wake.wait(), timeout=POLL_SECONDS)
+                    wait = min(POLL_SECONDS, self.probe_every) if self._relay_down else POLL_SECONDS
+                    await asyncio.wait_for(self.wake.wait(), timeout=wait)
         finally:
             if self._registered:
                 with contextlib.suppress(*_DB_ERRORS):
                     await asyncio.to_thread(leases.retire, self.db, self.instance)
+
+    async def _probe_safely(self) -> None:
+        try:
+            await self._probe()
+        except _DB_ERRORS as exc:
+            log.warning("outbox: database unavailable, will retry: %s", db_error_text(exc))
 
     async def _round(self) -> int:
         try:

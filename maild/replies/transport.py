@@ -174,6 +174,15 @@ class SmtpTransport:
             timeout=self.cfg.timeout,
         )
 
+    async def probe(self) -> bool:
+        """Whether the relay answers (greeting, EHLO, STARTTLS, AUTH, QUIT); sends no mail."""
+        try:
+            async with self._client():
+                pass
+        except (TimeoutError, aiosmtplib.SMTPException, OSError):
+            return False
+        return True
+
     async def send(
         self, sender: str, recipients: Sequence[str], raw: bytes, handoff: HandOff | None = None
     ) -> str | None:
