@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
 from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
 import pytest
-from conftest import make_mail
+from aiosmtpd.controller import Controller
+from conftest import Sink, free_port, make_mail
 from sqlalchemy import insert, select
 
 from maild.clock import system_clock
 from maild.config import Config
 from maild.replies import leases
+from maild.replies.sender import OutboxSender
+from maild.replies.transport import SmtpTransport
 from maild.store.db import Database
-from maild.store.models import Outbox, OutboxSender
+from maild.store.models import Outbox, SenderInstance
 
 LEASE = timedelta(seconds=60)
 
@@ -54,7 +59,7 @@ def test_start_frees_only_the_mail_of_senders_that_are_gone(
     with db.write() as s:
         for name, (host, pid, beat) in senders.items():
             s.execute(
-                insert(OutboxSender).values(
+                insert(SenderInstance).values(
                     instance=name, host=host, pid=pid, started_at=beat, heartbeat_at=beat
                 )
             )
@@ -64,7 +69,45 @@ def test_start_frees_only_the_mail_of_senders_that_are_gone(
     assert leases.register(db, me, now, LEASE) == 3
     assert holders(db) == [None, None, "other-host", "parent", None]
     with db.session() as s:
-        left = set(s.scalars(select(OutboxSender.instance)))
+        left = set(s.scalars(select(SenderInstance.instance)))
     assert left == {"other-host", "parent", me}
     claimed = leases.claim_due(db, system_clock(), 10, me, LEASE)
     assert len(claimed) == 3  # the freed ones, not those of the live senders
+
+
+def test_leases_are_renewed_while_sending(
+    db: Database, ingest: Callable[..., int], make_config: Callable[..., Config]
+) -> None:
+    """A relay slower than the lease: another sender never gets a mail that is being sent."""
+    for i in range(4):
+        ingest(make_mail(f"Mail {i}", sender=f"c{i}@example.org"))
+
+    class Slow(Sink):
+        async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+            await asyncio.sleep(0.5)
+            return await super().handle_DATA(server, session, envelope)
+
+    sink = Slow()
+    controller = Controller(sink, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    cfg = make_config(outbound={"url": f"smtp://127.0.0.1:{controller.port}", "timeout": 5})
+    sender = OutboxSender(db, SmtpTransport(cfg.outbound), lease=timedelta(seconds=1))
+    taken: list[leases.Claimed] = []
+
+    async def race() -> int:
+        sending = asyncio.create_task(sender.send_due())
+        while not sending.done():
+            await asyncio.sleep(0.2)
+            taken.extend(
+                await asyncio.to_thread(
+                    leases.claim_due, db, system_clock(), 50, "other", timedelta(seconds=1)
+                )
+            )
+        return await sending
+
+    try:
+        assert asyncio.run(race()) == 4
+    finally:
+        controller.stop()
+    assert taken == []
+    assert len(sink.messages) == 4

@@ -23,12 +23,12 @@ from sqlalchemy import Table, bindparam, delete, insert, select, update
 from maild.clock import as_utc
 from maild.replies.transport import SendError
 from maild.store.db import Database
-from maild.store.models import Outbox, OutboxSender
+from maild.store.models import Outbox, SenderInstance
 
 log = logging.getLogger(__name__)
 
 _OUTBOX: Table = Outbox.__table__  # type: ignore[assignment]
-_SENDERS: Table = OutboxSender.__table__  # type: ignore[assignment]
+_SENDERS: Table = SenderInstance.__table__  # type: ignore[assignment]
 _PROCESS = secrets.token_hex(6)  # this process: senders of an earlier process with our pid are gone
 _SEQ = count(1)
 HOST = socket.gethostname()[:255]

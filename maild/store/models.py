@@ -226,7 +226,7 @@ class Outbox(Base):
     )
 
 
-class OutboxSender(Base):
+class SenderInstance(Base):
     """A running outbox sender and its heartbeat: leases of one that is gone are released."""
 
     __tablename__ = "outbox_senders"
