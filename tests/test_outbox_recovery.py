@@ -130,6 +130,7 @@ def test_relay_back_without_new_mail_is_noticed_at_once(
         run_sender(sender)
         wait_for(lambda: len(sink.messages) == 3, timeout=10)
         took = time.monotonic() - back
+        wait_for(lambda: [r.state for r in outbox(db)] == ["sent"] * 3)
     finally:
         controller.stop()
     assert took < 5, f"the waiting mail went {took:.1f} s after the relay came back"
