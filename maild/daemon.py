@@ -22,6 +22,7 @@ from maild.ingest.smtp_guard import smtp_guard
 from maild.ingest.spool import Spool, import_spool
 from maild.pipeline.runner import MAX_BATCH_BYTES, SPOOLED, Pipeline, quarantine_in_hand
 from maild.pipeline.worker import ProcessWorker, ThreadWorker
+from maild.replies.leases import lease_for
 from maild.replies.sender import OutboxSender
 from maild.replies.transport import transport_from_config
 from maild.scheduler.runner import SweepScheduler
@@ -66,6 +67,7 @@ class Daemon:
             self.db,
             transport_from_config(config.outbound),
             max_attempts=config.outbound.max_attempts,
+            lease=lease_for(config.outbound.timeout),
             clock=clock,
         )
         # SQLite: SMTP/LMTP commit into a spool file of their own (see maild/ingest/spool.py).
@@ -279,12 +281,9 @@ class Daemon:
             server.close()
         for source in self.imap_sources:
             await asyncio.to_thread(source.stop)
-        for handler in self.handlers:
-            try:
-                await asyncio.wait_for(handler.idle.wait(), timeout=30)
-            except TimeoutError:
-                log.error("gave up waiting for %d SMTP transaction(s)", handler.in_flight)
-        await self.acceptor.close()
+        await self._finish_sessions()
+        await self.acceptor.close()  # stores what was handed in; later DATA gets a 451
+        await self._finish_sessions()  # and the replies to those are written
         for worker in self.workers:
             if isinstance(worker, ProcessWorker):
                 with contextlib.suppress(OSError, ValueError):
@@ -302,6 +301,14 @@ class Daemon:
         if self.spool is not None:
             self.spool.dispose()
         log.info("maild stopped")
+
+    async def _finish_sessions(self) -> None:
+        """Wait until every SMTP/LMTP session that has sent DATA has its reply written."""
+        for handler in self.handlers:
+            try:
+                await asyncio.wait_for(handler.idle.wait(), timeout=30)
+            except TimeoutError:
+                log.error("gave up waiting for %d SMTP transaction(s)", handler.in_flight)
 
     def _empty_spool(self, spool: Spool) -> None:
         """Move what is still spooled into ``inbound`` (no processing: that waits for the next

@@ -14,7 +14,8 @@ from sqlalchemy import select
 
 from maild.clock import as_utc, system_clock
 from maild.config import Config
-from maild.replies.sender import OutboxSender, backoff
+from maild.replies.leases import backoff
+from maild.replies.sender import OutboxSender
 from maild.replies.transport import SmtpTransport
 from maild.store.db import Database
 from maild.store.models import Outbox

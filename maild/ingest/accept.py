@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import re
@@ -312,6 +313,8 @@ class Acceptor:
         )
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="maild-accept")
         self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        self._busy = False  # the writer is storing a batch: a stop lets it finish
 
     def _store(self, items: Sequence[Incoming]) -> Sequence[Stored | Spooled]:
         if self.spool is None:
@@ -322,6 +325,8 @@ class Acceptor:
             raise TemporaryFailure(f"spool unavailable: {_short(exc)}") from exc
 
     async def accept(self, item: Incoming) -> Stored | Spooled:
+        if self._closing:
+            raise TemporaryFailure("shutting down")
         loop = asyncio.get_running_loop()
         if self._task is None or self._task.done():
             self._task = loop.create_task(self._writer(), name="maild-accept")
@@ -330,27 +335,42 @@ class Acceptor:
         return await fut
 
     async def _writer(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             batch = [await self._queue.get()]
             while len(batch) < self.max_batch and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
-            items = [b[0] for b in batch]
+            self._busy = True
             try:
-                results = await loop.run_in_executor(self._executor, self._store, items)
-            except Exception as exc:  # the one broad except: every waiter gets an answer
-                err = exc if isinstance(exc, TemporaryFailure) else TemporaryFailure(str(exc))
-                log.error("accept: could not store %d message(s): %s", len(batch), err)
-                for _, fut in batch:
-                    if not fut.done():
-                        fut.set_exception(err)
-                continue
-            for (_, fut), result in zip(batch, results, strict=True):
-                if not fut.done():
-                    fut.set_result(result)
-            self.on_stored()
+                await self._write(batch)
+            finally:
+                self._busy = False
+            if self._closing and self._queue.empty():
+                return
 
-    async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-        self._executor.shutdown(wait=True)
+    async def _write(self, batch: list[_Waiting]) -> None:
+        loop = asyncio.get_running_loop()
+        items = [b[0] for b in batch]
+        try:
+            results = await loop.run_in_executor(self._executor, self._store, items)
+        except Exception as exc:  # the one broad except: every waiter gets an answer
+            err = exc if isinstance(exc, TemporaryFailure) else TemporaryFailure(str(exc))
+            log.error("accept: could not store %d message(s): %s", len(batch), err)
+            for _, fut in batch:
+                if not fut.done():
+                    fut.set_exception(err)
+            return
+        for (_, fut), result in zip(batch, results, strict=True):
+            if not fut.done():
+                fut.set_result(result)
+        self.on_stored()
+
+    async def close(self, timeout: float = 30.0) -> None:
+        """Store what is already handed in (its senders get their answers), then stop."""
+        self._closing = True
+        task = self._task
+        if task is not None and not task.done():
+            if self._queue.empty() and not self._busy:
+                task.cancel()  # idle: waiting for the next message that will not come
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                await asyncio.wait_for(task, timeout)
+        await asyncio.to_thread(self._executor.shutdown, wait=True)

@@ -34,6 +34,9 @@ def _as_received(raw: bytes) -> bytes:
     return strip_mbox_line(raw)
 
 
+STORE_WAIT = 20.0  # seconds a session waits for a stuck (frozen) database before a 451
+
+
 def _clean_address(address: str) -> str | None:
     if any(c in address for c in "\r\n\0") or len(address) > 320:
         return None
@@ -51,9 +54,19 @@ class Handler:
         self.source = source
         self.max_size = max_size
         self.max_recipients = max_recipients
-        self.in_flight = 0
+        self.store_wait = STORE_WAIT
+        self.in_flight = 0  # sessions between their DATA command and the written reply
         self.idle = asyncio.Event()
         self.idle.set()
+
+    def begin(self) -> None:
+        self.in_flight += 1
+        self.idle.clear()
+
+    def end(self) -> None:
+        self.in_flight -= 1
+        if self.in_flight == 0:
+            self.idle.set()
 
     async def handle_MAIL(
         self,
@@ -85,33 +98,32 @@ class Handler:
         return "250 2.1.5 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        self.in_flight += 1
-        self.idle.clear()
-        try:
-            status = await self._store(envelope)
-            if self.lmtp:
-                # LMTP answers once per recipient (RFC 2033); one durable store serves them all.
-                for _ in envelope.rcpt_tos[1:]:
-                    await server.push(status)
-            return status
-        finally:
-            self.in_flight -= 1
-            if self.in_flight == 0:
-                self.idle.set()
+        status = await self._store(envelope)
+        if self.lmtp:
+            # LMTP answers once per recipient (RFC 2033); one durable store serves them all.
+            for _ in envelope.rcpt_tos[1:]:
+                await server.push(status)
+        return status
 
     async def _store(self, envelope: Envelope) -> str:
         raw = envelope.original_content or b""
         raw = _as_received(bytes(raw))
         try:
             check_acceptable(raw, self.max_size)
-            stored = await self.acceptor.accept(
-                Incoming(raw, self.source, envelope.mail_from or "", tuple(envelope.rcpt_tos))
+            incoming = Incoming(
+                raw, self.source, envelope.mail_from or "", tuple(envelope.rcpt_tos)
             )
+            # A frozen database must not hold the client forever; if the mail is stored after
+            # all, the client's retry is recognised as a duplicate.
+            stored = await asyncio.wait_for(self.acceptor.accept(incoming), self.store_wait)
         except RejectedMessage as exc:
             log.info("%s: refused: %s", self.source, exc)
             return f"554 5.6.0 {exc}"
         except TemporaryFailure as exc:
             log.error("%s: answered 451: %s", self.source, exc)
+            return TEMPFAIL
+        except TimeoutError:
+            log.error("%s: answered 451: not stored within %.0f s", self.source, self.store_wait)
             return TEMPFAIL
         note = " (duplicate)" if stored.duplicate else ""
         return f"250 2.0.0 OK: queued as {stored.queue_id}{note}"
@@ -124,11 +136,23 @@ class Handler:
 
 
 class _SMTP(GuardedSMTP):
+    """aiosmtpd's SMTP with our line limit; a session counts from its DATA command until its
+    reply is written, so that a stop never closes a session whose mail is stored but not yet
+    answered."""
+
     line_length_limit = MAX_LINE
 
+    async def smtp_DATA(self, arg: str) -> None:
+        handler: Handler = self.event_handler
+        handler.begin()
+        try:
+            await super().smtp_DATA(arg)
+        finally:
+            handler.end()
 
-class _LMTP(GuardedLMTP):
-    line_length_limit = MAX_LINE
+
+class _LMTP(_SMTP, GuardedLMTP):
+    pass
 
 
 def smtp_factory(

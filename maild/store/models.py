@@ -214,7 +214,12 @@ class Outbox(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     claimed_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The sender instance holding the lease (outbox_senders.instance), NULL when free.
+    claimed_by: Mapped[str | None] = mapped_column(String(64))
     last_error: Mapped[str | None] = mapped_column(Text)
+    # Recipients refused for good (5xx) on an earlier attempt, with the relay's reply: kept
+    # when a later attempt delivers to the deferred ones.
+    refused: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
@@ -224,3 +229,15 @@ class Outbox(Base):
         Index("ix_outbox_ticket", "ticket_id", "created_at"),
         UniqueConstraint("message_id", name="uq_outbox_message_id"),
     )
+
+
+class SenderInstance(Base):
+    """A running outbox sender and its heartbeat: leases of one that is gone are released."""
+
+    __tablename__ = "outbox_senders"
+
+    instance: Mapped[str] = mapped_column(String(64), primary_key=True)
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    heartbeat_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
