@@ -16,6 +16,7 @@ from maild.config import Config
 from maild.ingest.accept import Acceptor
 from maild.ingest.smtp import Handler, start_server, start_unix_server
 from maild.ingest.spool import Spool, import_spool
+from maild.ops.metrics import Metrics
 from maild.pipeline.runner import MAX_BATCH_BYTES, SPOOLED, Pipeline, quarantine_in_hand
 from maild.pipeline.worker import ProcessWorker, ThreadWorker
 from maild.replies.sender import OutboxSender
@@ -60,6 +61,7 @@ class Daemon:
         self.acceptor = Acceptor(
             self.db, spool=self.spool, on_stored=self._wake_pipeline, clock=clock
         )
+        self.metrics = Metrics(self.db, [self.spool] if self.spool is not None else [])
         self._sender_task: asyncio.Task[None] | None = None
         self._supervisor: asyncio.Task[None] | None = None
         self._deaths: dict[tuple[int, int], int] = {}  # (kind, id) -> worker deaths on it
@@ -168,6 +170,7 @@ class Daemon:
             max_size=self.config.smtp.max_message_size,
             max_recipients=self.config.smtp.max_recipients,
         )
+        handler.on_reply = self.metrics.mail_reply
         self.handlers.append(handler)
         self.servers.append(await start_server(handler, host, port, hostname=socket.getfqdn()))
         await self._start_lmtp()
@@ -175,7 +178,14 @@ class Daemon:
         self._sender_task = asyncio.create_task(self.sender.run(self.stopping), name="outbox")
         whost, wport = split_hostport(self.config.web.listen)
         self.web = await start_web(
-            self.db, whost, wport, self.config, self.clock, self.sender.wake.set, spool=self.spool
+            self.db,
+            whost,
+            wport,
+            self.config,
+            self.clock,
+            self.sender.wake.set,
+            spool=self.spool,
+            metrics=self.metrics,
         )
         self.scheduler = SweepScheduler(self.db, self.config, self.clock, self.sender.wake.set)
         self.scheduler.start()
@@ -211,6 +221,7 @@ class Daemon:
             max_size=self.config.smtp.max_message_size,
             max_recipients=self.config.smtp.max_recipients,
         )
+        handler.on_reply = self.metrics.mail_reply
         self.handlers.append(handler)
         if listen.startswith("/"):
             server = await start_unix_server(handler, listen, hostname=socket.getfqdn())

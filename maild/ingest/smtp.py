@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import stat
+from collections.abc import Callable
 from typing import Any
 
 from aiosmtpd.lmtp import LMTP
@@ -37,6 +38,7 @@ class Handler:
         self.max_size = max_size
         self.max_recipients = max_recipients
         self.in_flight = 0
+        self.on_reply: Callable[[str, str], None] | None = None  # (source, reply): metrics
         self.idle = asyncio.Event()
         self.idle.set()
 
@@ -74,6 +76,8 @@ class Handler:
         self.idle.clear()
         try:
             status = await self._store(envelope)
+            if self.on_reply is not None:
+                self.on_reply(self.source, status)
             if self.lmtp:
                 # LMTP answers once per recipient (RFC 2033); one durable store serves them all.
                 for _ in envelope.rcpt_tos[1:]:

@@ -11,9 +11,11 @@ from sqlalchemy import func, select
 from maild.clock import Clock, system_clock
 from maild.config import Config
 from maild.ingest.spool import Spool
+from maild.ops.metrics import Metrics
 from maild.replies.render import Renderer
 from maild.store.db import Database
 from maild.store.models import Inbound, Outbox
+from maild.web.ops import add_ops_routes
 from maild.web.survey import SurveySite, add_routes
 
 DB_KEY = web.AppKey("db", Database)
@@ -49,11 +51,14 @@ def make_app(
     on_outbox: Callable[[], None] | None = None,
     *,
     spool: Spool | None = None,
+    metrics: Metrics | None = None,
 ) -> web.Application:
     app = web.Application(client_max_size=64 * 1024)
     app[DB_KEY] = db
     app[SPOOL_KEY] = [spool] if spool is not None else []
     app.router.add_get("/healthz", health)
+    desk = (config.desk.name, config.desk.address) if config else ("maild", "")
+    add_ops_routes(app, metrics or Metrics(db, [spool] if spool else []), *desk)
     if config is not None:  # the survey links need the key, the templates and the clock
         app[CONFIG_KEY] = config
         renderer = Renderer(config.desk.templates)
@@ -70,8 +75,10 @@ async def start_web(
     on_outbox: Callable[[], None] | None = None,
     *,
     spool: Spool | None = None,
+    metrics: Metrics | None = None,
 ) -> web.AppRunner:
-    runner = web.AppRunner(make_app(db, config, clock, on_outbox, spool=spool), access_log=None)
+    app = make_app(db, config, clock, on_outbox, spool=spool, metrics=metrics)
+    runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, host, port).start()
     return runner
