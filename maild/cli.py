@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import inspect, update
 from sqlalchemy.exc import DBAPIError
 
-from maild import cli_clock, views
+from maild import cli_clock, cli_ops, views
 from maild.config import Config, load
 from maild.errors import ConfigError, RejectedMessage, TemporaryFailure
 from maild.ingest.accept import check_acceptable, store_raw, strip_mbox_line
@@ -89,24 +89,6 @@ def cmd_deliver(config: Config, args: argparse.Namespace) -> int:
         Pipeline(config, db).process(ids=[stored.inbound_id])
     except Exception as exc:  # processing is retried later; the message is safe
         log.warning("deliver: stored as %d, processing deferred: %s", stored.inbound_id, exc)
-    return EX_OK
-
-
-def cmd_tickets(config: Config, args: argparse.Namespace) -> int:
-    db = _open(config)
-    with db.session() as s:
-        rows = views.list_tickets(s, args.status)
-        noise = views.unattached(s) if args.unattached else []
-    if args.json:
-        _print_json({"tickets": rows, "unattached": noise} if args.unattached else rows)
-        return EX_OK
-    for r in rows:
-        print(
-            f"#{r['id']:<6} {r['status']:<8} {r['priority']:<7} {r['requester']:<30} "
-            f"{r['subject'][:60]}"
-        )
-    for m in noise:
-        print(f"  unattached {m['kind']:<10} {m['from']:<30} {m['subject'][:60]}")
     return EX_OK
 
 
@@ -198,10 +180,6 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("deliver", help="store one message from stdin (MTA pipe)")
     d.add_argument("--sender", "-f", default=None, help="envelope sender")
     d.add_argument("recipient", nargs="*", help="envelope recipients")
-    t = sub.add_parser("tickets", help="list requests")
-    t.add_argument("--status")
-    t.add_argument("--unattached", action="store_true", help="also list unattached mail")
-    t.add_argument("--json", action="store_true")
     s = sub.add_parser("show", help="show one request")
     s.add_argument("number", type=int)
     s.add_argument("--json", action="store_true")
@@ -210,6 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("id", type=int, nargs="?")
     q.add_argument("--json", action="store_true")
     cli_clock.add_parsers(sub)
+    cli_ops.add_parsers(sub)
     return p
 
 
@@ -217,11 +196,11 @@ COMMANDS: dict[str, Callable[[Config, argparse.Namespace], int]] = {
     "init": cmd_init,
     "run": cmd_run,
     "deliver": cmd_deliver,
-    "tickets": cmd_tickets,
     "show": cmd_show,
     "quarantine": cmd_quarantine,
     "sweep": cli_clock.cmd_sweep,
     "stats": cli_clock.cmd_stats,
+    **cli_ops.COMMANDS,
 }
 
 
