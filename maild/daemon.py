@@ -17,6 +17,8 @@ from maild.ingest.accept import Acceptor
 from maild.ingest.smtp import Handler, start_server, start_unix_server
 from maild.ingest.spool import Spool, import_spool
 from maild.ops.metrics import Metrics
+from maild.ops.reload import reread
+from maild.ops.service import Watchdog, notify, reloading
 from maild.pipeline.runner import MAX_BATCH_BYTES, SPOOLED, Pipeline, quarantine_in_hand
 from maild.pipeline.worker import ProcessWorker, ThreadWorker
 from maild.replies.sender import OutboxSender
@@ -67,6 +69,7 @@ class Daemon:
         self._deaths: dict[tuple[int, int], int] = {}  # (kind, id) -> worker deaths on it
         self._check_workers = asyncio.Event()  # set when a worker's pipe reaches EOF
         self._closing = False  # stop() has begun: the supervisor starts no more workers
+        self._workers_lock = asyncio.Lock()  # the supervisor and a reload take turns
 
     def _wake_pipeline(self) -> None:
         for worker in self.workers:
@@ -115,15 +118,19 @@ class Daemon:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._check_workers.wait(), SUPERVISE_SECONDS)
             self._check_workers.clear()
-            for index, worker in enumerate(self.workers):
-                if self._closing or not isinstance(worker, ProcessWorker):
-                    continue
-                if not worker.gone and worker.proc.is_alive():
-                    continue
-                try:
-                    await self._replace_dead(index, count)
-                except Exception:  # the supervisor never dies: try again at the next check
-                    log.exception("could not replace pipeline worker %d", index + 1)
+            async with self._workers_lock:
+                await self._replace_all_dead(count)
+
+    async def _replace_all_dead(self, count: int) -> None:
+        for index, worker in enumerate(self.workers):
+            if self._closing or not isinstance(worker, ProcessWorker):
+                continue
+            if not worker.gone and worker.proc.is_alive():
+                continue
+            try:
+                await self._replace_dead(index, count)
+            except Exception:  # the supervisor never dies: try again at the next check
+                log.exception("could not replace pipeline worker %d", index + 1)
 
     async def _replace_dead(self, index: int, count: int) -> None:
         """Replace dead worker ``index``.
@@ -281,6 +288,46 @@ class Daemon:
             self.spool.dispose()
         log.info("maild stopped")
 
+    async def reload(self) -> bool:
+        """SIGHUP: the new config's agents, departments, SLA, hours and templates, at once.
+
+        An invalid file is refused with a log line and the running config stays. Listeners
+        stay open (no connection is dropped); the pipeline workers are restarted one at a time
+        after the message in hand, so that they run with the new config too.
+        """
+        new = await asyncio.to_thread(reread, self.config)
+        if new is None or self._closing:
+            return False
+        reloading()
+        self.config = new
+        if self.scheduler is not None:
+            self.scheduler.config = new
+        async with self._workers_lock:
+            for index in range(len(self.workers)):
+                if not self._closing:
+                    await self._restart_worker(index)
+        notify("READY=1")
+        log.info(
+            "reloaded %s: %d agent(s), %d department(s)",
+            new.path,
+            len(new.agents),
+            len(new.departments),
+        )
+        return True
+
+    async def _restart_worker(self, index: int) -> None:
+        old = self.workers[index]
+        if isinstance(old, ThreadWorker):
+            await asyncio.to_thread(old.stop)
+            pipeline = Pipeline(self.config, self.db, clock=self.clock, spool=self.spool)
+            self.workers[index] = ThreadWorker(pipeline, old.on_outbox)
+        else:
+            with contextlib.suppress(OSError, ValueError):
+                asyncio.get_running_loop().remove_reader(old.fileno())
+            await asyncio.to_thread(old.stop)
+            self.workers[index] = self._spawn(index, len(self.workers))
+        self.workers[index].wake()
+
     def _empty_spool(self, spool: Spool) -> None:
         """Move what is still spooled into ``inbound`` (no processing: that waits for the next
         start), so that a stopped desk keeps all its mail in the one database."""
@@ -293,8 +340,22 @@ class Daemon:
     async def serve_forever(self) -> None:
         loop = asyncio.get_running_loop()
         done = asyncio.Event()
+        reloads: set[asyncio.Task[bool]] = set()
+
+        def on_hup() -> None:
+            task = asyncio.create_task(self.reload(), name="reload")
+            reloads.add(task)
+            task.add_done_callback(reloads.discard)
+
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, done.set)
+        loop.add_signal_handler(signal.SIGHUP, on_hup)
         await self.start()
+        watchdog = Watchdog()
+        watchdog.start()
+        notify("READY=1")
         await done.wait()
+        notify("STOPPING=1")
+        await asyncio.gather(*reloads, return_exceptions=True)
         await self.stop()
+        await watchdog.stop()
