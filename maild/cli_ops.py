@@ -9,13 +9,17 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import inspect
+
 from maild import views
 from maild.cli_clock import parse_now
 from maild.clock import as_utc, system_clock
 from maild.config import Config
 from maild.ops.backup import BackupError, backup
 from maild.ops.queue import TicketFilter, age_text, find_tickets
+from maild.scheduler.digest import sweep_digest
 from maild.store.db import Database
+from maild.store.migrate import upgrade
 from maild.store.models import Ticket
 
 log = logging.getLogger(__name__)
@@ -37,8 +41,15 @@ def add_parsers(sub: Any) -> None:
     t.add_argument("--unattached", action="store_true", help="also list unattached mail")
     t.add_argument("--json", action="store_true")
     sub.add_parser("check-config", help="validate the config and exit 0 (or 78)")
+    d = sub.add_parser("digest", help="send the morning digests due now (or at --now) and exit")
+    d.add_argument("--now", default=None, help="act as if it were this ISO-8601 time")
     b = sub.add_parser("backup", help="a consistent copy of the SQLite database and its spool")
     b.add_argument("dest", help="a file name, or a directory to copy into")
+
+
+def ensure_schema(db: Database) -> None:
+    if not inspect(db.engine).has_table("inbound"):
+        upgrade(db)
 
 
 def _filter(args: argparse.Namespace) -> TicketFilter:
@@ -126,4 +137,25 @@ def cmd_backup(config: Config, args: argparse.Namespace) -> int:
     return EX_OK
 
 
-COMMANDS = {"tickets": cmd_tickets, "check-config": cmd_check_config, "backup": cmd_backup}
+def cmd_digest(config: Config, args: argparse.Namespace) -> int:
+    try:
+        now = parse_now(args.now)
+    except argparse.ArgumentTypeError as exc:
+        print(f"maild: {exc}", file=sys.stderr)
+        return EX_USAGE
+    db = Database(config.storage_url)
+    try:
+        ensure_schema(db)
+        sent = sweep_digest(db, config, now)
+    finally:
+        db.dispose()
+    print(f"digest={sent}")
+    return EX_OK
+
+
+COMMANDS = {
+    "tickets": cmd_tickets,
+    "check-config": cmd_check_config,
+    "backup": cmd_backup,
+    "digest": cmd_digest,
+}

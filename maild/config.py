@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from maild import config_sections as sections
-from maild.config_sections import ClockConfig, Department, SlaConfig
+from maild.config_sections import ClockConfig, Department, DigestConfig, SlaConfig
 from maild.config_table import Table, hostport, is_email, positive, resolve
 from maild.errors import ConfigError
 from maild.tickets.sla import BusinessHours
@@ -98,6 +98,7 @@ class Config:
     clock: ClockConfig = field(default_factory=ClockConfig)
     trusted_authserv_ids: tuple[str, ...] = ()
     imap: tuple[Any, ...] = ()  # maild.ingest.imap_config.ImapConfig
+    digest: DigestConfig = field(default_factory=DigestConfig)
     path: Path | None = None
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
@@ -277,6 +278,7 @@ KNOWN_SECTIONS = frozenset(
         "hold",
         "imap",
         "lmtp",
+        "digest",
     }
 )
 
@@ -305,6 +307,7 @@ def from_mapping(data: Mapping[str, Any], base: Path, path: Path | None = None) 
             *(Table(data.get(n, {}), n) for n in ("survey", "autoclose", "pending", "hold"))
         ),
         imap=sections.imap(data.get("imap")),
+        digest=sections.digest(Table(data.get("digest", {}), "digest")),
         trusted_authserv_ids=sections.trusted_authserv_ids(
             Table(data.get("security", {}), "security")
         ),

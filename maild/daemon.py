@@ -23,6 +23,8 @@ from maild.pipeline.runner import MAX_BATCH_BYTES, SPOOLED, Pipeline, quarantine
 from maild.pipeline.worker import ProcessWorker, ThreadWorker
 from maild.replies.sender import OutboxSender
 from maild.replies.transport import transport_from_config
+from maild.scheduler.digest import sweep_digest
+from maild.scheduler.jobs import SWEEPS
 from maild.scheduler.runner import SweepScheduler
 from maild.store.db import Database
 from maild.store.migrate import upgrade
@@ -33,6 +35,7 @@ log = logging.getLogger(__name__)
 SUPERVISE_SECONDS = 2.0  # how often the daemon checks that its pipeline workers are alive
 POISON_DEATHS = 3  # a message careful workers died on this many times goes to quarantine
 CAREFUL_MESSAGES = 64  # after a death, the successor takes this many messages one at a time
+DAEMON_SWEEPS = (*SWEEPS, ("digest", sweep_digest))  # `maild digest` runs the last one alone
 
 
 def split_hostport(value: str) -> tuple[str, int]:
@@ -194,7 +197,9 @@ class Daemon:
             spool=self.spool,
             metrics=self.metrics,
         )
-        self.scheduler = SweepScheduler(self.db, self.config, self.clock, self.sender.wake.set)
+        self.scheduler = SweepScheduler(
+            self.db, self.config, self.clock, self.sender.wake.set, sweeps=DAEMON_SWEEPS
+        )
         self.scheduler.start()
         self._wake_pipeline()  # accepted before a crash, not yet processed
         log.info(
