@@ -6,9 +6,19 @@ from datetime import timedelta
 from email.message import EmailMessage
 from pathlib import Path
 
-from clockkit import build_config, create_at, deliver_at, maild, mail, mapping, msk, outbox
+from clockkit import (
+    build_config,
+    create_at,
+    deliver_at,
+    mail,
+    maild,
+    mapping,
+    msk,
+    outbox,
+    update,
+    write_toml,
+)
 from clockkit import text as body_of
-from clockkit import update, write_toml
 from conftest import make_mail
 
 from maild.config import Config
