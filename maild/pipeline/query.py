@@ -85,5 +85,6 @@ def answer_query(work: Work, ctx: Context, query: Query) -> Work:
     )
     msg_id = store_message(work, ctx, None, "agent")
     enqueue(s, out, ticket_id=None, kind="agent-query", automatic=False)
-    log.info("inbound %d: agent %s asked %s: %d line(s)", work.inbound_id, agent, query, len(lines))
+    asked = f"{query.kind} {query.words}".strip()
+    log.info("inbound %d: agent %s asked %s: %d line(s)", work.inbound_id, agent, asked, len(lines))
     return replace(work, message_row_id=msg_id, action="agent-query")
