@@ -57,6 +57,7 @@ class OutboundConfig:
 class WebConfig:
     listen: str = "127.0.0.1:8080"
     base_url: str = "http://127.0.0.1:8080"
+    board_hours: float = 12.0
 
 
 @dataclass(frozen=True)
@@ -203,8 +204,15 @@ def _web(t: Table) -> WebConfig:
         "must start with http:// or https://",
         base_url,
     )
+    board_hours = t.get("board_hours", float, 12.0)
+    t.check(
+        "board_hours",
+        lambda v: 0 < v <= 24 * 31,
+        "must be more than 0 and at most 744 (31 days)",
+        board_hours,
+    )
     t.finish()
-    return WebConfig(listen, base_url)
+    return WebConfig(listen, base_url, board_hours)
 
 
 def _secret(t: Table) -> str:

@@ -28,6 +28,9 @@ class TicketFilter:
     since: datetime | None = None
     search: str | None = None
     limit: int | None = None
+    type: str | None = None
+    priority: str | None = None
+    open_only: bool = False  # new, open, pending and hold only
 
 
 def _like(words: str) -> str:
@@ -63,6 +66,12 @@ def find_tickets(s: Session, f: TicketFilter) -> list[Ticket]:
         stmt = stmt.where(
             Ticket.assignee.is_(None) if who == UNASSIGNED else Ticket.assignee == who
         )
+    if f.type:
+        stmt = stmt.where(Ticket.type == f.type.lower())
+    if f.priority:
+        stmt = stmt.where(Ticket.priority == f.priority.lower())
+    if f.open_only:
+        stmt = stmt.where(Ticket.status.in_(OPEN_STATUSES))
     if f.requester:
         stmt = stmt.where(Ticket.requester == f.requester.lower())
     if f.since is not None:

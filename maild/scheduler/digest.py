@@ -24,6 +24,7 @@ from maild.replies.render import Renderer, day_text
 from maild.security import signed_message_id
 from maild.store.db import Database
 from maild.store.models import Outbox
+from maild.web.board_links import board_url
 
 log = logging.getLogger(__name__)
 
@@ -90,8 +91,10 @@ def _send(db: Database, config: Config, to: str, template: str, day: date, now: 
             day=day_text(day, lang),
             since=day_text(previous_working_day(day, config), lang),
             config_warn=config.sla.warn_at,
-            board_url="",
-            board_hours=0,
+            board_url=board_url(
+                config.web.base_url, config.secret_key, to, now, config.web.board_hours
+            ),
+            board_hours=f"{config.web.board_hours:g}",
             **data,
         )[0]
         subject = SUBJECTS[template][lang].format(day=day_text(day, lang))

@@ -15,6 +15,7 @@ from maild.ops.metrics import Metrics
 from maild.replies.render import Renderer
 from maild.store.db import Database
 from maild.store.models import Inbound, Outbox
+from maild.web.board import BoardSite, add_board_routes
 from maild.web.ops import add_ops_routes
 from maild.web.survey import SurveySite, add_routes
 
@@ -63,6 +64,7 @@ def make_app(
         app[CONFIG_KEY] = config
         renderer = Renderer(config.desk.templates)
         add_routes(app, SurveySite(db, config, clock, renderer, on_outbox))
+        add_board_routes(app, BoardSite(db, config, clock, renderer))
     return app
 
 
