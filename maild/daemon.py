@@ -28,6 +28,7 @@ from maild.scheduler.jobs import SWEEPS
 from maild.scheduler.runner import SweepScheduler
 from maild.store.db import Database
 from maild.store.migrate import upgrade
+from maild.web import board
 from maild.web.app import start_web
 
 log = logging.getLogger(__name__)
@@ -307,6 +308,8 @@ class Daemon:
         self.config = new
         if self.scheduler is not None:
             self.scheduler.config = new
+        if self.web is not None:
+            board.refresh(self.web.app, new)
         async with self._workers_lock:
             for index in range(len(self.workers)):
                 if not self._closing:

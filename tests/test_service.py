@@ -10,7 +10,12 @@ import smtplib
 import socket
 import subprocess
 import sys
+import threading
+import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +26,20 @@ from sqlalchemy import select
 
 from maild.store.db import Database
 from maild.store.models import Outbox, Ticket
+from maild.web.board_links import board_url
+
+
+def _status(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
 
 UNIT = Path(__file__).resolve().parents[1] / "contrib" / "maild.service"
 
@@ -55,21 +74,46 @@ def test_unit_file_passes_systemd_analyze_verify(tmp_path: Path) -> None:
     assert "maild.service" not in done.stderr, done.stderr
 
 
+class Manager:
+    """A service manager's notify socket, read by a thread as systemd would."""
+
+    def __init__(self, path: Path) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.sock.settimeout(0.2)
+        self.seen: list[str] = []
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        while not self.done.is_set():
+            try:
+                self.seen.append(self.sock.recv(4096).decode())
+            except TimeoutError:
+                continue
+
+    def wait_for(self, wanted: str, after: int = 0) -> int:
+        """The index of the first datagram from ``after`` on that contains ``wanted``."""
+
+        def found() -> int | None:
+            return next(
+                (i + 1 for i, s in enumerate(self.seen[after:], after) if wanted in s), None
+            )
+
+        return int(wait_for(found, timeout=60))
+
+    def close(self) -> None:
+        self.done.set()
+        self.thread.join(5)
+        self.sock.close()
+
+
 @pytest.fixture
-def notify_socket(tmp_path: Path) -> Iterator[socket.socket]:
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sock.bind(str(tmp_path / "notify.sock"))
-    sock.settimeout(30)
-    yield sock
-    sock.close()
-
-
-def receive_until(sock: socket.socket, wanted: str) -> list[str]:
-    """Datagrams until one contains ``wanted`` (30 s at most)."""
-    seen: list[str] = []
-    while not any(wanted in s for s in seen):
-        seen.append(sock.recv(4096).decode())
-    return seen
+def manager(tmp_path: Path) -> Iterator[Manager]:
+    m = Manager(tmp_path / "notify.sock")
+    yield m
+    m.close()
 
 
 def _config(tmp_path: Path, port: int, agents: list[dict[str, str]]) -> dict[str, Any]:
@@ -84,7 +128,7 @@ def _config(tmp_path: Path, port: int, agents: list[dict[str, str]]) -> dict[str
 
 
 def test_notify_watchdog_and_sighup_reload_in_a_real_daemon(
-    tmp_path: Path, notify_socket: socket.socket
+    tmp_path: Path, manager: Manager
 ) -> None:
     port = free_port()
     anna = [{"email": "anna@example.com", "name": "Anna"}]
@@ -100,7 +144,7 @@ def test_notify_watchdog_and_sighup_reload_in_a_real_daemon(
             [sys.executable, "-m", "maild", "--config", str(path), "run"], env=env, stderr=log
         )
         try:
-            _exercise(proc, path, data, port, notify_socket, tmp_path)
+            _exercise(proc, path, data, port, manager, tmp_path)
         finally:
             if proc.poll() is None:
                 proc.kill()
@@ -112,11 +156,11 @@ def _exercise(
     path: Path,
     data: dict[str, Any],
     port: int,
-    sock: socket.socket,
+    manager: Manager,
     tmp_path: Path,
 ) -> None:
-    assert "READY=1" in receive_until(sock, "READY=1")
-    assert "WATCHDOG=1" in receive_until(sock, "WATCHDOG=1")
+    ready = manager.wait_for("READY=1")
+    manager.wait_for("WATCHDOG=1", ready)
     client = smtplib.SMTP("127.0.0.1", port, timeout=30)  # stays open across both reloads
     client.sendmail("c1@client.org", ["support@example.com"], make_mail(sender="c1@client.org"))
     db = Database(f"sqlite:///{tmp_path / 'maild.db'}")
@@ -139,9 +183,9 @@ def _exercise(
     data["agents"] = [*data["agents"], {"email": "vera@example.com", "name": "Vera"}]
     write_toml(data, path)
     proc.send_signal(signal.SIGHUP)
-    seen = receive_until(sock, "RELOADING=1")
-    assert any("MONOTONIC_USEC=" in s for s in seen)
-    receive_until(sock, "READY=1")
+    reloading = manager.wait_for("RELOADING=1", ready)
+    assert "MONOTONIC_USEC=" in manager.seen[reloading - 1]
+    manager.wait_for("READY=1", reloading)
     assert client.noop()[0] == 250
     client.sendmail("c2@client.org", ["support@example.com"], make_mail(sender="c2@client.org"))
     client.quit()
@@ -150,7 +194,7 @@ def _exercise(
     assert "vera@example.com" not in recipients("c1@client.org")
     db.dispose()
     proc.send_signal(signal.SIGTERM)
-    receive_until(sock, "STOPPING=1")
+    manager.wait_for("STOPPING=1", reloading)
     assert proc.wait(60) == 0
     assert "reloaded" in log.read_text()
 
@@ -172,6 +216,9 @@ def test_reload_applies_sla_targets_and_templates_and_refuses_a_broken_file(
         def reloaded() -> bool:
             return asyncio.run_coroutine_threadsafe(reload(), daemon.loop).result(60)
 
+        base = f"http://127.0.0.1:{daemon.daemon.web_port}"
+        vera_link = board_url(base, data["security"]["secret_key"], "vera@example.com", now(), 1)
+        assert _status(vera_link) == 403  # not an agent yet
         path.write_text("[desk]\nname = \n")
         assert reloaded() is False
         assert daemon.daemon.config.sla.targets["question"] == 4.0
@@ -180,8 +227,10 @@ def test_reload_applies_sla_targets_and_templates_and_refuses_a_broken_file(
         (override / "ack.txt.j2").write_text("Request {{ ticket.id }}: we are on it.\n")
         data["desk"]["templates"] = str(override.parent)
         data["sla"] = {"question": 40}
+        data["agents"] = [*data["agents"], {"email": "vera@example.com", "name": "Vera"}]
         write_toml(data, path)
         assert reloaded() is True
+        assert _status(vera_link) == 200  # the board knows the new agent
         assert daemon.daemon.config.sla.targets["question"] == 40.0
         assert daemon.daemon.scheduler is not None
         assert daemon.daemon.scheduler.config.sla.targets["question"] == 40.0
@@ -200,3 +249,42 @@ def test_reload_applies_sla_targets_and_templates_and_refuses_a_broken_file(
         db.dispose()
     finally:
         daemon.stop()
+
+
+def test_a_manager_that_does_not_read_never_stops_the_daemon(tmp_path: Path) -> None:
+    """The watchdog's datagrams fill a notify socket nobody reads: the daemon goes on."""
+    deaf = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    deaf.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)  # a few datagrams fill it
+    deaf.bind(str(tmp_path / "notify.sock"))
+    data = _config(tmp_path, free_port(), [{"email": "anna@example.com", "name": "Anna"}])
+    web = data["web"]["listen"]
+    path = write_toml(data, tmp_path / "config.toml")
+    env = {**os.environ, "NOTIFY_SOCKET": str(tmp_path / "notify.sock"), "WATCHDOG_USEC": "2000"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "maild", "--config", str(path), "run"],
+        env=env,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:  # up at all (start-up may take a while on a busy machine)
+            try:
+                urllib.request.urlopen(f"http://{web}/healthz", timeout=2).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline and proc.poll() is None
+                time.sleep(0.2)
+        time.sleep(1.0)  # hundreds of pings: the socket's queue is long full
+        for _ in range(3):
+            with urllib.request.urlopen(f"http://{web}/healthz", timeout=5) as response:
+                assert response.status == 200
+    finally:
+        proc.terminate()
+        try:
+            code = proc.wait(60)
+        except subprocess.TimeoutExpired:  # stuck (the old blocking send): do not leave it
+            proc.kill()
+            proc.wait(10)
+            raise
+        deaf.close()
+    assert code == 0

@@ -25,8 +25,14 @@ def notify(state: str) -> bool:
         address = "\0" + address[1:]
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+            # Never block the event loop: a manager that does not read (its queue is full)
+            # loses this datagram instead of stopping the daemon.
+            sock.setblocking(False)
             sock.connect(address)
-            sock.sendall(state.encode())
+            sock.send(state.encode())
+    except BlockingIOError:
+        log.debug("sd_notify %s: the manager's queue is full", state.split("=")[0])
+        return False
     except OSError as exc:  # the manager went away: nothing to tell, nothing to stop for
         log.warning("sd_notify %s: %s", state.split("=")[0], exc)
         return False

@@ -36,9 +36,10 @@ COOKIE = "maild_board"
 PAGE_LIMIT = 500
 
 
-@dataclass(frozen=True)
+@dataclass
 class BoardSite:
-    """What the board needs from the daemon."""
+    """What the board needs from the daemon. Not frozen: a reload (SIGHUP) swaps ``config``
+    (see ``refresh``), so that agents added since the start get in and removed ones do not."""
 
     db: Database
     config: Config
@@ -174,6 +175,13 @@ async def stats(request: web.Request) -> web.Response:
     if agent is None:
         return _page(site, "denied", 401, reason="session")
     return _page(site, "stats", agent=agent, data=await asyncio.to_thread(_stats, site))
+
+
+def refresh(app: web.Application, config: Config) -> None:
+    """Let the board of a running app read ``config`` from now on."""
+    site = app.get(BOARD_KEY)
+    if site is not None:
+        site.config = config
 
 
 def add_board_routes(app: web.Application, site: BoardSite) -> None:
