@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sqlite3
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -52,10 +54,19 @@ def ensure_schema(db: Database) -> None:
         upgrade(db)
 
 
-def _filter(args: argparse.Namespace) -> TicketFilter:
+def _since(value: str, config: Config) -> datetime:
+    """An ISO-8601 date or time; without a zone it is desk time."""
+    try:
+        at = datetime.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--since: not an ISO-8601 time: {value!r}") from None
+    return at.replace(tzinfo=config.hours.zone) if at.tzinfo is None else at
+
+
+def _filter(args: argparse.Namespace, config: Config) -> TicketFilter:
     if args.limit is not None and args.limit < 1:
         raise argparse.ArgumentTypeError("--limit must be positive")
-    since = parse_now(args.since) if args.since else None
+    since = _since(args.since, config) if args.since else None
     return TicketFilter(args.status, args.assignee, args.requester, since, args.search, args.limit)
 
 
@@ -81,7 +92,7 @@ def _line(cells: tuple[str, ...]) -> str:
 
 def cmd_tickets(config: Config, args: argparse.Namespace) -> int:
     try:
-        wanted = _filter(args)
+        wanted = _filter(args, config)
     except argparse.ArgumentTypeError as exc:
         print(f"maild: {exc}", file=sys.stderr)
         return EX_USAGE
@@ -129,7 +140,7 @@ def cmd_backup(config: Config, args: argparse.Namespace) -> int:
     except BackupError as exc:
         print(f"maild: backup: {exc}", file=sys.stderr)
         return EX_CONFIG if not config.storage_url.startswith("sqlite") else EX_CANTCREAT
-    except (OSError, Exception) as exc:  # sqlite3 errors too: one line, never a traceback
+    except (OSError, sqlite3.Error) as exc:  # one line, never a traceback
         print(f"maild: backup failed: {exc}".splitlines()[0], file=sys.stderr)
         return EX_CANTCREAT
     spool = f" and {done.spool}" if done.spool else ""

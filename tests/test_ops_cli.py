@@ -6,6 +6,7 @@ import json
 import sqlite3
 import threading
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -69,6 +70,20 @@ def test_tickets_header_columns_and_filters(
     assert numbers("--since", "2000-01-01") == ["#1", "#2", "#3"]
     assert numbers("--since", "2999-01-01") == []
     assert numbers("--status", "new", "--limit", "1") == ["#3"]
+    # A date without a zone is desk time (Moscow): 00:30 there is still the 22nd in UTC.
+    with db.write() as s:
+        s.execute(
+            update(Ticket)
+            .where(Ticket.id == 1)
+            .values(created_at=datetime(2026, 11, 22, 21, 30, tzinfo=UTC))
+        )
+        s.execute(
+            update(Ticket)
+            .where(Ticket.id.in_((2, 3)))
+            .values(created_at=datetime(2026, 11, 22, 20, 30, tzinfo=UTC))
+        )
+    assert numbers("--since", "2026-11-23") == ["#1"]
+    assert numbers("--since", "2026-11-23T00:00:00+00:00") == []
     code, out, _ = run(capsys, config_file, "tickets", "--json", "--requester", "ann@client.org")
     assert [t["id"] for t in json.loads(out)] == [1]
     code, out, _ = run(capsys, config_file, "tickets", "--json", "--unattached")
