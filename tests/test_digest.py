@@ -165,3 +165,29 @@ def test_list_mine_and_breaching(db: Database, tmp_path: Path, db_url: str) -> N
     deliver_at(db, config, _reply(digest, "anna@example.com", "#LIST breaching"), at)
     breaching = body_of(outbox(db, "agent-query")[-1])
     assert "#1 " in breaching and "#2 " in breaching and "#3 " not in breaching
+
+
+def test_two_instances_at_once_send_each_digest_once(
+    db: Database, tmp_path: Path, db_url: str
+) -> None:
+    import threading
+
+    config = desk(db_url, tmp_path)
+    queue_with_three(db, config)
+    others = [Database(db_url) for _ in range(3)]
+    counts: list[int] = []
+    start = threading.Barrier(3)
+
+    def run(database: Database) -> None:
+        start.wait()
+        counts.append(sweep_digest(database, config, MON_0900))
+
+    threads = [threading.Thread(target=run, args=(d,)) for d in others]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    for d in others:
+        d.dispose()
+    assert sum(counts) == 3
+    assert len(outbox(db, "digest")) == 2 and len(outbox(db, "digest-lead")) == 1

@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from maild.clock import as_utc
 from maild.config import Config
@@ -69,36 +70,41 @@ def desk_mail(
     )
 
 
+def _text(s: Session, config: Config, to: str, template: str, day: date, now: datetime) -> str:
+    data: dict[str, Any]
+    if template == "digest":
+        data = {"mine": queue(s, "mine", to, config, now)}
+        data["unassigned"] = queue(s, "unassigned", to, config, now)
+    else:
+        data = {"summary": desk_summary(s, config, now, day)}
+    agent, lang = config.agent(to), config.desk.language
+    return Renderer(config.desk.templates).render(
+        lang,
+        template,
+        desk=config.desk,
+        name=agent.name if agent else "",
+        day=day_text(day, lang),
+        since=day_text(previous_working_day(day, config), lang),
+        config_warn=config.sla.warn_at,
+        board_url=board_url(
+            config.web.base_url, config.secret_key, to, now, config.web.board_hours
+        ),
+        board_hours=f"{config.web.board_hours:g}",
+        **data,
+    )[0]
+
+
 def _send(db: Database, config: Config, to: str, template: str, day: date, now: datetime) -> bool:
     """Queue one digest unless it went already; True when it was queued now."""
     mid = digest_message_id(config, to, template, day)
-    lang = config.desk.language
-    with db.write() as s:
+    with db.session() as s:  # the usual answer, read without taking the write lock
         if s.scalar(select(Outbox.id).where(Outbox.message_id == mid)) is not None:
             return False
-        data: dict[str, Any]
-        if template == "digest":
-            data = {"mine": queue(s, "mine", to, config, now)}
-            data["unassigned"] = queue(s, "unassigned", to, config, now)
-        else:
-            data = {"summary": desk_summary(s, config, now, day)}
-        agent = config.agent(to)
-        text = Renderer(config.desk.templates).render(
-            lang,
-            template,
-            desk=config.desk,
-            name=agent.name if agent else "",
-            day=day_text(day, lang),
-            since=day_text(previous_working_day(day, config), lang),
-            config_warn=config.sla.warn_at,
-            board_url=board_url(
-                config.web.base_url, config.secret_key, to, now, config.web.board_hours
-            ),
-            board_hours=f"{config.web.board_hours:g}",
-            **data,
-        )[0]
-        subject = SUBJECTS[template][lang].format(day=day_text(day, lang))
-        out = desk_mail(config, to, subject, mid, text, now)
+    subject = SUBJECTS[template][config.desk.language].format(
+        day=day_text(day, config.desk.language)
+    )
+    with db.write() as s:
+        out = desk_mail(config, to, subject, mid, _text(s, config, to, template, day, now), now)
         try:
             with s.begin_nested():
                 enqueue(s, out, ticket_id=None, kind=template.replace("_", "-"), automatic=False)
