@@ -148,6 +148,11 @@ def test_list_and_search_answer_proven_agents_only(
     assert "#4 " in found and "#1 " not in found
     deliver_at(db, config, _reply(reply, "boris@example.com", "#list everything"), at)
     assert "No list called" in body_of(outbox(db, "agent-query")[-1])
+    # A reply to a list without a question says how to ask; it opens no request either.
+    deliver_at(db, config, _reply(reply, "boris@example.com", "Thanks, that helps."), at)
+    helped = body_of(outbox(db, "agent-query")[-1])
+    assert helped.startswith("This address answers questions, one on the first line.")
+    assert "#search words" in helped
     with db.session() as s:  # the proven questions opened no request (#5 is the unproven one)
         assert s.query(Ticket).count() == 5
 

@@ -83,3 +83,17 @@ def test_landing_page_is_not_a_bare_404(
     assert missing.value.code == 404
     values = scrape(daemon)
     assert values[("maild_http_requests_total", (("status", "404"),))] == 1
+
+
+def test_refused_recipients_are_counted_by_code(
+    make_config: Callable[..., Config], db: Database, running: Callable[..., RunningDaemon]
+) -> None:
+    daemon = running(make_config(smtp={"listen": "127.0.0.1:0", "max_recipients": 1}))
+    with smtplib.SMTP("127.0.0.1", daemon.port, timeout=30) as client:
+        refused = client.sendmail(
+            "customer@example.org", ["support@example.com", "help@example.com"], make_mail()
+        )
+    assert refused["help@example.com"][0] == 452
+    values = scrape(daemon)
+    assert values[("maild_mail_refused_total", (("code", "452"), ("source", "smtp")))] == 1
+    assert values[("maild_mail_accepted_total", (("source", "smtp"),))] == 1

@@ -172,3 +172,17 @@ def test_backup_into_a_directory(
     assert code == 0, err
     with sqlite3.connect(target / "maild.db") as conn:
         assert conn.execute("SELECT count(*) FROM tickets").fetchone() == (1,)
+
+
+def test_check_config_names_a_missing_template_folder(
+    capsys: Capture, tmp_path: Path, db_url: str
+) -> None:
+    data = config_mapping(db_url, tmp_path)
+    data["desk"]["templates"] = str(tmp_path / "nowhere")
+    path = write_toml(data, tmp_path / "config.toml")
+    code, _, err = run(capsys, path, "check-config")
+    assert code == 78
+    assert (
+        err.strip()
+        == f"maild: config error: desk.templates: no such directory {tmp_path / 'nowhere'}"
+    )

@@ -42,6 +42,11 @@ class Handler:
         self.idle = asyncio.Event()
         self.idle.set()
 
+    def _refused(self, reply: str) -> str:
+        if self.on_reply is not None:
+            self.on_reply(self.source, reply)
+        return reply
+
     async def handle_MAIL(
         self,
         server: SMTP,
@@ -51,7 +56,7 @@ class Handler:
         mail_options: list[str],
     ) -> str:
         if _clean_address(address) is None:
-            return "553 5.1.7 Bad sender address syntax"
+            return self._refused("553 5.1.7 Bad sender address syntax")
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
         return "250 2.1.0 OK"
@@ -65,9 +70,9 @@ class Handler:
         rcpt_options: list[str],
     ) -> str:
         if _clean_address(address) is None:
-            return "553 5.1.3 Bad recipient address syntax"
+            return self._refused("553 5.1.3 Bad recipient address syntax")
         if len(envelope.rcpt_tos) >= self.max_recipients:
-            return "452 4.5.3 Too many recipients"
+            return self._refused("452 4.5.3 Too many recipients")
         envelope.rcpt_tos.append(address)
         return "250 2.1.5 OK"
 

@@ -143,7 +143,7 @@ class Apply:
         assert parsed is not None and verdict is not None and match is not None
         if verdict.automatic:
             return _automatic(work, ctx, parsed)
-        if work.role == "agent" and (query := parse_query(parsed.text)) is not None:
+        if work.role == "agent" and (query := parse_query(parsed.text, work)) is not None:
             return answer_query(work, ctx, query)
         ticket = ticket_of(ctx, match.ticket_id) if match.ticket_id else None
         if ticket is None:

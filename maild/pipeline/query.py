@@ -28,6 +28,7 @@ TITLES = {
         "all": "All open requests",
         "search": "Requests matching “{words}”",
         "unknown": "No list called “{words}”; ask for mine, unassigned, breaching or all",
+        "help": "This address answers questions, one on the first line",
     },
     "ru": {
         "mine": "Ваши открытые запросы",
@@ -36,22 +37,27 @@ TITLES = {
         "all": "Все открытые запросы",
         "search": "Запросы по словам «{words}»",
         "unknown": "Списка «{words}» нет; есть mine, unassigned, breaching, all",
+        "help": "Сюда можно задать вопрос в первой строке письма",
     },
 }
 
 
 @dataclass(frozen=True)
 class Query:
-    kind: str  # a name from LISTS, "search", or "unknown"
+    kind: str  # a name from LISTS, "search", "unknown" or "help"
     words: str = ""
 
 
-def parse_query(text: str) -> Query | None:
-    """The query on the first non-blank line of an agent's mail, or None."""
+def parse_query(text: str, work: Work | None = None) -> Query | None:
+    """The query on the first non-blank line of an agent's mail, or None.
+
+    A reply to a digest or a list (signed for no request: ``proven_ticket`` 0) without a
+    query is answered with how to ask, rather than opening a request from the agent.
+    """
     first = next((ln for ln in text.splitlines() if ln.strip()), "")
     m = _QUERY.match(first.strip())
     if m is None:
-        return None
+        return Query("help") if work is not None and work.proven_ticket == 0 else None
     command, arg = m.group(1).lower(), m.group(2)
     if command == "search":
         return Query("search", arg) if arg else Query("unknown", "#search")
@@ -68,13 +74,19 @@ def answer_query(work: Work, ctx: Context, query: Query) -> Work:
     if query.kind == "search":
         found = find_tickets(s, TicketFilter(search=query.words, limit=LIST_LIMIT))
         lines = [line(t, cfg, now) for t in reversed(found)]
-    elif query.kind == "unknown":
+    elif query.kind in ("unknown", "help"):
         lines = []
     else:
         lines = open_queue(s, query.kind, agent, cfg, now)
     title = TITLES[lang][query.kind].format(words=query.words)
     text = ctx.renderer.render(
-        lang, "query", desk=cfg.desk, title=title, lines=lines, limit=LIST_LIMIT
+        lang,
+        "query",
+        desk=cfg.desk,
+        title=title,
+        lines=lines,
+        limit=LIST_LIMIT,
+        listed=query.kind not in ("unknown", "help"),
     )[0]
     mid = signed_message_id(cfg.secret_key, "n", 0, agent, cfg.desk.domain)
     subject = SUBJECTS["query"][lang].format(what=query.words or query.kind)
