@@ -312,8 +312,12 @@ class Daemon:
             board.refresh(self.web.app, new)
         async with self._workers_lock:
             for index in range(len(self.workers)):
-                if not self._closing:
+                if self._closing:
+                    break
+                try:
                     await self._restart_worker(index)
+                except Exception:  # the supervisor starts it again if it is gone
+                    log.exception("reload: could not restart pipeline worker %d", index + 1)
         notify("READY=1")
         log.info(
             "reloaded %s: %d agent(s), %d department(s)",
@@ -351,6 +355,9 @@ class Daemon:
         reloads: set[asyncio.Task[bool]] = set()
 
         def on_hup() -> None:
+            if self.web is None or self._closing:  # still starting, or stopping
+                log.warning("SIGHUP ignored: the daemon is starting or stopping")
+                return
             task = asyncio.create_task(self.reload(), name="reload")
             reloads.add(task)
             task.add_done_callback(reloads.discard)
