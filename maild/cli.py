@@ -14,7 +14,7 @@ from typing import Any, NoReturn
 from sqlalchemy import inspect, update
 from sqlalchemy.exc import DBAPIError
 
-from maild import cli_clock, views
+from maild import cli_clock, cli_ops, views
 from maild.config import Config, load
 from maild.errors import (
     CannotCreate,
@@ -29,7 +29,6 @@ from maild.pipeline.runner import Pipeline
 from maild.store.db import Database, sqlite_path
 from maild.store.migrate import upgrade
 from maild.store.models import Inbound, Ticket
-from maild.tickets.status import STATUSES
 
 log = logging.getLogger("maild")
 
@@ -129,24 +128,6 @@ def cmd_deliver(config: Config, args: argparse.Namespace) -> int:
     return EX_OK
 
 
-def cmd_tickets(config: Config, args: argparse.Namespace) -> int:
-    db = _open(config)
-    with db.session() as s:
-        rows = views.list_tickets(s, args.status)
-        noise = views.unattached(s) if args.unattached else []
-    if args.json:
-        _print_json({"tickets": rows, "unattached": noise} if args.unattached else rows)
-        return EX_OK
-    for r in rows:
-        print(
-            f"#{r['id']:<6} {r['status']:<8} {r['priority']:<7} {r['requester']:<30} "
-            f"{r['subject'][:60]}"
-        )
-    for m in noise:
-        print(f"  unattached {m['kind']:<10} {m['from']:<30} {m['subject'][:60]}")
-    return EX_OK
-
-
 def cmd_show(config: Config, args: argparse.Namespace) -> int:
     db = _open(config)
     with db.session() as s:
@@ -235,10 +216,6 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("deliver", help="store one message from stdin (MTA pipe)")
     d.add_argument("--sender", "-f", default=None, help="envelope sender")
     d.add_argument("recipient", nargs="*", help="envelope recipients")
-    t = sub.add_parser("tickets", help="list requests")
-    t.add_argument("--status", choices=STATUSES)
-    t.add_argument("--unattached", action="store_true", help="also list unattached mail")
-    t.add_argument("--json", action="store_true")
     s = sub.add_parser("show", help="show one request")
     s.add_argument("number", type=int)
     s.add_argument("--json", action="store_true")
@@ -247,6 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("id", type=int, nargs="?")
     q.add_argument("--json", action="store_true")
     cli_clock.add_parsers(sub)
+    cli_ops.add_parsers(sub)
     return p
 
 
@@ -254,11 +232,11 @@ COMMANDS: dict[str, Callable[[Config, argparse.Namespace], int]] = {
     "init": cmd_init,
     "run": cmd_run,
     "deliver": cmd_deliver,
-    "tickets": cmd_tickets,
     "show": cmd_show,
     "quarantine": cmd_quarantine,
     "sweep": cli_clock.cmd_sweep,
     "stats": cli_clock.cmd_stats,
+    **cli_ops.COMMANDS,
 }
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from maild import config_sections as sections
-from maild.config_sections import ClockConfig, Department, SlaConfig
+from maild.config_sections import ClockConfig, Department, DigestConfig, SlaConfig
 from maild.config_table import Table, hostport, is_email, positive, resolve
 from maild.errors import ConfigError
 from maild.tickets.sla import BusinessHours
@@ -64,6 +64,7 @@ class WebConfig:
     page_days: int = 90  # how long the request-page link in a mail stays valid
     read_timeout: float = 15.0
     max_connections_per_address: int = 20
+    board_hours: float = 12.0
 
 
 @dataclass(frozen=True)
@@ -108,6 +109,7 @@ class Config:
     trusted_authserv_ids: tuple[str, ...] = ()
     imap: tuple[Any, ...] = ()  # maild.ingest.imap_config.ImapConfig
     routing: tuple[sections.Route, ...] = ()
+    digest: DigestConfig = field(default_factory=DigestConfig)
     path: Path | None = None
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
@@ -237,8 +239,22 @@ def _web(t: Table) -> WebConfig:
     read_timeout = _seconds(t, "read_timeout", 15.0)
     per_address = t.get("max_connections_per_address", int, 20)
     t.check("max_connections_per_address", positive, "must be positive", per_address)
+    board_hours = t.get("board_hours", float, 12.0)
+    t.check(
+        "board_hours",
+        lambda v: 0 < v <= 24 * 31,
+        "must be more than 0 and at most 744 (31 days)",
+        board_hours,
+    )
     t.finish()
-    return WebConfig(listen, base_url, page_days, read_timeout, per_address)
+    return WebConfig(
+        listen,
+        base_url,
+        page_days=page_days,
+        read_timeout=read_timeout,
+        max_connections_per_address=per_address,
+        board_hours=board_hours,
+    )
 
 
 def _secret(t: Table) -> str:
@@ -313,6 +329,7 @@ KNOWN_SECTIONS = frozenset(
         "imap",
         "lmtp",
         "routing",
+        "digest",
     }
 )
 
@@ -342,6 +359,7 @@ def from_mapping(data: Mapping[str, Any], base: Path, path: Path | None = None) 
         ),
         imap=sections.imap(data.get("imap")),
         routing=sections.routing(data.get("routing", []), sections.TYPES),
+        digest=sections.digest(Table(data.get("digest", {}), "digest")),
         trusted_authserv_ids=sections.trusted_authserv_ids(
             Table(data.get("security", {}), "security")
         ),

@@ -240,3 +240,18 @@ def hours(t: Table, timezone: str) -> BusinessHours:
     return BusinessHours(
         timezone, frozenset(DAY_NAMES.index(d) for d in days), start, end, frozenset(holidays)
     )
+
+
+@dataclass(frozen=True)
+class DigestConfig:
+    """The morning digest: desk time it goes out on working days; None when it is off."""
+
+    at: time | None = time(9, 0)
+
+
+def digest(t: Table) -> DigestConfig:
+    value = t.get("at", str, "09:00").strip()
+    t.finish()
+    if value.lower() in ("", "off"):
+        return DigestConfig(None)
+    return DigestConfig(_clock_time(t, "at", value))

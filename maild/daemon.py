@@ -20,14 +20,20 @@ from maild.ingest.accept import Acceptor
 from maild.ingest.smtp import Handler, start_server, start_unix_server
 from maild.ingest.smtp_guard import smtp_guard
 from maild.ingest.spool import Spool, import_spool
+from maild.ops.metrics import Metrics
+from maild.ops.reload import reread
+from maild.ops.service import Watchdog, notify, reloading
 from maild.pipeline.runner import MAX_BATCH_BYTES, SPOOLED, Pipeline, quarantine_in_hand
 from maild.pipeline.worker import ProcessWorker, ThreadWorker
 from maild.replies.leases import lease_for
 from maild.replies.sender import OutboxSender
 from maild.replies.transport import transport_from_config
+from maild.scheduler.digest import sweep_digest
+from maild.scheduler.jobs import SWEEPS
 from maild.scheduler.runner import SweepScheduler
 from maild.store.db import Database
 from maild.store.migrate import upgrade
+from maild.web import board
 from maild.web.app import start_web
 
 log = logging.getLogger(__name__)
@@ -36,6 +42,7 @@ SUPERVISE_SECONDS = 2.0  # how often the daemon checks that its pipeline workers
 POISON_DEATHS = 3  # a message careful workers died on this many times goes to quarantine
 CAREFUL_MESSAGES = 64  # after a death, the successor takes this many messages one at a time
 T = TypeVar("T")
+DAEMON_SWEEPS = (*SWEEPS, ("digest", sweep_digest))  # `maild digest` runs the last one alone
 
 
 def split_hostport(value: str) -> tuple[str, int]:
@@ -75,11 +82,13 @@ class Daemon:
         self.acceptor = Acceptor(
             self.db, spool=self.spool, on_stored=self._wake_pipeline, clock=clock
         )
+        self.metrics = Metrics(self.db, [self.spool] if self.spool is not None else [])
         self._sender_task: asyncio.Task[None] | None = None
         self._supervisor: asyncio.Task[None] | None = None
         self._deaths: dict[tuple[int, int], int] = {}  # (kind, id) -> worker deaths on it
         self._check_workers = asyncio.Event()  # set when a worker's pipe reaches EOF
         self._closing = False  # stop() has begun: the supervisor starts no more workers
+        self._workers_lock = asyncio.Lock()  # the supervisor and a reload take turns
 
     def _wake_pipeline(self) -> None:
         for worker in self.workers:
@@ -128,15 +137,19 @@ class Daemon:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._check_workers.wait(), SUPERVISE_SECONDS)
             self._check_workers.clear()
-            for index, worker in enumerate(self.workers):
-                if self._closing or not isinstance(worker, ProcessWorker):
-                    continue
-                if not worker.gone and worker.proc.is_alive():
-                    continue
-                try:
-                    await self._replace_dead(index, count)
-                except Exception:  # the supervisor never dies: try again at the next check
-                    log.exception("could not replace pipeline worker %d", index + 1)
+            async with self._workers_lock:
+                await self._replace_all_dead(count)
+
+    async def _replace_all_dead(self, count: int) -> None:
+        for index, worker in enumerate(self.workers):
+            if self._closing or not isinstance(worker, ProcessWorker):
+                continue
+            if not worker.gone and worker.proc.is_alive():
+                continue
+            try:
+                await self._replace_dead(index, count)
+            except Exception:  # the supervisor never dies: try again at the next check
+                log.exception("could not replace pipeline worker %d", index + 1)
 
     async def _replace_dead(self, index: int, count: int) -> None:
         """Replace dead worker ``index``.
@@ -183,6 +196,7 @@ class Daemon:
             max_size=self.config.smtp.max_message_size,
             max_recipients=self.config.smtp.max_recipients,
         )
+        handler.on_reply = self.metrics.mail_reply
         self.handlers.append(handler)
         guard = smtp_guard(self.config)
         self.servers.append(
@@ -207,9 +221,12 @@ class Daemon:
                 self.clock,
                 self.sender.wake.set,
                 spool=self.spool,
+                metrics=self.metrics,
             ),
         )
-        self.scheduler = SweepScheduler(self.db, self.config, self.clock, self.sender.wake.set)
+        self.scheduler = SweepScheduler(
+            self.db, self.config, self.clock, self.sender.wake.set, sweeps=DAEMON_SWEEPS
+        )
         self.scheduler.start()
         self._wake_pipeline()  # accepted before a crash, not yet processed
         log.info(
@@ -243,6 +260,7 @@ class Daemon:
             max_size=self.config.smtp.max_message_size,
             max_recipients=self.config.smtp.max_recipients,
         )
+        handler.on_reply = self.metrics.mail_reply
         self.handlers.append(handler)
         guard = replace(smtp_guard(self.config), peers=None)  # the operator's own MTA
         if listen.startswith("/"):
@@ -310,6 +328,52 @@ class Daemon:
             except TimeoutError:
                 log.error("gave up waiting for %d SMTP transaction(s)", handler.in_flight)
 
+    async def reload(self) -> bool:
+        """SIGHUP: the new config's agents, departments, SLA, hours and templates, at once.
+
+        An invalid file is refused with a log line and the running config stays. Listeners
+        stay open (no connection is dropped); the pipeline workers are restarted one at a time
+        after the message in hand, so that they run with the new config too.
+        """
+        new = await asyncio.to_thread(reread, self.config)
+        if new is None or self._closing:
+            return False
+        reloading()
+        self.config = new
+        if self.scheduler is not None:
+            self.scheduler.config = new
+        if self.web is not None:
+            board.refresh(self.web.app, new)
+        async with self._workers_lock:
+            for index in range(len(self.workers)):
+                if self._closing:
+                    break
+                try:
+                    await self._restart_worker(index)
+                except Exception:  # the supervisor starts it again if it is gone
+                    log.exception("reload: could not restart pipeline worker %d", index + 1)
+        notify("READY=1")
+        log.info(
+            "reloaded %s: %d agent(s), %d department(s)",
+            new.path,
+            len(new.agents),
+            len(new.departments),
+        )
+        return True
+
+    async def _restart_worker(self, index: int) -> None:
+        old = self.workers[index]
+        if isinstance(old, ThreadWorker):
+            await asyncio.to_thread(old.stop)
+            pipeline = Pipeline(self.config, self.db, clock=self.clock, spool=self.spool)
+            self.workers[index] = ThreadWorker(pipeline, old.on_outbox)
+        else:
+            with contextlib.suppress(OSError, ValueError):
+                asyncio.get_running_loop().remove_reader(old.fileno())
+            await asyncio.to_thread(old.stop)
+            self.workers[index] = self._spawn(index, len(self.workers))
+        self.workers[index].wake()
+
     def _empty_spool(self, spool: Spool) -> None:
         """Move what is still spooled into ``inbound`` (no processing: that waits for the next
         start), so that a stopped desk keeps all its mail in the one database."""
@@ -322,15 +386,32 @@ class Daemon:
     async def serve_forever(self) -> None:
         loop = asyncio.get_running_loop()
         done = asyncio.Event()
+        reloads: set[asyncio.Task[bool]] = set()
+
+        def on_hup() -> None:
+            if self.web is None or self._closing:  # still starting, or stopping
+                log.warning("SIGHUP ignored: the daemon is starting or stopping")
+                return
+            task = asyncio.create_task(self.reload(), name="reload")
+            reloads.add(task)
+            task.add_done_callback(reloads.discard)
+
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, done.set)
+        loop.add_signal_handler(signal.SIGHUP, on_hup)
         try:
             await self.start()
         except BaseException:
             await self._abandon_start()
             raise
+        watchdog = Watchdog()
+        watchdog.start()
+        notify("READY=1")
         await done.wait()
+        notify("STOPPING=1")
+        await asyncio.gather(*reloads, return_exceptions=True)
         await self.stop()
+        await watchdog.stop()
 
     async def _abandon_start(self) -> None:
         """Start-up failed (a busy port, say): undo what it began, quietly, so that the process

@@ -16,12 +16,16 @@ def _mac(secret: str, kind: str, ticket: int, recipient: str, nonce: str) -> str
     return hmac.new(secret.encode(), msg, hashlib.sha256).hexdigest()[:24]
 
 
-def signed_message_id(secret: str, kind: str, ticket: int, recipient: str, domain: str) -> str:
+def signed_message_id(
+    secret: str, kind: str, ticket: int, recipient: str, domain: str, nonce: str | None = None
+) -> str:
     """A Message-ID that proves, when someone replies to it, that ``recipient`` received it.
 
     ``kind`` is one letter: "n" for an agent notification, "e" for an escalation mail.
+    ``nonce`` (8 hex digits) is random unless given: a digest's is its day, so that the
+    Message-ID is unique per agent and day and a second one is refused by the outbox.
     """
-    nonce = secrets.token_hex(4)
+    nonce = nonce or secrets.token_hex(4)
     return f"<{kind}.{ticket}.{nonce}.{_mac(secret, kind, ticket, recipient, nonce)}@{domain}>"
 
 

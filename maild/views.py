@@ -82,13 +82,6 @@ def ticket_detail(s: Session, t: Ticket) -> dict[str, Any]:
     return out
 
 
-def list_tickets(s: Session, status: str | None = None) -> list[dict[str, Any]]:
-    stmt = select(Ticket).order_by(Ticket.id)
-    if status:
-        stmt = stmt.where(Ticket.status == status)
-    return [ticket_summary(t) for t in s.scalars(stmt)]
-
-
 def unattached(s: Session, limit: int = 200) -> list[dict[str, Any]]:
     stmt = (
         select(Message).where(Message.ticket_id.is_(None)).order_by(Message.id.desc()).limit(limit)

@@ -118,6 +118,8 @@ def config_mapping(db_url: str, tmp_path: Path, **sections: dict[str, Any]) -> d
             {"email": "boris@example.com", "name": "Boris"},
         ],
         "pipeline": {"workers": 0},
+        # No morning digest unless a test asks for one (it would add mail at any daemon start).
+        "digest": {"at": "off"},
     }
     for name, values in sections.items():
         data[name] = values if isinstance(values, list) else {**data.get(name, {}), **values}

@@ -23,6 +23,8 @@ def test_shipped_example_loads() -> None:
     assert cfg.outbound.url.startswith("maildir:")
     assert [a.email for a in cfg.agents] == ["anna@example.com", "boris@example.com"]
     assert cfg.pipeline.workers == 2
+    assert cfg.digest.at is not None and cfg.digest.at.isoformat() == "09:00:00"
+    assert cfg.web.board_hours == 12
 
 
 BAD = [
@@ -46,6 +48,11 @@ BAD = [
     ("[pipeline]\nworkers=17\n", "pipeline.workers"),
     ("[pipeline]\nworkers=-1\n", "pipeline.workers"),
     ("[nonsense]\nx=1\n", "nonsense"),
+    ("[digest]\nat='nine'\n", "digest.at"),
+    ("[digest]\nat=9\n", "digest.at"),
+    ("[digest]\nwhen='09:00'\n", "digest.when"),
+    ("[web]\nboard_hours=0\n", "web.board_hours"),
+    ("[web]\nboard_hours='long'\n", "web.board_hours"),
 ]
 GOOD_DESK = "[desk]\nname='Desk'\naddress='support@example.com'\n"
 SECRET = "[security]\nsecret_key='0123456789abcdef0123'\n"

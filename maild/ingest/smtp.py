@@ -7,6 +7,7 @@ import logging
 import os
 import re
 import stat
+from collections.abc import Callable
 from typing import Any
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
@@ -67,6 +68,12 @@ class Handler:
         self.in_flight -= 1
         if self.in_flight == 0:
             self.idle.set()
+        self.on_reply: Callable[[str, str], None] | None = None  # (source, reply): metrics
+
+    def _refused(self, reply: str) -> str:
+        if self.on_reply is not None:
+            self.on_reply(self.source, reply)
+        return reply
 
     async def handle_MAIL(
         self,
@@ -77,7 +84,7 @@ class Handler:
         mail_options: list[str],
     ) -> str:
         if _clean_address(address) is None:
-            return "553 5.1.7 Bad sender address syntax"
+            return self._refused("553 5.1.7 Bad sender address syntax")
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
         return "250 2.1.0 OK"
@@ -91,14 +98,16 @@ class Handler:
         rcpt_options: list[str],
     ) -> str:
         if _clean_address(address) is None:
-            return "553 5.1.3 Bad recipient address syntax"
+            return self._refused("553 5.1.3 Bad recipient address syntax")
         if len(envelope.rcpt_tos) >= self.max_recipients:
-            return "452 4.5.3 Too many recipients"
+            return self._refused("452 4.5.3 Too many recipients")
         envelope.rcpt_tos.append(address)
         return "250 2.1.5 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         status = await self._store(envelope)
+        if self.on_reply is not None:
+            self.on_reply(self.source, status)
         if self.lmtp:
             # LMTP answers once per recipient (RFC 2033); one durable store serves them all.
             for _ in envelope.rcpt_tos[1:]:

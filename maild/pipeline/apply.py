@@ -9,6 +9,7 @@ from maild.ingest.parse import ParsedMail
 from maild.pipeline.agent import handle_agent
 from maild.pipeline.base import Context, Work
 from maild.pipeline.ccs import CcChange, add_ccs
+from maild.pipeline.query import answer_query, parse_query
 from maild.pipeline.records import (
     add_event,
     answers_us,
@@ -166,6 +167,8 @@ class Apply:
         assert parsed is not None and verdict is not None and match is not None
         if verdict.automatic:
             return _automatic(work, ctx, parsed)
+        if work.role == "agent" and (query := parse_query(parsed.text, work)) is not None:
+            return answer_query(work, ctx, query)
         ticket = ticket_of(ctx, match.ticket_id) if match.ticket_id else None
         if ticket is None:
             return _create(work, ctx, parsed, match.linked_to)

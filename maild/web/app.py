@@ -11,11 +11,14 @@ from sqlalchemy import func, select
 from maild.clock import Clock, system_clock
 from maild.config import Config, WebConfig
 from maild.ingest.spool import Spool
+from maild.ops.metrics import Metrics
 from maild.peers import PeerLimit
 from maild.replies.render import Renderer
 from maild.store.db import Database
 from maild.store.models import Inbound, Outbox
+from maild.web.board import BoardSite, add_board_routes
 from maild.web.guard import GuardedSite, OneLineClientErrors, WebGuard, read_whole_request
+from maild.web.ops import add_ops_routes
 from maild.web.page import add_page_routes
 from maild.web.survey import SurveySite, add_routes
 
@@ -52,16 +55,20 @@ def make_app(
     on_outbox: Callable[[], None] | None = None,
     *,
     spool: Spool | None = None,
+    metrics: Metrics | None = None,
 ) -> web.Application:
     app = web.Application(client_max_size=64 * 1024, middlewares=[read_whole_request])
     app[DB_KEY] = db
     app[SPOOL_KEY] = [spool] if spool is not None else []
     app.router.add_get("/healthz", health)
+    desk = (config.desk.name, config.desk.address) if config else ("maild", "")
+    add_ops_routes(app, metrics or Metrics(db, [spool] if spool else []), *desk)
     if config is not None:  # the survey links need the key, the templates and the clock
         app[CONFIG_KEY] = config
         renderer = Renderer(config.desk.templates)
         add_routes(app, SurveySite(db, config, clock, renderer, on_outbox))
         add_page_routes(app)
+        add_board_routes(app, BoardSite(db, config, clock, renderer))
     return app
 
 
@@ -74,8 +81,9 @@ async def start_web(
     on_outbox: Callable[[], None] | None = None,
     *,
     spool: Spool | None = None,
+    metrics: Metrics | None = None,
 ) -> web.AppRunner:
-    app = make_app(db, config, clock, on_outbox, spool=spool)
+    app = make_app(db, config, clock, on_outbox, spool=spool, metrics=metrics)
     runner = web.AppRunner(app, access_log=None, logger=OneLineClientErrors())
     await runner.setup()
     web_config = config.web if config is not None else WebConfig()

@@ -1,0 +1,1 @@
+"""Operations: metrics, backups, config checks, reload and the service manager's signals."""
