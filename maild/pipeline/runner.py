@@ -22,6 +22,7 @@ from maild.ingest.parse import Limits, ParsedMail, parse_mail
 from maild.ingest.spool import SPOOL_COLUMNS, Spool, pick_batch
 from maild.pipeline.apply import Apply
 from maild.pipeline.base import Context, Stage, Work
+from maild.pipeline.bounced import Bounce
 from maild.pipeline.classify import Classify
 from maild.pipeline.identify import Identify
 from maild.pipeline.match import MatchTicket
@@ -33,11 +34,20 @@ from maild.store.models import Inbound
 log = logging.getLogger(__name__)
 
 # The order of the pipeline, reviewed in one place. "parse" runs before the transaction.
-PIPELINE: tuple[str, ...] = ("parse", "classify", "identify", "match-ticket", "apply", "notify")
+PIPELINE: tuple[str, ...] = (
+    "parse",
+    "classify",
+    "identify",
+    "match-ticket",
+    "bounce",
+    "apply",
+    "notify",
+)
 STAGES: dict[str, Callable[[], Stage]] = {
     "classify": Classify,
     "identify": Identify,
     "match-ticket": MatchTicket,
+    "bounce": Bounce,
     "apply": Apply,
     "notify": Notify,
 }

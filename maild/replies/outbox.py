@@ -10,6 +10,7 @@ from sqlalchemy import bindparam, func, insert, select
 from sqlalchemy.orm import Session
 
 from maild.replies.compose import Outgoing, build, clean_header
+from maild.replies.undeliverable import deliverable
 from maild.store.models import Message, Outbox
 
 # Plain Core statements, compiled once: these run several times for every inbound message.
@@ -87,7 +88,9 @@ def enqueue(
     The mail is also kept as an outgoing message of its request (history, threading).
     """
     conn = session.connection()
-    conn.execute(_OUTBOX_INSERT, _outbox_row(out, ticket_id, kind, automatic))
+    kept = deliverable(session, out)  # the message row keeps whom it was meant for
+    if kept is not None:
+        conn.execute(_OUTBOX_INSERT, _outbox_row(kept, ticket_id, kind, automatic))
     conn.execute(_MESSAGE_INSERT, _message_row(out, ticket_id, kind, message_kind))
 
 

@@ -219,3 +219,14 @@ class Outbox(Base):
         Index("ix_outbox_rate", "rate_key", "created_at"),
         UniqueConstraint("message_id", name="uq_outbox_message_id"),
     )
+
+
+class Undeliverable(Base):
+    """An address a bounce named: no mail goes to it until it writes to us again."""
+
+    __tablename__ = "undeliverable"
+
+    address: Mapped[str] = mapped_column(String(320), primary_key=True)
+    since: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    ticket_id: Mapped[int | None] = mapped_column(ForeignKey("tickets.id"))
+    reason: Mapped[str] = mapped_column(Text, default="")
