@@ -16,6 +16,7 @@ import re
 from dataclasses import dataclass
 from email.message import Message
 from email.parser import HeaderParser
+from email.utils import parseaddr
 
 from flufl.bounce import all_failures
 
@@ -25,12 +26,21 @@ from maild.tickets.loops import AUTO_REPLY, BOUNCE, LIST, Verdict
 log = logging.getLogger(__name__)
 
 MAX_QUOTED_IDS = 10
+MAX_SCAN_BYTES = 1_048_576  # body bytes: larger mail is not given to the detectors at all
+MAX_WEAK_SCAN_BYTES = 262_144  # ... nor mail this large that only has a bounce's words
 _TEXT_SCAN = 65_536  # bytes of a text part searched for a quoted Message-ID
 _ADDRESS = re.compile(r"^[a-z0-9.!#$%&'*+/=?^_`{|}~-]+@[a-z0-9-]+(?:\.[a-z0-9-]+)+$")
 _QUOTED_ID = re.compile(r"^[ \t>]*Message-I[Dd][ \t]*:[ \t]*(<[^<>\s]{3,250}>)", re.MULTILINE)
 _BOUNCE_SUBJECT = re.compile(
     r"deliver|undeliver|returned|failure|failed|bounce|mail system error|non-?delivery"
     r"|не доставлен|недоставлен|недоставлено",
+    re.IGNORECASE,
+)
+_BOUNCE_BODY = re.compile(
+    r"qmail-send|could(?: not|n't) be delivered|wasn't able to deliver|was not delivered"
+    r"|undeliverable|delivery (?:has |to the following recipients? )?failed|permanent error"
+    r"|mailbox (?:unavailable|not found|is full)|user unknown|no such user"
+    r"|delivery status notification|не (?:может быть )?доставлено",
     re.IGNORECASE,
 )
 _ROBOT_WORDS = ("postmaster", "mailerdaemon", "maildaemon", "mailerdeamon")
@@ -62,18 +72,36 @@ def robot_local(address: str) -> str:
     return ""
 
 
-def _bounce_like(msg: Message) -> bool:
-    """Cheap signs that the detectors are worth running (they read the whole body)."""
+def _strong_signs(msg: Message) -> bool:
+    """Headers only a bounce carries: a report, Exim's list, a null sender, a daemon's From."""
     if msg.get_content_type() in ("multipart/report", "message/delivery-status"):
         return True
     if msg.get("X-Failed-Recipients") is not None:
         return True
     if "".join(str(msg.get("Return-Path", "")).split()) == "<>":
         return True
-    from_value = str(msg.get("From", ""))
-    if any(word in _SEPARATORS.sub("", from_value.lower()) for word in _ROBOT_WORDS):
+    return bool(robot_local(parseaddr(str(msg.get("From", "")))[1]))
+
+
+def _weak_signs(msg: Message) -> bool:
+    """A bounce's words in the subject or at the top of the first text part."""
+    if _BOUNCE_SUBJECT.search(str(msg.get("Subject", ""))):
         return True
-    return bool(_BOUNCE_SUBJECT.search(str(msg.get("Subject", ""))))
+    first = next((p for p in msg.walk() if p.get_content_type() == "text/plain"), None)
+    return first is not None and bool(_BOUNCE_BODY.search(_text_of(first)[:4096]))
+
+
+def _payload_size(msg: Message) -> int:
+    return sum(len(p.get_payload()) for p in msg.walk() if isinstance(p.get_payload(), str))
+
+
+def _worth_scanning(msg: Message) -> bool:
+    """Whether to run the detectors, which read every line of the body with many patterns
+    (seconds on a large attachment): only for mail that looks like a bounce, and not large."""
+    size = _payload_size(msg)
+    if size > MAX_SCAN_BYTES:
+        return False
+    return _strong_signs(msg) or (size <= MAX_WEAK_SCAN_BYTES and _weak_signs(msg))
 
 
 def _addresses(found: frozenset[bytes]) -> tuple[str, ...]:
@@ -119,7 +147,7 @@ def quoted_message_ids(msg: Message) -> tuple[str, ...]:
 
 def bounce_report(msg: Message) -> BounceReport | None:
     """flufl.bounce's verdict on a mail that looks like a bounce; None for any other mail."""
-    if not _bounce_like(msg):
+    if not _worth_scanning(msg):
         return None
     try:
         temporary, permanent = all_failures(msg)
