@@ -41,6 +41,7 @@ class SmtpConfig:
     listen: str = "127.0.0.1:2525"
     max_message_size: int = 26_214_400
     max_recipients: int = 100
+    behind_mta: bool = False  # the listener only hears the operator's own MTA
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,7 @@ class Config:
     sla: SlaConfig = field(default_factory=SlaConfig)
     clock: ClockConfig = field(default_factory=ClockConfig)
     trusted_authserv_ids: tuple[str, ...] = ()
+    agent_proof: tuple[str, ...] = ("signed-id",)
     imap: tuple[Any, ...] = ()  # maild.ingest.imap_config.ImapConfig
     path: Path | None = None
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
@@ -170,8 +172,9 @@ def _smtp(t: Table) -> SmtpConfig:
     t.check("max_message_size", lambda v: v >= 1024, "must be at least 1024", size)
     rcpts = t.get("max_recipients", int, 100)
     t.check("max_recipients", positive, "must be positive", rcpts)
+    behind_mta = t.get("behind_mta", bool, False)
     t.finish()
-    return SmtpConfig(listen, size, rcpts)
+    return SmtpConfig(listen, size, rcpts, behind_mta)
 
 
 def _outbound(t: Table, base: Path, desk: DeskConfig) -> OutboundConfig:
@@ -208,6 +211,7 @@ def _web(t: Table) -> WebConfig:
 
 def _secret(t: Table) -> str:
     t.seen.add("trusted_authserv_ids")  # read by config_sections.trusted_authserv_ids
+    t.seen.add("agent_proof")  # read by config_sections.agent_proof
     secret = os.environ.get("MAILD_SECRET_KEY") or t.get("secret_key", str, "")
     t.seen.add("secret_key")
     if len(secret) < 16:
@@ -308,6 +312,7 @@ def from_mapping(data: Mapping[str, Any], base: Path, path: Path | None = None) 
         trusted_authserv_ids=sections.trusted_authserv_ids(
             Table(data.get("security", {}), "security")
         ),
+        agent_proof=sections.agent_proof(Table(data.get("security", {}), "security")),
         path=path,
         raw=data,
     )

@@ -216,12 +216,10 @@ def test_nobody_left_means_no_outbox_row_but_the_reply_is_kept(
         assert len(kept) == 2  # the agent's mail in, and the reply as it was meant to go out
 
 
-def test_forged_bounce_quoting_none_of_our_mail_marks_nothing(
-    db: Database, ingest: Ingest
-) -> None:
+def test_forged_bounce_quoting_none_of_our_mail_marks_nothing(db: Database, ingest: Ingest) -> None:
     _open_request(db, ingest)
     ingest(dsn("<guess-1@support.example.com>"), envelope_from="")
-    marked, kinds, detail = _state(db)
+    marked, _, detail = _state(db)
     assert marked == []
     event = next(e for e in detail["events"] if e["kind"] == "bounced")
     assert event["detail"]["proof"] == "quotes no mail the desk sent"

@@ -256,4 +256,3 @@ def machine_verdict(inp: MachineInput) -> Verdict | None:
         if verdict is not None:
             return verdict
     return None
-
