@@ -92,11 +92,13 @@ class Bounce:
         if not verdict.automatic and parsed.from_addr and wrote_again(s, parsed.from_addr):
             log.info("inbound %d: %s wrote again: deliverable", work.inbound_id, parsed.from_addr)
         report = parsed.bounce
-        if report is None or (verdict.automatic and verdict.kind != BOUNCE):
+        if report is None or not report.failed:
+            return work
+        if verdict.automatic and verdict.kind != BOUNCE:
             return work
         sent = sent_by_us(s, report.quoted_ids)
         if not verdict.automatic:
-            if sent is None or not report.failed:
+            if sent is None:
                 return work
             verdict = Verdict(BOUNCE, "flufl.bounce: a bounce of mail the desk sent")
             work = replace(work, verdict=verdict)
@@ -105,6 +107,6 @@ class Bounce:
         if ticket is None:
             fallback = latest_request_of(s, report.failed)
             ticket = ticket_of(ctx, fallback) if fallback is not None else None
-        if ticket is None or not report.failed:
+        if ticket is None:
             return work
         return _record(work, ctx, ticket, report, proven is not None and ticket.id == proven)
