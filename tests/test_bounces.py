@@ -214,6 +214,7 @@ def test_nobody_left_means_no_outbox_row_but_the_reply_is_kept(
     with db.session() as s:
         kept = s.scalars(select(Message).where(Message.kind == "agent")).all()
         assert len(kept) == 2  # the agent's mail in, and the reply as it was meant to go out
+        assert kept[1].note == "agent-reply; not sent: every recipient is undeliverable"
 
 
 def test_forged_bounce_quoting_none_of_our_mail_marks_nothing(db: Database, ingest: Ingest) -> None:

@@ -89,9 +89,12 @@ def enqueue(
     """
     conn = session.connection()
     kept = deliverable(session, out)  # the message row keeps whom it was meant for
+    row = _message_row(out, ticket_id, kind, message_kind)
     if kept is not None:
         conn.execute(_OUTBOX_INSERT, _outbox_row(kept, ticket_id, kind, automatic))
-    conn.execute(_MESSAGE_INSERT, _message_row(out, ticket_id, kind, message_kind))
+    else:
+        row["note"] = f"{kind}; not sent: every recipient is undeliverable"
+    conn.execute(_MESSAGE_INSERT, row)
 
 
 def enqueue_internal(
