@@ -118,6 +118,15 @@ def test_robot_local_parts(address: str, word: str) -> None:
     assert robot_local(address) == word
 
 
+def test_detectors_run_only_on_mail_that_looks_like_a_bounce() -> None:
+    assert parse_mail(fixture_bytes("new_plain_en.eml")).bounce is None
+    report = parse_mail(fixture_bytes("bounce_qmail.eml")).bounce
+    assert report is not None and report.permanent == ("nobody@example.net",)
+    assert report.quoted_ids == ("<ack-1@support.example.com>",)
+    # A bounce's words, but 300 KB: the detectors would read every line; not scanned.
+    assert parse_mail(make_mail("Delivery failed", body="x\r\n" * 100_000)).bounce is None
+
+
 def _outbox(db: Database, kind: str) -> list[Outbox]:
     with db.session() as s:
         return list(s.scalars(select(Outbox).where(Outbox.kind == kind).order_by(Outbox.id)))

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass
+from email.header import decode_header, make_header
 from email.message import Message
 from email.parser import HeaderParser
 from email.utils import parseaddr
@@ -85,7 +86,7 @@ def _strong_signs(msg: Message) -> bool:
 
 def _weak_signs(msg: Message) -> bool:
     """A bounce's words in the subject or at the top of the first text part."""
-    if _BOUNCE_SUBJECT.search(str(msg.get("Subject", ""))):
+    if _BOUNCE_SUBJECT.search(_subject(msg)):
         return True
     first = next((p for p in msg.walk() if p.get_content_type() == "text/plain"), None)
     return first is not None and bool(_BOUNCE_BODY.search(_text_of(first)[:4096]))
@@ -116,10 +117,23 @@ def _addresses(found: frozenset[bytes]) -> tuple[str, ...]:
 
 
 def _text_of(part: Message) -> str:
+    """The start of a text part, decoded in its charset as well as can be."""
     payload = part.get_payload(decode=True)
     if not isinstance(payload, bytes):
         return ""
-    return payload[:_TEXT_SCAN].decode("ascii", "replace")
+    try:
+        return payload[:_TEXT_SCAN].decode(part.get_content_charset() or "utf-8", "replace")
+    except LookupError:
+        return payload[:_TEXT_SCAN].decode("utf-8", "replace")
+
+
+def _subject(msg: Message) -> str:
+    """The Subject with RFC 2047 words decoded (undecodable ones stay as they are)."""
+    value = str(msg.get("Subject", ""))
+    try:
+        return str(make_header(decode_header(value)))
+    except (LookupError, ValueError, UnicodeError):
+        return value
 
 
 def quoted_message_ids(msg: Message) -> tuple[str, ...]:
