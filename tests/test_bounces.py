@@ -24,7 +24,7 @@ from maild.ingest.parse import parse_mail
 from maild.pipeline.classify import machine_input
 from maild.store.db import Database
 from maild.store.models import Event, Message, Outbox, Ticket, Undeliverable
-from maild.tickets.bounces import machine_verdict, robot_local
+from maild.tickets.bounces import MachineInput, machine_verdict, robot_local
 from maild.tickets.loops import LoopInput, classify
 from maild.views import ticket_detail
 
@@ -66,6 +66,35 @@ def test_machine_families_are_automatic(name: str, kind: str) -> None:
 )
 def test_ordinary_fixtures_stay_human(name: str) -> None:
     assert verdict_of(fixture_bytes(name)) == ("human", "")
+
+
+MAILED = ("multipart/mixed", "text/plain", "message/rfc822")
+
+
+@pytest.mark.parametrize(
+    ("sender", "subject", "text", "parts", "kind"),
+    [
+        ("l-owner@lists.example", "Loop Alert", "", ("text/plain",), "list"),
+        ("owner-l@lists.example", "Re: x", "You are not a member of l.", ("text/plain",), "list"),
+        ("l-request@lists.example", "Welcome to the l mailing list", "", ("text/plain",), "list"),
+        ("l-bounces@lists.example", "Bounce action notification", "", ("text/plain",), "list"),
+        ("l-admin@lists.example", "x", "Your message to l@lists.example is being held", (), "list"),
+        ("majordomo@lists.example", "Majordomo results", "", ("text/plain",), "list"),
+        ("staff@isp.example", "complaint about message from [192.0.2.1]", "", MAILED, "bounce"),
+        ("staff@isp.example", "Complaint about message from mx.example.com", "", MAILED, "bounce"),
+        ("abuse@isp.example", "Spam report", "", MAILED, "bounce"),
+        ("abuse@isp.example", "Spam report", "", ("text/plain",), None),
+        ("staff@isp.example", "complaint about message from 192.0.2.1", "", ("text/plain",), None),
+        ("gw@sms.example", "Re: hi", "", ("text/plain",), None),
+        ("Post.Master@sms.example", "Re: hi", "", ("text/plain",), "bounce"),
+    ],
+)
+def test_machine_rules(
+    sender: str, subject: str, text: str, parts: tuple[str, ...], kind: str | None
+) -> None:
+    content_type = parts[0] if parts else "text/plain"
+    verdict = machine_verdict(MachineInput(sender.lower(), subject, content_type, parts, text))
+    assert (verdict.kind if verdict else None) == kind
 
 
 PERSON_LOOKALIKES = [

@@ -198,7 +198,8 @@ _LIST_NOTICE_RE = re.compile(
     r"|your (?:message|posting|post|mail) to \S+@\S+ (?:has been|was|is) (?:held|rejected"
     r"|not distributed|discarded|awaiting|pending|bounced|being held)"
     r"|(?:awaits|awaiting|requires|pending) moderator(?:'s)? approval|posting (?:was )?rejected"
-    r"|results of your email command|majordomo results"
+    r"|results of your email command|majordomo results|bounce action notification"
+    r"|welcome to the \S+ mailing list|your membership in the \S+ mailing list"
     r"|не являетесь (?:участником|подписчиком)|ваше сообщение в (?:список|рассылку)",
     re.IGNORECASE,
 )
@@ -219,7 +220,8 @@ def _list_manager(inp: MachineInput) -> Verdict | None:
 
 _HOST = r"(?:\d{1,3}(?:\.\d{1,3}){3}|\[?[0-9a-f:]*:[0-9a-f:.]+\]?|[a-z0-9-]+(?:\.[a-z0-9-]+)+)"
 _COMPLAINT_SUBJECT_RE = re.compile(
-    rf"^(?:spam |abuse )?complaint about (?:a )?(?:message|mail|e-?mail) from {_HOST}\b",
+    rf"^(?:spam |abuse )?complaint about (?:a )?(?:message|mail|e-?mail) from \[?{_HOST}\]?"
+    r"(?=$|[\s,;:)])",
     re.IGNORECASE,
 )
 _ABUSE_LOCALS = frozenset(
