@@ -327,3 +327,16 @@ def test_show_json_lists_undeliverable(tmp_path: Path, db_url: str) -> None:
     assert [e["kind"] for e in data["events"]].count("bounced") == 1
     text = subprocess.run(cli, capture_output=True, timeout=60).stdout.decode()
     assert "undeliverable (a bounce named them): customer@example.org" in text
+
+
+def test_an_agent_pasting_a_bounce_of_our_mail_is_still_an_agent(
+    db: Database, ingest: Ingest
+) -> None:
+    ack_id = _open_request(db, ingest)
+    anna = notification(db, "anna@example.com")
+    pasted = QMAIL_LIKE.format(quoted=ack_id).split("\n\n", 1)[1]
+    ingest(reply_to(anna, "anna@example.com", f"#note it bounced:\n\n{pasted}"), envelope_from=None)
+    with db.session() as s:
+        kinds = [m.kind for m in s.scalars(select(Message).where(Message.direction == "in"))]
+    assert kinds == ["customer", "note"]
+    assert _state(db)[0] == []

@@ -98,7 +98,7 @@ class Bounce:
             return work
         sent = sent_by_us(s, report.quoted_ids)
         if not verdict.automatic:
-            if sent is None:
+            if sent is None or work.role != "customer":  # an agent pasting a bounce is an agent
                 return work
             verdict = Verdict(BOUNCE, "flufl.bounce: a bounce of mail the desk sent")
             work = replace(work, verdict=verdict)
