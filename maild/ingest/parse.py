@@ -394,6 +394,6 @@ def _parsed(msg: Message) -> ParsedMail:
         html=html,
         attachments=atts,
         defects=defects,
-        bounce=bounce_report(msg),
+        bounce=bounce_report(msg, from_addr, text),
         part_types=tuple(dict.fromkeys(p.get_content_type() for p in msg.walk())),
     )

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from email.header import decode_header, make_header
 from email.message import Message
 from email.parser import HeaderParser
-from email.utils import parseaddr
 
 from flufl.bounce import all_failures
 
@@ -73,7 +72,7 @@ def robot_local(address: str) -> str:
     return ""
 
 
-def _strong_signs(msg: Message) -> bool:
+def _strong_signs(msg: Message, from_addr: str) -> bool:
     """Headers only a bounce carries: a report, Exim's list, a null sender, a daemon's From."""
     if msg.get_content_type() in ("multipart/report", "message/delivery-status"):
         return True
@@ -81,28 +80,27 @@ def _strong_signs(msg: Message) -> bool:
         return True
     if "".join(str(msg.get("Return-Path", "")).split()) == "<>":
         return True
-    return bool(robot_local(parseaddr(str(msg.get("From", "")))[1]))
+    return bool(robot_local(from_addr))
 
 
-def _weak_signs(msg: Message) -> bool:
-    """A bounce's words in the subject or at the top of the first text part."""
-    if _BOUNCE_SUBJECT.search(_subject(msg)):
-        return True
-    first = next((p for p in msg.walk() if p.get_content_type() == "text/plain"), None)
-    return first is not None and bool(_BOUNCE_BODY.search(_text_of(first)[:4096]))
+def _weak_signs(msg: Message, text: str) -> bool:
+    """A bounce's words in the subject or at the top of the text."""
+    return bool(_BOUNCE_SUBJECT.search(_subject(msg)) or _BOUNCE_BODY.search(text[:4096]))
 
 
 def _payload_size(msg: Message) -> int:
     return sum(len(p.get_payload()) for p in msg.walk() if isinstance(p.get_payload(), str))
 
 
-def _worth_scanning(msg: Message) -> bool:
+def _worth_scanning(msg: Message, from_addr: str, text: str) -> bool:
     """Whether to run the detectors, which read every line of the body with many patterns
     (seconds on a large attachment): only for mail that looks like a bounce, and not large."""
     size = _payload_size(msg)
     if size > MAX_SCAN_BYTES:
         return False
-    return _strong_signs(msg) or (size <= MAX_WEAK_SCAN_BYTES and _weak_signs(msg))
+    if _strong_signs(msg, from_addr):
+        return True
+    return size <= MAX_WEAK_SCAN_BYTES and _weak_signs(msg, text)
 
 
 def _addresses(found: frozenset[bytes]) -> tuple[str, ...]:
@@ -130,6 +128,8 @@ def _text_of(part: Message) -> str:
 def _subject(msg: Message) -> str:
     """The Subject with RFC 2047 words decoded (undecodable ones stay as they are)."""
     value = str(msg.get("Subject", ""))
+    if "=?" not in value:
+        return value
     try:
         return str(make_header(decode_header(value)))
     except (LookupError, ValueError, UnicodeError):
@@ -159,9 +159,12 @@ def quoted_message_ids(msg: Message) -> tuple[str, ...]:
     return tuple(found[:MAX_QUOTED_IDS])
 
 
-def bounce_report(msg: Message) -> BounceReport | None:
-    """flufl.bounce's verdict on a mail that looks like a bounce; None for any other mail."""
-    if not _worth_scanning(msg):
+def bounce_report(msg: Message, from_addr: str, text: str) -> BounceReport | None:
+    """flufl.bounce's verdict on a mail that looks like a bounce; None for any other mail.
+
+    ``from_addr`` and ``text`` are what the parse step read from ``msg`` already.
+    """
+    if not _worth_scanning(msg, from_addr, text):
         return None
     try:
         temporary, permanent = all_failures(msg)
