@@ -144,6 +144,8 @@ def cmd_show(config: Config, args: argparse.Namespace) -> int:
         f"requester: {data['requester']}  type: {data['type']}  priority: {data['priority']}"
         f"  due: {data['due_at']}  cc: {', '.join(data['cc']) or '-'}"
     )
+    if data["undeliverable"]:
+        print(f"undeliverable (a bounce named them): {', '.join(data['undeliverable'])}")
     for m in data["messages"]:
         print(f"\n--- {m['direction']} {m['kind']} {m['created_at']} from {m['from']}")
         print(m["text"])

@@ -45,6 +45,7 @@ class SmtpConfig:
     command_timeout: float = 60.0
     data_timeout: float = 600.0
     max_connections_per_address: int = 20
+    behind_mta: bool = False  # the listener only hears the operator's own MTA
 
 
 @dataclass(frozen=True)
@@ -107,6 +108,7 @@ class Config:
     sla: SlaConfig = field(default_factory=SlaConfig)
     clock: ClockConfig = field(default_factory=ClockConfig)
     trusted_authserv_ids: tuple[str, ...] = ()
+    agent_proof: tuple[str, ...] = ("signed-id",)
     imap: tuple[Any, ...] = ()  # maild.ingest.imap_config.ImapConfig
     routing: tuple[sections.Route, ...] = ()
     digest: DigestConfig = field(default_factory=DigestConfig)
@@ -195,8 +197,9 @@ def _smtp(t: Table) -> SmtpConfig:
     data_timeout = _seconds(t, "data_timeout", 600.0)
     per_address = t.get("max_connections_per_address", int, 20)
     t.check("max_connections_per_address", positive, "must be positive", per_address)
+    behind_mta = t.get("behind_mta", bool, False)
     t.finish()
-    return SmtpConfig(listen, size, rcpts, command_timeout, data_timeout, per_address)
+    return SmtpConfig(listen, size, rcpts, command_timeout, data_timeout, per_address, behind_mta)
 
 
 def _seconds(t: Table, name: str, default: float) -> float:
@@ -259,6 +262,7 @@ def _web(t: Table) -> WebConfig:
 
 def _secret(t: Table) -> str:
     t.seen.add("trusted_authserv_ids")  # read by config_sections.trusted_authserv_ids
+    t.seen.add("agent_proof")  # read by config_sections.agent_proof
     secret = os.environ.get("MAILD_SECRET_KEY") or t.get("secret_key", str, "")
     t.seen.add("secret_key")
     if len(secret) < 16:
@@ -363,6 +367,7 @@ def from_mapping(data: Mapping[str, Any], base: Path, path: Path | None = None) 
         trusted_authserv_ids=sections.trusted_authserv_ids(
             Table(data.get("security", {}), "security")
         ),
+        agent_proof=sections.agent_proof(Table(data.get("security", {}), "security")),
         path=path,
         raw=data,
     )

@@ -195,6 +195,27 @@ def trusted_authserv_ids(t: Table) -> tuple[str, ...]:
     return tuple(i.strip().lower() for i in ids)
 
 
+AGENT_PROOFS = ("signed-id", "dkim", "authres")
+
+
+def agent_proof(t: Table) -> tuple[str, ...]:
+    """How an agent's or a department's mail may prove who wrote it (see maild/security.py)."""
+    proofs = t.get("agent_proof", list, ["signed-id"])
+    t.check(
+        "agent_proof",
+        lambda v: bool(v) and all(p in AGENT_PROOFS for p in v) and len(set(v)) == len(v),
+        f"must be a non-empty list of distinct values from {AGENT_PROOFS}",
+        proofs,
+    )
+    t.check(
+        "agent_proof",
+        lambda v: "authres" not in v or bool(t.data.get("trusted_authserv_ids")),
+        '"authres" needs security.trusted_authserv_ids',
+        proofs,
+    )
+    return tuple(proofs)
+
+
 def imap(items: object) -> tuple[Any, ...]:
     from maild.ingest.imap_config import imap_configs_from_toml
 

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from maild.clock import as_utc
 from maild.ingest.headers import decode_value
+from maild.replies.undeliverable import undeliverable_among
 from maild.store.models import Event, Inbound, Message, Ticket
 
 
@@ -72,6 +73,7 @@ def message_view(m: Message) -> dict[str, Any]:
 def ticket_detail(s: Session, t: Ticket) -> dict[str, Any]:
     out = ticket_summary(t)
     out["cc"] = [c.email for c in t.ccs]
+    out["undeliverable"] = sorted(undeliverable_among(s, [t.requester, *out["cc"]]))
     msgs = s.scalars(select(Message).where(Message.ticket_id == t.id).order_by(Message.id))
     out["messages"] = [message_view(m) for m in msgs]
     events = s.scalars(select(Event).where(Event.ticket_id == t.id).order_by(Event.id))

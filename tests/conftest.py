@@ -249,8 +249,10 @@ def ingest(db: Database, config: Config) -> Callable[..., int]:
 
     pipeline = Pipeline(config, db)
 
-    def run(raw: bytes, envelope_from: str | None = "customer@example.org") -> int:
-        stored = store_raw(db, raw, source="test", envelope_from=envelope_from)
+    def run(
+        raw: bytes, envelope_from: str | None = "customer@example.org", source: str = "pipe"
+    ) -> int:
+        stored = store_raw(db, raw, source=source, envelope_from=envelope_from)
         pipeline.process(ids=[stored.inbound_id])
         return stored.inbound_id
 

@@ -24,11 +24,15 @@ from maild.store.models import Event, Message, Outbox, Ticket
 
 Ingest = Callable[..., int]
 DEPTS = [{"name": "billing", "email": "billing@example.com"}]
+PROOFS = ["signed-id", "authres"]
 
 
 @pytest.fixture
 def config(make_config: Callable[..., Config], db: Database) -> Config:
-    return make_config(departments=DEPTS, security={"trusted_authserv_ids": ["mx.example.com"]})
+    return make_config(
+        departments=DEPTS,
+        security={"trusted_authserv_ids": ["mx.example.com"], "agent_proof": PROOFS},
+    )
 
 
 def mails(db: Database, kind: str | None = None) -> list[tuple[Outbox, EmailMessage]]:

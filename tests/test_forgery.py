@@ -20,7 +20,9 @@ AUTHRES = "Authentication-Results: mx.example.com; dkim=pass header.d=example.co
 
 @pytest.fixture
 def config(make_config: Callable[..., Config], db: Database) -> Config:
-    return make_config(security={"trusted_authserv_ids": TRUSTED})
+    return make_config(
+        security={"trusted_authserv_ids": TRUSTED, "agent_proof": ["signed-id", "authres"]}
+    )
 
 
 @pytest.mark.parametrize(

@@ -20,6 +20,7 @@ from maild.errors import LimitExceeded, QuarantineError
 from maild.ingest.headers import decode_bytes, decode_value, safe_filename
 from maild.ingest.html2text import html_to_text
 from maild.threading.refs import normalize_msgid, parse_msgid_list
+from maild.tickets.bounces import BounceReport, bounce_report
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +85,8 @@ class ParsedMail:
     html: str | None
     attachments: tuple[Attachment, ...]
     defects: tuple[str, ...] = ()
+    bounce: BounceReport | None = None  # flufl.bounce's findings, for mail that looks like one
+    part_types: tuple[str, ...] = ()  # every content type in the structure, once each
 
     def header(self, name: str) -> str | None:
         lname = name.lower()
@@ -391,4 +394,6 @@ def _parsed(msg: Message) -> ParsedMail:
         html=html,
         attachments=atts,
         defects=defects,
+        bounce=bounce_report(msg, from_addr, text),
+        part_types=tuple(dict.fromkeys(p.get_content_type() for p in msg.walk())),
     )

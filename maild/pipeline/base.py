@@ -45,6 +45,7 @@ class Work:
     role: str = "customer"  # customer | agent | department (agent and department are proven)
     proof: str = ""  # how the role was proven, or why a claimed one was not
     proven_ticket: int | None = None  # the request a signed Message-ID names
+    dkim: frozenset[str] = frozenset()  # DKIM d= domains maild verified (staff From only)
     match: Match | None = None
     ticket_id: int | None = None
     message_row_id: int | None = None

@@ -9,6 +9,7 @@ from dataclasses import replace
 
 from maild.ingest.parse import ParsedMail
 from maild.pipeline.base import Context, Work
+from maild.tickets.bounces import MachineInput, machine_verdict
 from maild.tickets.loops import LoopInput, classify
 
 # Headers maild uses internally: never trusted from the outside, whatever they say.
@@ -45,6 +46,19 @@ class Classify:
             answers_desk=answers_desk(parsed, desk.domain),
         )
         verdict = classify(inp, max_received=ctx.config.limits.max_received)
+        if not verdict.automatic:
+            verdict = machine_verdict(machine_input(parsed)) or verdict
         if not parsed.from_addr and not verdict.automatic:
             verdict = type(verdict)(kind="loop", reason="no usable From address")
         return replace(work, verdict=verdict)
+
+
+def machine_input(parsed: ParsedMail) -> MachineInput:
+    """What the rules for automatic mail without machine headers read (maild.tickets.bounces)."""
+    return MachineInput(
+        from_addr=parsed.from_addr,
+        subject=parsed.subject,
+        content_type=parsed.content_type,
+        part_types=parsed.part_types,
+        text_head=parsed.text[:2000],
+    )

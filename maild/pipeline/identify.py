@@ -6,9 +6,16 @@ import logging
 from dataclasses import replace
 from email.utils import getaddresses
 
+from maild.config import Config
 from maild.ingest.parse import ParsedMail
 from maild.pipeline.base import Context, Work
-from maild.security import dkim_pass_domains, proves_domain, verify_message_ids
+from maild.security import (
+    DnsFunc,
+    dkim_domains,
+    dkim_pass_domains,
+    proves_domain,
+    verify_message_ids,
+)
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +33,31 @@ def single_from(parsed: ParsedMail) -> bool:
     return len(found) == 1 and found[0][1].strip().lower() == parsed.from_addr
 
 
+# Sources fed by the operator's own MTA, which writes the topmost Authentication-Results.
+MTA_SOURCES = frozenset({"lmtp", "pipe", "imap"})
+
+
+def staff_dkim(
+    config: Config, parsed: ParsedMail | None, raw: bytes, dnsfunc: DnsFunc | None
+) -> frozenset[str]:
+    """DKIM domains verified on mail whose From is an agent or a department, when "dkim" is an
+    accepted proof; nothing for anyone else (DNS lookups cost time, in the parse step)."""
+    if parsed is None or "dkim" not in config.agent_proof:
+        return frozenset()
+    sender = parsed.from_addr
+    if not sender or (config.agent(sender) is None and config.department(sender) is None):
+        return frozenset()
+    return dkim_domains(raw, dnsfunc)
+
+
+def authres_trusted(work: Work, config: Config) -> bool:
+    """Authentication-Results count only where our own MTA wrote them: LMTP, the pipe, IMAP,
+    or maild's SMTP listener when it sits behind that MTA (``[smtp] behind_mta``)."""
+    if "authres" not in config.agent_proof or not config.trusted_authserv_ids:
+        return False
+    return work.source in MTA_SOURCES or (work.source == "smtp" and config.smtp.behind_mta)
+
+
 def _proof(work: Work, ctx: Context, kind: str) -> tuple[int | None, str]:
     """(the request a signed Message-ID proves, or None; how it was proven, or '')."""
     parsed = work.parsed
@@ -33,11 +65,14 @@ def _proof(work: Work, ctx: Context, kind: str) -> tuple[int | None, str]:
     cfg = ctx.config
     if not single_from(parsed):
         return None, ""
-    refs = (*parsed.in_reply_to, *parsed.references)
-    ticket = verify_message_ids(cfg.secret_key, kind, refs, parsed.from_addr, cfg.desk.domain)
-    if ticket is not None:
-        return ticket, "signed Message-ID"
-    if cfg.trusted_authserv_ids:
+    if "signed-id" in cfg.agent_proof:
+        refs = (*parsed.in_reply_to, *parsed.references)
+        ticket = verify_message_ids(cfg.secret_key, kind, refs, parsed.from_addr, cfg.desk.domain)
+        if ticket is not None:
+            return ticket, "signed Message-ID"
+    if "dkim" in cfg.agent_proof and proves_domain(set(work.dkim), parsed.from_addr):
+        return None, "DKIM signature verified by maild"
+    if authres_trusted(work, cfg):
         results = [v for k, v in parsed.headers if k.lower() == "authentication-results"]
         domains = dkim_pass_domains(results, cfg.trusted_authserv_ids)
         if proves_domain(domains, parsed.from_addr):

@@ -22,22 +22,33 @@ from maild.ingest.parse import Limits, ParsedMail, parse_mail
 from maild.ingest.spool import SPOOL_COLUMNS, Spool, pick_batch
 from maild.pipeline.apply import Apply
 from maild.pipeline.base import Context, Stage, Work
+from maild.pipeline.bounced import Bounce
 from maild.pipeline.classify import Classify
-from maild.pipeline.identify import Identify
+from maild.pipeline.identify import Identify, staff_dkim
 from maild.pipeline.match import MatchTicket
 from maild.pipeline.notify import Notify
 from maild.replies.render import Renderer
+from maild.security import DnsFunc
 from maild.store.db import Database
 from maild.store.models import Inbound
 
 log = logging.getLogger(__name__)
 
 # The order of the pipeline, reviewed in one place. "parse" runs before the transaction.
-PIPELINE: tuple[str, ...] = ("parse", "classify", "identify", "match-ticket", "apply", "notify")
+PIPELINE: tuple[str, ...] = (
+    "parse",
+    "classify",
+    "identify",
+    "match-ticket",
+    "bounce",
+    "apply",
+    "notify",
+)
 STAGES: dict[str, Callable[[], Stage]] = {
     "classify": Classify,
     "identify": Identify,
     "match-ticket": MatchTicket,
+    "bounce": Bounce,
     "apply": Apply,
     "notify": Notify,
 }
@@ -73,6 +84,7 @@ class Pending:
     error: str | None
     received_at: datetime
     spooled: dict[str, Any] | None = None  # the spool row, inserted into inbound to claim it
+    dkim: frozenset[str] = frozenset()  # DKIM domains verified (only for a staff From)
 
 
 class Pipeline:
@@ -84,6 +96,7 @@ class Pipeline:
         clock: Clock = system_clock,
         spool: Spool | None = None,
         shard: tuple[int, int] = (0, 1),
+        dnsfunc: DnsFunc | None = None,
     ) -> None:
         self.config = config
         self.db = db
@@ -93,6 +106,7 @@ class Pipeline:
         # thread key is ``index`` modulo ``count``: a thread stays with one worker, in order,
         # and parallel workers never parse the same mail.
         self.shard = shard
+        self.dnsfunc = dnsfunc  # DKIM key lookups (dkimpy's interface); None: real DNS
         # Told which message is in hand (SPOOLED or INBOUND, its id; NOTHING between batches),
         # so that the daemon can tell which one a worker was on when it died.
         self.in_hand: Callable[[int, int], None] = lambda _kind, _ident: None
@@ -122,6 +136,7 @@ class Pipeline:
             error,
             row["received_at"],
             dict(row) if spooled else None,
+            staff_dkim(self.config, parsed, row["raw"], self.dnsfunc),
         )
 
     def _load(self, ids: Sequence[int] | None, limit: int) -> tuple[list[Pending], bool]:
@@ -271,7 +286,7 @@ class Pipeline:
 
     def _stages(self, s: Session, iid: int, item: Pending) -> None:
         ctx = Context(session=s, config=self.config, clock=self.clock, renderer=self.renderer)
-        work = Work(iid, item.source, item.envelope_from, parsed=item.parsed)
+        work = Work(iid, item.source, item.envelope_from, parsed=item.parsed, dkim=item.dkim)
         for stage in self.stages:
             try:
                 work = stage(work, ctx)

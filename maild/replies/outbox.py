@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from maild.replies import breaker
 from maild.replies.compose import Outgoing, build, clean_header
 from maild.replies.kinds import MailContext
+from maild.replies.undeliverable import deliverable
 from maild.store.models import Message, Outbox
 
 # Plain Core statements, compiled once: these run several times for every inbound message.
@@ -93,9 +94,14 @@ def enqueue(
     if not _admitted(ctx, ticket_id, [out], automatic, kind):
         return False
     conn = ctx.session.connection()
-    conn.execute(_OUTBOX_INSERT, _outbox_row(out, ticket_id, kind, automatic))
-    conn.execute(_MESSAGE_INSERT, _message_row(out, ticket_id, kind, message_kind))
-    return True
+    kept = deliverable(ctx.session, out)  # the message row keeps whom it was meant for
+    row = _message_row(out, ticket_id, kind, message_kind)
+    if kept is not None:
+        conn.execute(_OUTBOX_INSERT, _outbox_row(kept, ticket_id, kind, automatic))
+    else:
+        row["note"] = f"{kind}; not sent: every recipient is undeliverable"
+    conn.execute(_MESSAGE_INSERT, row)
+    return kept is not None
 
 
 def enqueue_internal(

@@ -241,3 +241,14 @@ class SenderInstance(Base):
     pid: Mapped[int] = mapped_column(Integer)
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     heartbeat_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class Undeliverable(Base):
+    """An address a bounce named: no mail goes to it until it writes to us again."""
+
+    __tablename__ = "undeliverable"
+
+    address: Mapped[str] = mapped_column(String(320), primary_key=True)
+    since: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    ticket_id: Mapped[int | None] = mapped_column(ForeignKey("tickets.id"))
+    reason: Mapped[str] = mapped_column(Text, default="")
