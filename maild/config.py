@@ -72,6 +72,7 @@ class LimitsConfig:
     max_header_bytes: int = 102_400
     max_received: int = 50
     auto_replies_per_hour: int = 5
+    message_seconds: int = 20  # processing budget of one message (CPU s), outside the worker
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,8 @@ from maild.config import Config
 from maild.ingest.accept import Acceptor
 from maild.ingest.smtp import Handler, start_server, start_unix_server
 from maild.ingest.spool import Spool, import_spool
-from maild.pipeline.runner import MAX_BATCH_BYTES, SPOOLED, Pipeline, quarantine_in_hand
+from maild.pipeline.poison import count_attempt, over_budget_reason
+from maild.pipeline.runner import INBOUND, MAX_BATCH_BYTES, Pipeline, quarantine_in_hand
 from maild.pipeline.worker import ProcessWorker, ThreadWorker
 from maild.replies.sender import OutboxSender
 from maild.replies.transport import transport_from_config
@@ -27,8 +28,9 @@ from maild.web.app import start_web
 
 log = logging.getLogger(__name__)
 
-SUPERVISE_SECONDS = 2.0  # how often the daemon checks that its pipeline workers are alive
+SUPERVISE_SECONDS = 2.0  # how often the daemon checks its pipeline workers (alive, in budget)
 POISON_DEATHS = 3  # a message careful workers died on this many times goes to quarantine
+STOP_SECONDS = 20.0  # at most this long for a worker to finish at stop (SIGTERM: exit in 30 s)
 CAREFUL_MESSAGES = 64  # after a death, the successor takes this many messages one at a time
 
 
@@ -62,7 +64,7 @@ class Daemon:
         )
         self._sender_task: asyncio.Task[None] | None = None
         self._supervisor: asyncio.Task[None] | None = None
-        self._deaths: dict[tuple[int, int], int] = {}  # (kind, id) -> worker deaths on it
+        self._overran: set[tuple[int, int]] = set()  # in-daemon: quarantined, still running
         self._check_workers = asyncio.Event()  # set when a worker's pipe reaches EOF
         self._closing = False  # stop() has begun: the supervisor starts no more workers
 
@@ -84,8 +86,8 @@ class Daemon:
 
             pipeline = Pipeline(self.config, self.db, clock=self.clock, spool=self.spool)
             self.workers.append(ThreadWorker(pipeline, on_outbox))
-            return
-        self.workers.extend(self._spawn(index, count) for index in range(count))
+        else:
+            self.workers.extend(self._spawn(index, count) for index in range(count))
         self._supervisor = asyncio.create_task(self._supervise(count), name="supervisor")
 
     def _spawn(self, index: int, count: int, careful: int = 0) -> ProcessWorker:
@@ -113,15 +115,61 @@ class Daemon:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._check_workers.wait(), SUPERVISE_SECONDS)
             self._check_workers.clear()
-            for index, worker in enumerate(self.workers):
-                if self._closing or not isinstance(worker, ProcessWorker):
-                    continue
-                if not worker.gone and worker.proc.is_alive():
-                    continue
+            for index in range(len(self.workers)):
+                if self._closing:
+                    break
                 try:
-                    await self._replace_dead(index, count)
+                    await self._check(index, count)
                 except Exception:  # the supervisor never dies: try again at the next check
-                    log.exception("could not replace pipeline worker %d", index + 1)
+                    log.exception("could not check pipeline worker %d", index + 1)
+
+    async def _check(self, index: int, count: int) -> None:
+        worker = self.workers[index]
+        if isinstance(worker, ProcessWorker) and (worker.gone or not worker.proc.is_alive()):
+            await self._replace_dead(index, count)
+            return
+        held = worker.holding()
+        budget = self.config.limits.message_seconds
+        if held.kind and held.seconds > budget:
+            await self._over_budget(index, count, held.kind, held.ident)
+
+    async def _over_budget(self, index: int, count: int, kind: int, ident: int) -> None:
+        """The message in hand had more than ``[limits] message_seconds``: to quarantine, and
+        its worker is replaced. A thread (``workers = 0``) cannot be stopped: its message is
+        quarantined all the same (its result is then dropped) and it is left to finish."""
+        worker = self.workers[index]
+        reason = over_budget_reason(self.config.limits.message_seconds)
+        what = "spooled" if kind != INBOUND else "inbound"
+        if isinstance(worker, ThreadWorker):
+            if (kind, ident) in self._overran:
+                return
+            self._overran.add((kind, ident))
+            log.error(
+                "pipeline: %s message %d: %s; the in-daemon pipeline ([pipeline] workers = 0)"
+                " cannot be interrupted and finishes it in the background",
+                what,
+                ident,
+                reason,
+            )
+        else:
+            log.error(
+                "pipeline worker %d: %s message %d: %s; replacing it",
+                index + 1,
+                what,
+                ident,
+                reason,
+            )
+            asyncio.get_running_loop().remove_reader(worker.fileno())
+            await asyncio.to_thread(worker.kill)
+        done = await asyncio.to_thread(
+            quarantine_in_hand, self.db, self.spool, kind, ident, reason, self.clock()
+        )
+        if done:
+            log.error("%s message %d quarantined: %s", what, ident, reason)
+        if isinstance(worker, ProcessWorker):
+            self.workers[index] = self._spawn(index, count)
+            self.workers[index].wake()
+            await asyncio.to_thread(worker.stop, 1.0)  # reap it and close its pipes
 
     async def _replace_dead(self, index: int, count: int) -> None:
         """Replace dead worker ``index``.
@@ -136,7 +184,7 @@ class Daemon:
         assert isinstance(worker, ProcessWorker)
         await asyncio.to_thread(worker.proc.join, 1.0)
         kind, ident, careful = worker.last_in_hand()
-        what = "spooled" if kind == SPOOLED else "inbound"
+        what = "spooled" if kind != INBOUND else "inbound"
         log.error(
             "pipeline worker %d of %d died (exit code %s)%s; starting it again",
             index + 1,
@@ -146,18 +194,19 @@ class Daemon:
         )
         asyncio.get_running_loop().remove_reader(worker.fileno())
         if kind and careful:
-            deaths = self._deaths[(kind, ident)] = self._deaths.get((kind, ident), 0) + 1
-            if deaths >= POISON_DEATHS:
-                del self._deaths[(kind, ident)]
-                reason = f"the pipeline worker died {deaths} times on this message"
-                done = await asyncio.to_thread(
-                    quarantine_in_hand, self.db, self.spool, kind, ident, reason, self.clock()
-                )
-                if done:
-                    log.error("%s message %d quarantined: %s", what, ident, reason)
+            await asyncio.to_thread(self._count_death, kind, ident)
         self.workers[index] = self._spawn(index, count, CAREFUL_MESSAGES if kind else 0)
         self.workers[index].wake()
         await asyncio.to_thread(worker.stop, 1.0)  # reap it and close its pipes
+
+    def _count_death(self, kind: int, ident: int) -> None:
+        """One more death on this message, counted in ``inbound.attempts`` (a restart of the
+        whole daemon keeps it); at POISON_DEATHS the message goes to quarantine."""
+        iid, deaths = count_attempt(self.db, self.spool, kind, ident)
+        if iid and deaths >= POISON_DEATHS:
+            reason = f"the pipeline worker died {deaths} times on this message"
+            if quarantine_in_hand(self.db, self.spool, INBOUND, iid, reason, self.clock()):
+                log.error("inbound message %d quarantined: %s", iid, reason)
 
     async def start(self) -> None:
         await asyncio.to_thread(upgrade, self.db)
@@ -256,7 +305,7 @@ class Daemon:
             if isinstance(worker, ProcessWorker):
                 with contextlib.suppress(OSError, ValueError):
                     asyncio.get_running_loop().remove_reader(worker.fileno())
-        await asyncio.gather(*(asyncio.to_thread(w.stop) for w in self.workers))
+        await asyncio.gather(*(self._stop_worker(w) for w in self.workers))
         if self.spool is not None:
             await asyncio.to_thread(self._empty_spool, self.spool)
         self.stopping.set()
@@ -269,6 +318,34 @@ class Daemon:
         if self.spool is not None:
             self.spool.dispose()
         log.info("maild stopped")
+
+    async def _stop_worker(self, worker: ProcessWorker | ThreadWorker) -> None:
+        """Let a worker finish its batch, for STOP_SECONDS at most (less when its message is
+        over the budget). Killed with a message in hand, that message is quarantined if it
+        was over the budget, else the attempt is counted: a restart does not start it afresh."""
+        if isinstance(worker, ThreadWorker):
+            await asyncio.to_thread(worker.stop, STOP_SECONDS)  # a daemon thread: exit anyway
+            return
+        budget = self.config.limits.message_seconds
+        worker.ask_to_stop()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + STOP_SECONDS
+        held = worker.holding()
+        while worker.proc.is_alive() and loop.time() < deadline and held.seconds <= budget:
+            await asyncio.to_thread(worker.proc.join, 0.5)
+            held = worker.holding() if worker.proc.is_alive() else held
+        if not await asyncio.to_thread(worker.stop, 0) or not held.kind:
+            return
+        try:
+            if held.seconds > budget:
+                reason = over_budget_reason(budget)
+                args = (self.db, self.spool, held.kind, held.ident, reason, self.clock())
+                if await asyncio.to_thread(quarantine_in_hand, *args):
+                    log.error("%s message %d quarantined: %s", held.what, held.ident, reason)
+            else:
+                await asyncio.to_thread(self._count_death, held.kind, held.ident)
+        except Exception as exc:  # stopping goes on: the message is still waiting, not lost
+            log.error("could not record the message a stopped worker was on: %s", exc)
 
     def _empty_spool(self, spool: Spool) -> None:
         """Move what is still spooled into ``inbound`` (no processing: that waits for the next
