@@ -119,7 +119,7 @@ def test_html_to_text_blocks_and_entities() -> None:
 def test_multipart_alternative_prefers_plain_text() -> None:
     mail = parse_mail(fixture_bytes("reply_gmail_en.eml"))
     assert mail.text.startswith("Thanks, the new driver fixed it.")
-    assert mail.html is not None and "<blockquote class=\"gmail_quote\"" in mail.html
+    assert mail.html is not None and '<blockquote class="gmail_quote"' in mail.html
     assert "\r" not in mail.text
 
 
