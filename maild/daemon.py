@@ -64,7 +64,7 @@ class Daemon:
         )
         self._sender_task: asyncio.Task[None] | None = None
         self._supervisor: asyncio.Task[None] | None = None
-        self._overran: set[tuple[int, int]] = set()  # in-daemon: quarantined, still running
+        self._abandoned: list[ThreadWorker] = []  # over budget, finishing in the background
         self._check_workers = asyncio.Event()  # set when a worker's pipe reaches EOF
         self._closing = False  # stop() has begun: the supervisor starts no more workers
 
@@ -79,16 +79,19 @@ class Daemon:
     def _start_workers(self) -> None:
         count = self.config.pipeline.workers
         if count == 0:
-            loop = asyncio.get_running_loop()
-
-            def on_outbox() -> None:
-                loop.call_soon_threadsafe(self.sender.wake.set)
-
-            pipeline = Pipeline(self.config, self.db, clock=self.clock, spool=self.spool)
-            self.workers.append(ThreadWorker(pipeline, on_outbox))
+            self.workers.append(self._thread_worker())
         else:
             self.workers.extend(self._spawn(index, count) for index in range(count))
         self._supervisor = asyncio.create_task(self._supervise(count), name="supervisor")
+
+    def _thread_worker(self) -> ThreadWorker:
+        loop = asyncio.get_running_loop()
+
+        def on_outbox() -> None:
+            loop.call_soon_threadsafe(self.sender.wake.set)
+
+        pipeline = Pipeline(self.config, self.db, clock=self.clock, spool=self.spool)
+        return ThreadWorker(pipeline, on_outbox)
 
     def _spawn(self, index: int, count: int, careful: int = 0) -> ProcessWorker:
         worker = ProcessWorker(self.config, (index, count), careful=careful)
@@ -135,22 +138,24 @@ class Daemon:
 
     async def _over_budget(self, index: int, count: int, kind: int, ident: int) -> None:
         """The message in hand had more than ``[limits] message_seconds``: to quarantine, and
-        its worker is replaced. A thread (``workers = 0``) cannot be stopped: its message is
-        quarantined all the same (its result is then dropped) and it is left to finish."""
+        its worker is replaced. A thread (``workers = 0``) cannot be interrupted: its message
+        is quarantined all the same (its result is then dropped), a new thread takes over the
+        queue, and the old one stops once it is through with that message."""
         worker = self.workers[index]
         reason = over_budget_reason(self.config.limits.message_seconds)
         what = "spooled" if kind != INBOUND else "inbound"
         if isinstance(worker, ThreadWorker):
-            if (kind, ident) in self._overran:
-                return
-            self._overran.add((kind, ident))
             log.error(
-                "pipeline: %s message %d: %s; the in-daemon pipeline ([pipeline] workers = 0)"
-                " cannot be interrupted and finishes it in the background",
+                "pipeline: %s message %d: %s; a new pipeline thread takes over (the old one,"
+                " which cannot be interrupted, stops when it is through with it; use"
+                " [pipeline] workers >= 1 where hostile mail can arrive)",
                 what,
                 ident,
                 reason,
             )
+            worker.abandon()
+            self._abandoned.append(worker)
+            self.workers[index] = self._thread_worker()
         else:
             log.error(
                 "pipeline worker %d: %s message %d: %s; replacing it",

@@ -220,6 +220,7 @@ class ThreadWorker:
             mark(self.in_hand, kind, ident, time.thread_time())
 
         pipeline.in_hand = hold
+        pipeline.halted = self.quit.is_set
 
         def wait(timeout: float) -> bool:
             woke = self.event.wait(timeout)
@@ -244,7 +245,11 @@ class ThreadWorker:
     def wake(self) -> None:
         self.event.set()
 
-    def stop(self, timeout: float = 30.0) -> None:
+    def abandon(self) -> None:
+        """Stop after the message in hand, which cannot be interrupted; leave the rest."""
         self.quit.set()
         self.event.set()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self.abandon()
         self.thread.join(timeout)
