@@ -339,7 +339,12 @@ class Daemon:
         while worker.proc.is_alive() and loop.time() < deadline and held.seconds <= budget:
             await asyncio.to_thread(worker.proc.join, 0.5)
             held = worker.holding() if worker.proc.is_alive() else held
-        if not await asyncio.to_thread(worker.stop, 0) or not held.kind:
+        killed = worker.proc.is_alive()
+        if killed:
+            log.error("pipeline worker still busy at stop; killing it")
+            await asyncio.to_thread(worker.kill)
+        await asyncio.to_thread(worker.stop, 0)  # reaped: closes its pipes
+        if not killed or not held.kind:
             return
         try:
             if held.seconds > budget:

@@ -174,3 +174,26 @@ def test_worker_deaths_are_counted_in_the_database(config: Config, db: Database)
     with db.session() as s:
         row = s.get(Inbound, iid)
         assert row is not None and (row.state, row.attempts) == ("done", 1)
+
+
+@pytest.mark.timeout(120)
+def test_stop_does_not_wait_for_a_message_over_its_budget(
+    make_config: Callable[..., Config], db: Database, running: Callable[..., RunningDaemon]
+) -> None:
+    """At a stop, a worker over its budget is not waited for: killed, its message quarantined,
+    so the next start does not take it again (the supervisor is out of the way here)."""
+    config = make_config(limits={"message_seconds": 1}, pipeline={"workers": 1})
+    d = running(config)
+    assert d.daemon is not None and d.daemon._supervisor is not None
+    d.loop.call_soon_threadsafe(d.daemon._supervisor.cancel)
+    wait_for(d.daemon._supervisor.done)
+    worker = d.daemon.workers[0]
+    assert isinstance(worker, ProcessWorker)
+    d.send(big_html_mail(), sender="eve@example.org")
+    wait_for(lambda: worker.holding().kind, timeout=60)
+    asked = time.monotonic()
+    d.stop()
+    assert time.monotonic() - asked < 20
+    with db.session() as s:
+        row = s.scalars(select(Inbound)).one()
+    assert (row.state, row.error) == ("quarantined", "processing took longer than 1 s")
