@@ -215,8 +215,13 @@ class ThreadWorker:
         self.quit = threading.Event()
         self.on_outbox = on_outbox
         self.in_hand = [0] * SLOTS  # as ProcessWorker.in_hand, for the budget check
+        # The thread's CPU clock, taken by the thread itself: the kernel answers for it (an
+        # error once the thread is gone), never a pthread handle that may be freed.
+        self.cpu_clock: int | None = None
 
         def hold(kind: int, ident: int) -> None:
+            if self.cpu_clock is None:
+                self.cpu_clock = time.pthread_getcpuclockid(threading.get_ident())
             mark(self.in_hand, kind, ident, time.thread_time())
 
         pipeline.in_hand = hold
@@ -237,10 +242,13 @@ class ThreadWorker:
 
     def holding(self) -> InHand:
         """The message in hand now and the CPU seconds this thread has spent on it."""
-        ident = self.thread.ident
-        if ident is None or not self.thread.is_alive():
+        if self.cpu_clock is None:
+            return InHand(0, 0, 0.0)  # it has not taken a message yet
+        try:
+            cpu = time.clock_gettime(self.cpu_clock)
+        except OSError:  # the thread has ended
             return InHand(0, 0, 0.0)
-        return in_hand(self.in_hand, time.clock_gettime(time.pthread_getcpuclockid(ident)))
+        return in_hand(self.in_hand, cpu)
 
     def wake(self) -> None:
         self.event.set()
