@@ -192,7 +192,8 @@ def _quarantine_one(config: Config, db: Database, args: argparse.Namespace) -> i
             sys.stdout.buffer.write(raw)
         return EX_OK
     with db.write() as s:
-        s.execute(update(Inbound).where(Inbound.id == args.id).values(state="pending"))
+        # A fresh start: the worker deaths counted against it (maild.pipeline.poison) go.
+        s.execute(update(Inbound).where(Inbound.id == args.id).values(state="pending", attempts=0))
     Pipeline(config, db).process(ids=[args.id])
     with db.session() as s:
         row = s.get(Inbound, args.id)

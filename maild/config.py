@@ -83,6 +83,7 @@ class LimitsConfig:
     auto_replies_per_hour: int = 5
     max_cc: int = 10
     mails_per_request_hour: int = 30
+    message_seconds: int = 20  # processing budget of one message (CPU s), outside the worker
 
 
 @dataclass(frozen=True)

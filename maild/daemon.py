@@ -23,7 +23,8 @@ from maild.ingest.spool import Spool, import_spool
 from maild.ops.metrics import Metrics
 from maild.ops.reload import reread
 from maild.ops.service import Watchdog, notify, reloading
-from maild.pipeline.runner import MAX_BATCH_BYTES, SPOOLED, Pipeline, quarantine_in_hand
+from maild.pipeline.poison import count_attempt, over_budget_reason
+from maild.pipeline.runner import INBOUND, MAX_BATCH_BYTES, Pipeline, quarantine_in_hand
 from maild.pipeline.worker import ProcessWorker, ThreadWorker
 from maild.replies.leases import lease_for
 from maild.replies.sender import OutboxSender
@@ -38,8 +39,9 @@ from maild.web.app import start_web
 
 log = logging.getLogger(__name__)
 
-SUPERVISE_SECONDS = 2.0  # how often the daemon checks that its pipeline workers are alive
+SUPERVISE_SECONDS = 2.0  # how often the daemon checks its pipeline workers (alive, in budget)
 POISON_DEATHS = 3  # a message careful workers died on this many times goes to quarantine
+STOP_SECONDS = 20.0  # at most this long for a worker to finish at stop (SIGTERM: exit in 30 s)
 CAREFUL_MESSAGES = 64  # after a death, the successor takes this many messages one at a time
 T = TypeVar("T")
 DAEMON_SWEEPS = (*SWEEPS, ("digest", sweep_digest))  # `maild digest` runs the last one alone
@@ -85,7 +87,7 @@ class Daemon:
         self.metrics = Metrics(self.db, [self.spool] if self.spool is not None else [])
         self._sender_task: asyncio.Task[None] | None = None
         self._supervisor: asyncio.Task[None] | None = None
-        self._deaths: dict[tuple[int, int], int] = {}  # (kind, id) -> worker deaths on it
+        self._abandoned: list[ThreadWorker] = []  # over budget, finishing in the background
         self._check_workers = asyncio.Event()  # set when a worker's pipe reaches EOF
         self._closing = False  # stop() has begun: the supervisor starts no more workers
         self._workers_lock = asyncio.Lock()  # the supervisor and a reload take turns
@@ -101,16 +103,19 @@ class Daemon:
     def _start_workers(self) -> None:
         count = self.config.pipeline.workers
         if count == 0:
-            loop = asyncio.get_running_loop()
-
-            def on_outbox() -> None:
-                loop.call_soon_threadsafe(self.sender.wake.set)
-
-            pipeline = Pipeline(self.config, self.db, clock=self.clock, spool=self.spool)
-            self.workers.append(ThreadWorker(pipeline, on_outbox))
-            return
-        self.workers.extend(self._spawn(index, count) for index in range(count))
+            self.workers.append(self._thread_worker())
+        else:
+            self.workers.extend(self._spawn(index, count) for index in range(count))
         self._supervisor = asyncio.create_task(self._supervise(count), name="supervisor")
+
+    def _thread_worker(self) -> ThreadWorker:
+        loop = asyncio.get_running_loop()
+
+        def on_outbox() -> None:
+            loop.call_soon_threadsafe(self.sender.wake.set)
+
+        pipeline = Pipeline(self.config, self.db, clock=self.clock, spool=self.spool)
+        return ThreadWorker(pipeline, on_outbox)
 
     def _spawn(self, index: int, count: int, careful: int = 0) -> ProcessWorker:
         worker = ProcessWorker(self.config, (index, count), careful=careful)
@@ -138,18 +143,66 @@ class Daemon:
                 await asyncio.wait_for(self._check_workers.wait(), SUPERVISE_SECONDS)
             self._check_workers.clear()
             async with self._workers_lock:
-                await self._replace_all_dead(count)
+                await self._check_all(count)
 
-    async def _replace_all_dead(self, count: int) -> None:
-        for index, worker in enumerate(self.workers):
-            if self._closing or not isinstance(worker, ProcessWorker):
-                continue
-            if not worker.gone and worker.proc.is_alive():
-                continue
+    async def _check_all(self, count: int) -> None:
+        for index in range(len(self.workers)):
+            if self._closing:
+                break
             try:
-                await self._replace_dead(index, count)
+                await self._check(index, count)
             except Exception:  # the supervisor never dies: try again at the next check
-                log.exception("could not replace pipeline worker %d", index + 1)
+                log.exception("could not check pipeline worker %d", index + 1)
+
+    async def _check(self, index: int, count: int) -> None:
+        worker = self.workers[index]
+        if isinstance(worker, ProcessWorker) and (worker.gone or not worker.proc.is_alive()):
+            await self._replace_dead(index, count)
+            return
+        held = worker.holding()
+        budget = self.config.limits.message_seconds
+        if held.kind and held.seconds > budget:
+            await self._over_budget(index, count, held.kind, held.ident)
+
+    async def _over_budget(self, index: int, count: int, kind: int, ident: int) -> None:
+        """The message in hand had more than ``[limits] message_seconds``: to quarantine, and
+        its worker is replaced. A thread (``workers = 0``) cannot be interrupted: its message
+        is quarantined all the same (its result is then dropped), a new thread takes over the
+        queue, and the old one stops once it is through with that message."""
+        worker = self.workers[index]
+        reason = over_budget_reason(self.config.limits.message_seconds)
+        what = "spooled" if kind != INBOUND else "inbound"
+        if isinstance(worker, ThreadWorker):
+            log.error(
+                "pipeline: %s message %d: %s; a new pipeline thread takes over (the old one,"
+                " which cannot be interrupted, stops when it is through with it; use"
+                " [pipeline] workers >= 1 where hostile mail can arrive)",
+                what,
+                ident,
+                reason,
+            )
+            worker.abandon()
+            self._abandoned.append(worker)
+            self.workers[index] = self._thread_worker()
+        else:
+            log.error(
+                "pipeline worker %d: %s message %d: %s; replacing it",
+                index + 1,
+                what,
+                ident,
+                reason,
+            )
+            asyncio.get_running_loop().remove_reader(worker.fileno())
+            await asyncio.to_thread(worker.kill)
+        done = await asyncio.to_thread(
+            quarantine_in_hand, self.db, self.spool, kind, ident, reason, self.clock()
+        )
+        if done:
+            log.error("%s message %d quarantined: %s", what, ident, reason)
+        if isinstance(worker, ProcessWorker):
+            self.workers[index] = self._spawn(index, count)
+            self.workers[index].wake()
+            await asyncio.to_thread(worker.stop, 1.0)  # reap it and close its pipes
 
     async def _replace_dead(self, index: int, count: int) -> None:
         """Replace dead worker ``index``.
@@ -164,7 +217,7 @@ class Daemon:
         assert isinstance(worker, ProcessWorker)
         await asyncio.to_thread(worker.proc.join, 1.0)
         kind, ident, careful = worker.last_in_hand()
-        what = "spooled" if kind == SPOOLED else "inbound"
+        what = "spooled" if kind != INBOUND else "inbound"
         log.error(
             "pipeline worker %d of %d died (exit code %s)%s; starting it again",
             index + 1,
@@ -174,18 +227,19 @@ class Daemon:
         )
         asyncio.get_running_loop().remove_reader(worker.fileno())
         if kind and careful:
-            deaths = self._deaths[(kind, ident)] = self._deaths.get((kind, ident), 0) + 1
-            if deaths >= POISON_DEATHS:
-                del self._deaths[(kind, ident)]
-                reason = f"the pipeline worker died {deaths} times on this message"
-                done = await asyncio.to_thread(
-                    quarantine_in_hand, self.db, self.spool, kind, ident, reason, self.clock()
-                )
-                if done:
-                    log.error("%s message %d quarantined: %s", what, ident, reason)
+            await asyncio.to_thread(self._count_death, kind, ident)
         self.workers[index] = self._spawn(index, count, CAREFUL_MESSAGES if kind else 0)
         self.workers[index].wake()
         await asyncio.to_thread(worker.stop, 1.0)  # reap it and close its pipes
+
+    def _count_death(self, kind: int, ident: int) -> None:
+        """One more death on this message, counted in ``inbound.attempts`` (a restart of the
+        whole daemon keeps it); at POISON_DEATHS the message goes to quarantine."""
+        iid, deaths = count_attempt(self.db, self.spool, kind, ident)
+        if iid and deaths >= POISON_DEATHS:
+            reason = f"the pipeline worker died {deaths} times on this message"
+            if quarantine_in_hand(self.db, self.spool, INBOUND, iid, reason, self.clock()):
+                log.error("inbound message %d quarantined: %s", iid, reason)
 
     async def start(self) -> None:
         await asyncio.to_thread(upgrade, self.db)
@@ -306,7 +360,7 @@ class Daemon:
             if isinstance(worker, ProcessWorker):
                 with contextlib.suppress(OSError, ValueError):
                     asyncio.get_running_loop().remove_reader(worker.fileno())
-        await asyncio.gather(*(asyncio.to_thread(w.stop) for w in self.workers))
+        await asyncio.gather(*(self._stop_worker(w) for w in self.workers))
         if self.spool is not None:
             await asyncio.to_thread(self._empty_spool, self.spool)
         self.stopping.set()
@@ -365,14 +419,46 @@ class Daemon:
         old = self.workers[index]
         if isinstance(old, ThreadWorker):
             await asyncio.to_thread(old.stop)
-            pipeline = Pipeline(self.config, self.db, clock=self.clock, spool=self.spool)
-            self.workers[index] = ThreadWorker(pipeline, old.on_outbox)
+            self.workers[index] = self._thread_worker()
         else:
             with contextlib.suppress(OSError, ValueError):
                 asyncio.get_running_loop().remove_reader(old.fileno())
             await asyncio.to_thread(old.stop)
             self.workers[index] = self._spawn(index, len(self.workers))
         self.workers[index].wake()
+
+    async def _stop_worker(self, worker: ProcessWorker | ThreadWorker) -> None:
+        """Let a worker finish its batch, for STOP_SECONDS at most (less when its message is
+        over the budget). Killed with a message in hand, that message is quarantined if it
+        was over the budget, else the attempt is counted: a restart does not start it afresh."""
+        if isinstance(worker, ThreadWorker):
+            await asyncio.to_thread(worker.stop, STOP_SECONDS)  # a daemon thread: exit anyway
+            return
+        budget = self.config.limits.message_seconds
+        worker.ask_to_stop()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + STOP_SECONDS
+        held = worker.holding()
+        while worker.proc.is_alive() and loop.time() < deadline and held.seconds <= budget:
+            await asyncio.to_thread(worker.proc.join, 0.5)
+            held = worker.holding() if worker.proc.is_alive() else held
+        killed = worker.proc.is_alive()
+        if killed:
+            log.error("pipeline worker still busy at stop; killing it")
+            await asyncio.to_thread(worker.kill)
+        await asyncio.to_thread(worker.stop, 0)  # reaped: closes its pipes
+        if not killed or not held.kind:
+            return
+        try:
+            if held.seconds > budget:
+                reason = over_budget_reason(budget)
+                args = (self.db, self.spool, held.kind, held.ident, reason, self.clock())
+                if await asyncio.to_thread(quarantine_in_hand, *args):
+                    log.error("%s message %d quarantined: %s", held.what, held.ident, reason)
+            else:
+                await asyncio.to_thread(self._count_death, held.kind, held.ident)
+        except Exception as exc:  # stopping goes on: the message is still waiting, not lost
+            log.error("could not record the message a stopped worker was on: %s", exc)
 
     def _empty_spool(self, spool: Spool) -> None:
         """Move what is still spooled into ``inbound`` (no processing: that waits for the next

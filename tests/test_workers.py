@@ -145,54 +145,78 @@ def test_a_worker_is_woken_without_blocking(
     assert worker.proc.exitcode == 0
 
 
+def take_over(d: RunningDaemon) -> None:
+    """The test plays supervisor, and the worker is frozen (SIGSTOP): it cannot finish."""
+    assert d.daemon is not None and d.daemon._supervisor is not None
+    d.loop.call_soon_threadsafe(d.daemon._supervisor.cancel)
+    wait_for(d.daemon._supervisor.done)
+    os.kill(d.daemon.workers[0].proc.pid, signal.SIGSTOP)  # type: ignore[union-attr]
+
+
+def die_on(d: RunningDaemon, kind: int, ident: int, *, careful: bool) -> None:
+    """The frozen worker is told that it holds the message, and killed, as a crash no
+    ``except`` catches (segfault, OOM killer) would kill it; the supervisor replaces it."""
+    import asyncio
+
+    assert d.daemon is not None
+    worker = d.daemon.workers[0]
+    assert isinstance(worker, ProcessWorker)
+    assert (worker.in_hand[2] > 0) == careful  # careful after a death in this daemon
+    worker.in_hand[1], worker.in_hand[0] = ident, kind
+    os.kill(worker.proc.pid, signal.SIGKILL)
+    worker.proc.join(10)
+    asyncio.run_coroutine_threadsafe(d.daemon._replace_dead(0, 1), d.loop).result(30)
+    os.kill(d.daemon.workers[0].proc.pid, signal.SIGSTOP)  # type: ignore[union-attr]
+
+
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 def test_a_message_a_worker_keeps_dying_on_goes_to_quarantine(
     make_config: Callable[..., Config],
     db: Database,
     running: Callable[..., RunningDaemon],
 ) -> None:
-    """A crash no ``except`` catches (segfault, OOM killer) on one message: each restarted
-    worker would take it again. Here the worker is frozen (SIGSTOP) so that it cannot finish
-    the message, told that it holds it, and killed, three times, as such a message would."""
-    import asyncio
-
+    """The first death may have hit any message of a batch: it only makes the next worker
+    take messages one at a time. Deaths of such a careful worker count against the message,
+    in ``inbound.attempts``: a restart of the whole daemon does not forget them."""
     from maild.daemon import POISON_DEATHS
     from maild.ingest.accept import Incoming
     from maild.ingest.spool import Spool, spool_path
-    from maild.pipeline.runner import SPOOLED
+    from maild.pipeline.runner import INBOUND, SPOOLED
 
+    assert POISON_DEATHS == 3
     config = make_config(pipeline={"workers": 1})
     d = running(config)
-    assert d.daemon is not None and d.daemon._supervisor is not None
-    d.loop.call_soon_threadsafe(d.daemon._supervisor.cancel)  # the test plays supervisor
-    wait_for(d.daemon._supervisor.done)
-    os.kill(d.daemon.workers[0].proc.pid, signal.SIGSTOP)  # type: ignore[union-attr]
+    take_over(d)
     poison = make_mail("Poison", sender="p@example.org")
     path = spool_path(config.storage_url)
     assert path is not None
     spool = Spool(path)
     (stored,) = spool.put(db, [Incoming(poison, "smtp")])
     sid = stored.spool_id  # type: ignore[union-attr]
-    # The first death may have hit any message of a batch: it only makes the next worker take
-    # messages one at a time. Deaths of such a careful worker count against the message.
-    for death in range(POISON_DEATHS + 1):
-        worker = d.daemon.workers[0]
-        assert isinstance(worker, ProcessWorker)
-        assert (worker.in_hand[2] > 0) == (death > 0)  # careful after the first death
-        worker.in_hand[1], worker.in_hand[0] = sid, SPOOLED
-        os.kill(worker.proc.pid, signal.SIGKILL)
-        worker.proc.join(10)
-        asyncio.run_coroutine_threadsafe(d.daemon._replace_dead(0, 1), d.loop).result(30)
-        if death < POISON_DEATHS:
-            assert spool.count() == 1  # not yet: it might have been bad luck
-            os.kill(d.daemon.workers[0].proc.pid, signal.SIGSTOP)  # type: ignore[union-attr]
-    assert spool.count() == 0
+    die_on(d, SPOOLED, sid, careful=False)
+    assert spool.count() == 1  # not counted: it might have been bad luck
+    die_on(d, SPOOLED, sid, careful=True)
+    assert spool.count() == 0  # counted: moved into inbound with its first attempt
     with db.session() as s:
         row = s.scalar(select(Inbound))
+    assert row is not None and (row.state, row.attempts, row.raw) == ("pending", 1, poison)
+    iid = row.id
+    os.kill(d.daemon.workers[0].proc.pid, signal.SIGKILL)  # type: ignore[union-attr]
+    d.stop()  # a restart of the whole daemon
+    d = running(config)
+    take_over(d)
+    die_on(d, INBOUND, iid, careful=False)
+    die_on(d, INBOUND, iid, careful=True)
+    with db.session() as s:
+        assert s.scalar(select(Inbound.attempts).where(Inbound.id == iid)) == 2
+    die_on(d, INBOUND, iid, careful=True)  # the third counted death, two since the restart
+    with db.session() as s:
+        row = s.get(Inbound, iid)
     assert row is not None and row.state == "quarantined" and row.raw == poison
     assert row.error == f"the pipeline worker died {POISON_DEATHS} times on this message"
     assert count(db, Ticket) == 0
     # The restarted worker is not frozen: the queue moves again.
+    os.kill(d.daemon.workers[0].proc.pid, signal.SIGCONT)  # type: ignore[union-attr]
     d.send(make_mail("Fine", sender="f@example.org"))
     wait_for(lambda: count(db, Ticket) == 1)
     spool.dispose()

@@ -113,6 +113,9 @@ class Pipeline:
         # After a worker died with a message in hand, its successor takes this many messages
         # one at a time, so that a death is blamed on the one message it happened on.
         self.careful = 0
+        # True once this pipeline is to stop after the slice in hand (a thread that overran
+        # its budget and was replaced): the rest of its batch stays for its successor.
+        self.halted: Callable[[], bool] = lambda: False
         self.renderer = Renderer(config.desk.templates)
         self.stages = [STAGES[name]() for name in PIPELINE if name != "parse"]
         lim = config.limits
@@ -187,12 +190,13 @@ class Pipeline:
             if self.careful:
                 batch = batch[:1]
             left = list(batch)
-            while left:
+            while left and not self.halted():
                 left = self._slice_retrying(left)
             self.in_hand(NOTHING, 0)
             if self.careful and batch:
                 self.careful -= 1
-            done = [int(p.spooled["id"]) for p in batch if p.spooled is not None]
+            handled = batch[: len(batch) - len(left)]
+            done = [int(p.spooled["id"]) for p in handled if p.spooled is not None]
             if done:
                 assert self.spool is not None
                 self.spool.remove(done)

@@ -8,6 +8,7 @@ import multiprocessing
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 from maild.config import Config
 from maild.errors import TemporaryFailure
 from maild.ingest.spool import Spool
+from maild.pipeline.poison import SLOTS, InHand, in_hand, mark, process_cpu
 from maild.pipeline.runner import Pipeline, drain
 from maild.store.db import Database
 
@@ -95,8 +97,7 @@ def _process_main(
         pipeline.careful = int(in_hand[2])
 
         def hold(kind: int, ident: int) -> None:
-            in_hand[1] = ident
-            in_hand[0] = kind
+            mark(in_hand, kind, ident, time.process_time())
             in_hand[2] = pipeline.careful
 
         pipeline.in_hand = hold
@@ -124,9 +125,10 @@ class ProcessWorker:
         self._from_child, child_outbox = ctx.Pipe(duplex=False)
         os.set_blocking(self._to_child.fileno(), False)
         self.quit = ctx.Event()
-        # What the worker has in hand (kind, id) and how many more messages it takes one at a
-        # time (Pipeline.careful), in shared memory: readable after it died.
-        self.in_hand = ctx.Array("q", 3, lock=False)
+        # What the worker has in hand (kind, id), how many more messages it takes one at a
+        # time (Pipeline.careful) and its clocks when it took it (maild.pipeline.poison), in
+        # shared memory: readable while it is stuck and after it died.
+        self.in_hand = ctx.Array("q", SLOTS, lock=False)
         self.in_hand[2] = careful
         self.gone = False  # its pipe reached EOF: it died (or is stopping)
         self._gone_logged = False
@@ -153,6 +155,11 @@ class ProcessWorker:
         and whether it was then taking messages one at a time."""
         return int(self.in_hand[0]), int(self.in_hand[1]), int(self.in_hand[2]) > 0
 
+    def holding(self) -> InHand:
+        """The message in hand now and the CPU seconds the worker has spent on it."""
+        pid = self.proc.pid
+        return in_hand(self.in_hand, process_cpu(pid) if pid is not None else None)
+
     def wake(self) -> None:
         try:
             send_nowait(self._to_child, WAKE)
@@ -176,19 +183,28 @@ class ProcessWorker:
             return False
         return outbox
 
-    def stop(self, timeout: float = 30.0) -> None:
-        self.quit.set()
-        with contextlib.suppress(OSError):
-            send_nowait(self._to_child, WAKE)  # out of its wait at once
+    def stop(self, timeout: float = 30.0) -> bool:
+        """Ask it to stop; kill it after ``timeout``. True when it had to be killed."""
+        self.ask_to_stop()
         self.proc.join(timeout)
-        if self.proc.is_alive():
+        killed = self.proc.is_alive()
+        if killed:
             # It ignores SIGTERM (the parent decides when it stops); kill -9 is safe: every
             # batch is one transaction and the spool row stays until it is committed.
             log.error("pipeline worker did not stop in %.0f s; killing it", timeout)
-            self.proc.kill()
-            self.proc.join(5)
+            self.kill()
         self._to_child.close()
         self._from_child.close()
+        return killed
+
+    def ask_to_stop(self) -> None:
+        self.quit.set()
+        with contextlib.suppress(OSError):
+            send_nowait(self._to_child, WAKE)  # out of its wait at once
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.join(5)
 
 
 class ThreadWorker:
@@ -198,6 +214,18 @@ class ThreadWorker:
         self.event = threading.Event()
         self.quit = threading.Event()
         self.on_outbox = on_outbox
+        self.in_hand = [0] * SLOTS  # as ProcessWorker.in_hand, for the budget check
+        # The thread's CPU clock, taken by the thread itself: the kernel answers for it (an
+        # error once the thread is gone), never a pthread handle that may be freed.
+        self.cpu_clock: int | None = None
+
+        def hold(kind: int, ident: int) -> None:
+            if self.cpu_clock is None:
+                self.cpu_clock = time.pthread_getcpuclockid(threading.get_ident())
+            mark(self.in_hand, kind, ident, time.thread_time())
+
+        pipeline.in_hand = hold
+        pipeline.halted = self.quit.is_set
 
         def wait(timeout: float) -> bool:
             woke = self.event.wait(timeout)
@@ -212,10 +240,24 @@ class ThreadWorker:
         )
         self.thread.start()
 
+    def holding(self) -> InHand:
+        """The message in hand now and the CPU seconds this thread has spent on it."""
+        if self.cpu_clock is None:
+            return InHand(0, 0, 0.0)  # it has not taken a message yet
+        try:
+            cpu = time.clock_gettime(self.cpu_clock)
+        except OSError:  # the thread has ended
+            return InHand(0, 0, 0.0)
+        return in_hand(self.in_hand, cpu)
+
     def wake(self) -> None:
         self.event.set()
 
-    def stop(self, timeout: float = 30.0) -> None:
+    def abandon(self) -> None:
+        """Stop after the message in hand, which cannot be interrupted; leave the rest."""
         self.quit.set()
         self.event.set()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self.abandon()
         self.thread.join(timeout)
