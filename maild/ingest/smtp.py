@@ -57,6 +57,7 @@ class Handler:
         self.max_recipients = max_recipients
         self.store_wait = STORE_WAIT
         self.in_flight = 0  # sessions between their DATA command and the written reply
+        self.on_reply: Callable[[str, str], None] | None = None  # (source, reply): metrics
         self.idle = asyncio.Event()
         self.idle.set()
 
@@ -68,7 +69,6 @@ class Handler:
         self.in_flight -= 1
         if self.in_flight == 0:
             self.idle.set()
-        self.on_reply: Callable[[str, str], None] | None = None  # (source, reply): metrics
 
     def _refused(self, reply: str) -> str:
         if self.on_reply is not None:
