@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import inspect, update
 from sqlalchemy.exc import DBAPIError
 
-from maild import cli_clock, views
+from maild import cli_clock, cli_kb, views
 from maild.config import Config, load
 from maild.errors import ConfigError, RejectedMessage, TemporaryFailure
 from maild.ingest.accept import check_acceptable, store_raw, strip_mbox_line
@@ -210,6 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("id", type=int, nargs="?")
     q.add_argument("--json", action="store_true")
     cli_clock.add_parsers(sub)
+    cli_kb.add_parsers(sub)
     return p
 
 
@@ -222,6 +223,7 @@ COMMANDS: dict[str, Callable[[Config, argparse.Namespace], int]] = {
     "quarantine": cmd_quarantine,
     "sweep": cli_clock.cmd_sweep,
     "stats": cli_clock.cmd_stats,
+    **cli_kb.COMMANDS,
 }
 
 

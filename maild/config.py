@@ -107,6 +107,7 @@ class Config:
     trusted_authserv_ids: tuple[str, ...] = ()
     imap: tuple[Any, ...] = ()  # maild.ingest.imap_config.ImapConfig
     routing: tuple[sections.Route, ...] = ()
+    kb: sections.KbConfig = field(default_factory=sections.KbConfig)
     path: Path | None = None
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
@@ -312,6 +313,7 @@ KNOWN_SECTIONS = frozenset(
         "imap",
         "lmtp",
         "routing",
+        "kb",
     }
 )
 
@@ -341,6 +343,7 @@ def from_mapping(data: Mapping[str, Any], base: Path, path: Path | None = None) 
         ),
         imap=sections.imap(data.get("imap")),
         routing=sections.routing(data.get("routing", []), sections.TYPES),
+        kb=sections.kb(Table(data.get("kb", {}), "kb")),
         trusted_authserv_ids=sections.trusted_authserv_ids(
             Table(data.get("security", {}), "security")
         ),

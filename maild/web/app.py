@@ -16,6 +16,7 @@ from maild.replies.render import Renderer
 from maild.store.db import Database
 from maild.store.models import Inbound, Outbox
 from maild.web.guard import GuardedSite, OneLineClientErrors, WebGuard, read_whole_request
+from maild.web.kb import add_kb_routes
 from maild.web.page import add_page_routes
 from maild.web.survey import SurveySite, add_routes
 
@@ -62,6 +63,7 @@ def make_app(
         renderer = Renderer(config.desk.templates)
         add_routes(app, SurveySite(db, config, clock, renderer, on_outbox))
         add_page_routes(app)
+        add_kb_routes(app)
     return app
 
 

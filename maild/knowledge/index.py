@@ -1,0 +1,121 @@
+"""The full-text index on both stores, written in the transaction that stores the message.
+
+SQLite: FTS5 tables of Snowball stems (maild.knowledge.text), ``message_fts`` (rowid = the
+message's id, contentless: one small insert per message) and ``article_fts``. PostgreSQL:
+GIN indexes over ``to_tsvector('russian', …) || to_tsvector('english', …)`` of the rows
+themselves, kept by the server in the same transaction; nothing to write here.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from sqlalchemy import Connection, text
+
+from maild.knowledge.text import indexed
+from maild.replies.quotes import strip_quoted
+from maild.tickets.commands import parse_commands
+
+log = logging.getLogger(__name__)
+
+INDEXED_KINDS = ("customer", "agent")  # what a customer wrote and what agents answered
+PG_LIMIT = 100_000  # characters of a row given to to_tsvector (its limit is 1 MB of lexemes)
+
+
+def _both(expr: str) -> str:
+    limited = f"left({expr}, {PG_LIMIT})"
+    return (
+        f"(to_tsvector('russian'::regconfig, {limited}) || "
+        f"to_tsvector('english'::regconfig, {limited}))"
+    )
+
+
+PG_MESSAGE_VECTOR = _both("messages.subject || ' ' || messages.text")
+PG_ARTICLE_VECTOR = _both("kb_articles.title || ' ' || kb_articles.body")
+_PG_KINDS = "messages.kind IN ('customer', 'agent')"
+
+SQLITE_DDL = (
+    "CREATE VIRTUAL TABLE IF NOT EXISTS message_fts USING fts5("
+    "body, content='', tokenize='unicode61 remove_diacritics 0')",
+    "CREATE VIRTUAL TABLE IF NOT EXISTS article_fts USING fts5("
+    "title, body, tokenize='unicode61 remove_diacritics 0')",
+)
+PG_DDL = (
+    "CREATE INDEX IF NOT EXISTS ix_messages_fts ON messages USING gin ("
+    + PG_MESSAGE_VECTOR.replace("messages.", "")
+    + ") WHERE kind IN ('customer', 'agent')",
+    "CREATE INDEX IF NOT EXISTS ix_kb_articles_fts ON kb_articles USING gin ("
+    + PG_ARTICLE_VECTOR.replace("kb_articles.", "")
+    + ")",
+)
+FTS_TABLES = ("message_fts", "article_fts")
+
+_MSG_INSERT = text("INSERT INTO message_fts (rowid, body) VALUES (:id, :body)")
+
+
+def searchable(kind: str, body: str) -> str:
+    """The part of a message worth finding: an agent's words without commands or quotes."""
+    if kind == "agent":
+        return strip_quoted(parse_commands(body).body)
+    return body
+
+
+def index_message(conn: Connection, msg_id: int, kind: str, subject: str, body: str) -> None:
+    """Index one stored message (customer mail, agent answer); one insert on SQLite."""
+    if kind not in INDEXED_KINDS or conn.dialect.name != "sqlite":
+        return
+    conn.execute(_MSG_INSERT, {"id": msg_id, "body": indexed(subject, searchable(kind, body))})
+
+
+def index_article(conn: Connection, article_id: int, title: str, body: str, *, new: bool) -> None:
+    if conn.dialect.name != "sqlite":
+        return
+    if not new:
+        conn.execute(text("DELETE FROM article_fts WHERE rowid = :id"), {"id": article_id})
+    conn.execute(
+        text("INSERT INTO article_fts (rowid, title, body) VALUES (:id, :title, :body)"),
+        {"id": article_id, "title": indexed(title), "body": indexed(body)},
+    )
+
+
+def create(conn: Connection) -> None:
+    """The index's tables (SQLite) or GIN indexes (PostgreSQL)."""
+    for ddl in SQLITE_DDL if conn.dialect.name == "sqlite" else PG_DDL:
+        conn.execute(text(ddl))
+
+
+def rebuild(conn: Connection) -> int:
+    """Index every stored message and article again (SQLite; PostgreSQL's indexes build
+    themselves). Returns how many messages were indexed."""
+    if conn.dialect.name != "sqlite":
+        return 0
+    conn.execute(text("DELETE FROM message_fts"))
+    conn.execute(text("DELETE FROM article_fts"))
+    rows = conn.execute(
+        text("SELECT id, kind, subject, text FROM messages WHERE kind IN ('customer', 'agent')")
+    )
+    count = 0
+    batch: list[dict[str, object]] = []
+    for msg_id, kind, subject, body in rows.fetchall():
+        batch.append({"id": msg_id, "body": indexed(subject, searchable(kind, body))})
+        count += 1
+        if len(batch) >= 1000:
+            conn.execute(_MSG_INSERT, batch)
+            batch = []
+    if batch:
+        conn.execute(_MSG_INSERT, batch)
+    for art_id, title, body in conn.execute(text("SELECT id, title, body FROM kb_articles")):
+        index_article(conn, art_id, title, body, new=True)
+    log.info("full-text index rebuilt: %d messages", count)
+    return count
+
+
+def fts5_query(terms: Sequence[str], any_term: bool) -> str:
+    """An FTS5 MATCH expression of quoted stems: all of them, or any."""
+    return (" OR " if any_term else " ").join(f'"{t}"' for t in terms)
+
+
+def pg_query(words: Sequence[str], any_term: bool) -> str:
+    """A to_tsquery() text of plain words (letters and digits only: nothing to escape)."""
+    return (" | " if any_term else " & ").join(words)

@@ -1,0 +1,167 @@
+"""Searching requests and articles: the same answers from SQLite FTS5 and PostgreSQL."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, Table, select, text
+
+from maild.knowledge.index import (
+    _PG_KINDS,
+    PG_ARTICLE_VECTOR,
+    PG_MESSAGE_VECTOR,
+    fts5_query,
+    pg_query,
+)
+from maild.knowledge.text import query_terms, query_words, snippet
+from maild.store.models import KbArticle, Message, Ticket
+
+log = logging.getLogger(__name__)
+
+CANDIDATES = 500
+_MESSAGES: Table = Message.__table__  # type: ignore[assignment]
+_TICKETS: Table = Ticket.__table__  # type: ignore[assignment]
+_ARTICLES: Table = KbArticle.__table__  # type: ignore[assignment]  # PostgreSQL ranks at most this many of the newest matches
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One request or article found: its number, title, score and a snippet."""
+
+    kind: str  # "request" | "article"
+    number: int
+    title: str
+    score: float
+    snippet: str
+    status: str  # the request's status; "public" or "internal" for an article
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "kind": self.kind,
+            "number": self.number,
+            "title": self.title,
+            "score": self.score,
+            "snippet": self.snippet,
+            "status": self.status,
+        }
+
+
+_SQLITE_MESSAGES = text(
+    "SELECT f.rowid, m.ticket_id, -f.rank FROM (SELECT rowid, rank FROM message_fts "
+    "WHERE message_fts MATCH :q ORDER BY rank LIMIT :n) f "
+    "JOIN messages m ON m.id = f.rowid WHERE m.ticket_id IS NOT NULL ORDER BY f.rank"
+)
+_PG_MESSAGES = text(
+    f"WITH q AS (SELECT to_tsquery('russian', :q) || to_tsquery('english', :q) AS q), "
+    f"hits AS (SELECT messages.id FROM messages, q WHERE {_PG_KINDS} "
+    f"AND {PG_MESSAGE_VECTOR} @@ q.q ORDER BY messages.id DESC LIMIT {CANDIDATES}) "
+    f"SELECT messages.id, messages.ticket_id, ts_rank({PG_MESSAGE_VECTOR}, q.q) AS score "
+    "FROM messages JOIN hits ON hits.id = messages.id, q "
+    "WHERE messages.ticket_id IS NOT NULL ORDER BY score DESC LIMIT :n"
+)
+_SQLITE_ARTICLES = text(
+    "SELECT rowid, -rank FROM article_fts WHERE article_fts MATCH :q ORDER BY rank LIMIT :n"
+)
+_PG_ARTICLES = text(
+    "WITH q AS (SELECT to_tsquery('russian', :q) || to_tsquery('english', :q) AS q) "
+    f"SELECT kb_articles.id, ts_rank({PG_ARTICLE_VECTOR}, q.q) AS score FROM kb_articles, q "
+    f"WHERE {PG_ARTICLE_VECTOR} @@ q.q ORDER BY score DESC LIMIT :n"
+)
+
+
+def _query(conn: Connection, words: str, any_term: bool) -> tuple[bool, str]:
+    if conn.dialect.name == "sqlite":
+        return True, fts5_query(query_terms(words), any_term)
+    return False, pg_query(query_words(words), any_term)
+
+
+def message_hits(
+    conn: Connection, words: str, *, any_term: bool = False, limit: int = 50
+) -> list[tuple[int, int, float]]:
+    """(message id, request number, score) of indexed messages matching ``words``, best
+    first: all of the words, or with ``any_term`` any of them."""
+    sqlite, q = _query(conn, words, any_term)
+    if not q:
+        return []
+    rows = conn.execute(_SQLITE_MESSAGES if sqlite else _PG_MESSAGES, {"q": q, "n": limit})
+    return [(int(m), int(t), float(s)) for m, t, s in rows]
+
+
+def article_hits(
+    conn: Connection, words: str, *, any_term: bool = False, limit: int = 20
+) -> list[tuple[int, float]]:
+    """(article id, score) of articles matching ``words``, best first."""
+    sqlite, q = _query(conn, words, any_term)
+    if not q:
+        return []
+    rows = conn.execute(_SQLITE_ARTICLES if sqlite else _PG_ARTICLES, {"q": q, "n": limit})
+    return [(int(a), float(s)) for a, s in rows]
+
+
+def _request_hits(conn: Connection, words: str, limit: int) -> list[Hit]:
+    best: dict[int, tuple[int, float]] = {}
+    for msg_id, ticket_id, score in message_hits(conn, words, limit=limit * 5):
+        best.setdefault(ticket_id, (msg_id, score))
+    chosen = list(best.items())[:limit]
+    if not chosen:
+        return []
+    m, t = _MESSAGES.c, _TICKETS.c
+    texts = dict(
+        conn.execute(select(m.id, m.text).where(m.id.in_([x for _, (x, _) in chosen]))).all()
+    )
+    heads = {
+        row.id: row
+        for row in conn.execute(
+            select(t.id, t.subject, t.status).where(t.id.in_([n for n, _ in chosen]))
+        )
+    }
+    terms = query_terms(words)
+    return [
+        Hit(
+            "request",
+            n,
+            heads[n].subject,
+            round(s, 4),
+            snippet(texts.get(x, ""), terms),
+            heads[n].status,
+        )
+        for n, (x, s) in chosen
+        if n in heads
+    ]
+
+
+def _article_hits(conn: Connection, words: str, limit: int, internal: bool) -> list[Hit]:
+    found = article_hits(conn, words, limit=limit * 2)
+    if not found:
+        return []
+    a = _ARTICLES.c
+    rows = {
+        row.id: row
+        for row in conn.execute(
+            select(a.id, a.title, a.body, a.internal).where(a.id.in_([i for i, _ in found]))
+        )
+    }
+    terms = query_terms(words)
+    hits = [
+        Hit(
+            "article",
+            i,
+            rows[i].title,
+            round(s, 4),
+            snippet(rows[i].body, terms),
+            "internal" if rows[i].internal else "public",
+        )
+        for i, s in found
+        if i in rows and (internal or not rows[i].internal)
+    ]
+    return hits[:limit]
+
+
+def search(conn: Connection, words: str, *, limit: int = 20, internal: bool = True) -> list[Hit]:
+    """Requests and articles matching all of ``words``, articles first, each best first."""
+    return _article_hits(conn, words, limit, internal) + _request_hits(conn, words, limit)
+
+
+def public_articles(conn: Connection, words: str, limit: int = 50) -> list[Hit]:
+    return _article_hits(conn, words, limit, internal=False)
