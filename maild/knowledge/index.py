@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from sqlalchemy import Connection, text
 
-from maild.knowledge.text import indexed
+from maild.knowledge.text import indexed, match_key
 from maild.replies.quotes import strip_quoted
 from maild.tickets.commands import parse_commands
 
@@ -111,11 +111,26 @@ def rebuild(conn: Connection) -> int:
     return count
 
 
-def fts5_query(terms: Sequence[str], any_term: bool) -> str:
-    """An FTS5 MATCH expression of quoted stems: all of them, or any."""
-    return (" OR " if any_term else " ").join(f'"{t}"' for t in terms)
+def fts5_query(words: Sequence[str], any_term: bool) -> str:
+    """An FTS5 MATCH expression of quoted stems (prefixes for Russian): all of them, or any."""
+    parts = []
+    for word in words:
+        key, prefix = match_key(word)
+        parts.append(f'"{key}"*' if prefix else f'"{key}"')
+    return (" OR " if any_term else " AND ").join(parts)
 
 
-def pg_query(words: Sequence[str], any_term: bool) -> str:
-    """A to_tsquery() text of plain words (letters and digits only: nothing to escape)."""
-    return (" | " if any_term else " & ").join(words)
+def pg_query(words: Sequence[str], any_term: bool) -> tuple[str, dict[str, str]]:
+    """A tsquery expression and its parameters: a Russian word by its Snowball stem as a
+    prefix (as on SQLite), any other word through the russian configuration (which stems
+    Latin words in English)."""
+    parts, params = [], {}
+    for i, word in enumerate(words):
+        key, prefix = match_key(word)
+        if prefix:
+            parts.append(f"to_tsquery('simple', :t{i})")
+            params[f"t{i}"] = f"{key}:*"
+        else:
+            parts.append(f"to_tsquery('russian', :t{i})")
+            params[f"t{i}"] = word
+    return (" || " if any_term else " && ").join(parts), params

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import Connection, Table, select, text
 
@@ -47,33 +49,46 @@ class Hit:
         }
 
 
-_SQLITE_MESSAGES = text(
+_SQLITE_MESSAGES = (
     "SELECT f.rowid, m.ticket_id, -f.rank FROM (SELECT rowid, rank FROM message_fts "
     "WHERE message_fts MATCH :q ORDER BY rank LIMIT :n) f "
     "JOIN messages m ON m.id = f.rowid WHERE m.ticket_id IS NOT NULL ORDER BY f.rank"
 )
-_PG_MESSAGES = text(
-    f"WITH q AS (SELECT to_tsquery('russian', :q) || to_tsquery('english', :q) AS q), "
-    f"hits AS (SELECT messages.id FROM messages, q WHERE {_PG_KINDS} "
-    f"AND {PG_MESSAGE_VECTOR} @@ q.q ORDER BY messages.id DESC LIMIT {CANDIDATES}) "
-    f"SELECT messages.id, messages.ticket_id, ts_rank({PG_MESSAGE_VECTOR}, q.q) AS score "
-    "FROM messages JOIN hits ON hits.id = messages.id, q "
-    "WHERE messages.ticket_id IS NOT NULL ORDER BY score DESC LIMIT :n"
-)
-_SQLITE_ARTICLES = text(
+_SQLITE_ARTICLES = (
     "SELECT rowid, -rank FROM article_fts WHERE article_fts MATCH :q ORDER BY rank LIMIT :n"
 )
-_PG_ARTICLES = text(
-    "WITH q AS (SELECT to_tsquery('russian', :q) || to_tsquery('english', :q) AS q) "
-    f"SELECT kb_articles.id, ts_rank({PG_ARTICLE_VECTOR}, q.q) AS score FROM kb_articles, q "
-    f"WHERE {PG_ARTICLE_VECTOR} @@ q.q ORDER BY score DESC LIMIT :n"
-)
 
 
-def _query(conn: Connection, words: str, any_term: bool) -> tuple[bool, str]:
+def _pg_messages(tsquery: str) -> str:
+    return (
+        f"WITH q AS (SELECT {tsquery} AS q), "
+        f"hits AS (SELECT messages.id FROM messages, q WHERE {_PG_KINDS} "
+        f"AND {PG_MESSAGE_VECTOR} @@ q.q ORDER BY messages.id DESC LIMIT {CANDIDATES}) "
+        f"SELECT messages.id, messages.ticket_id, ts_rank({PG_MESSAGE_VECTOR}, q.q) AS score "
+        "FROM messages JOIN hits ON hits.id = messages.id, q "
+        "WHERE messages.ticket_id IS NOT NULL ORDER BY score DESC LIMIT :n"
+    )
+
+
+def _pg_articles(tsquery: str) -> str:
+    return (
+        f"WITH q AS (SELECT {tsquery} AS q) "
+        f"SELECT kb_articles.id, ts_rank({PG_ARTICLE_VECTOR}, q.q) AS score "
+        f"FROM kb_articles, q WHERE {PG_ARTICLE_VECTOR} @@ q.q ORDER BY score DESC LIMIT :n"
+    )
+
+
+def _run(
+    conn: Connection, words: str, any_term: bool, sqlite: str, pg: Callable[[str], str], n: int
+) -> list[tuple[Any, ...]]:
+    found = query_words(words)
+    if not found:
+        return []
     if conn.dialect.name == "sqlite":
-        return True, fts5_query(query_terms(words), any_term)
-    return False, pg_query(query_words(words), any_term)
+        rows = conn.execute(text(sqlite), {"q": fts5_query(found, any_term), "n": n})
+        return [tuple(r) for r in rows]
+    tsquery, params = pg_query(found, any_term)
+    return [tuple(r) for r in conn.execute(text(pg(tsquery)), {**params, "n": n})]
 
 
 def message_hits(
@@ -81,22 +96,16 @@ def message_hits(
 ) -> list[tuple[int, int, float]]:
     """(message id, request number, score) of indexed messages matching ``words``, best
     first: all of the words, or with ``any_term`` any of them."""
-    sqlite, q = _query(conn, words, any_term)
-    if not q:
-        return []
-    rows = conn.execute(_SQLITE_MESSAGES if sqlite else _PG_MESSAGES, {"q": q, "n": limit})
-    return [(int(m), int(t), float(s)) for m, t, s in rows]
+    rows = _run(conn, words, any_term, _SQLITE_MESSAGES, _pg_messages, limit)
+    return [(int(r[0]), int(r[1]), float(r[2])) for r in rows]
 
 
 def article_hits(
     conn: Connection, words: str, *, any_term: bool = False, limit: int = 20
 ) -> list[tuple[int, float]]:
     """(article id, score) of articles matching ``words``, best first."""
-    sqlite, q = _query(conn, words, any_term)
-    if not q:
-        return []
-    rows = conn.execute(_SQLITE_ARTICLES if sqlite else _PG_ARTICLES, {"q": q, "n": limit})
-    return [(int(a), float(s)) for a, s in rows]
+    rows = _run(conn, words, any_term, _SQLITE_ARTICLES, _pg_articles, limit)
+    return [(int(r[0]), float(r[1])) for r in rows]
 
 
 def _request_hits(conn: Connection, words: str, limit: int) -> list[Hit]:

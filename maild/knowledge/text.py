@@ -12,7 +12,9 @@ import re
 import threading
 from collections.abc import Iterable
 
-import Stemmer
+import Stemmer  # type: ignore[import-not-found]
+
+from maild.knowledge.stopwords import STOPWORDS
 
 log = logging.getLogger(__name__)
 
@@ -21,16 +23,6 @@ _CYRILLIC = re.compile(r"[а-я]")
 MAX_INDEXED_CHARS = 20_000  # of one message's text: the rest adds little to finding it
 QUERY_TERMS = 16  # at most this many distinct stems from a mail used as a query
 
-# Words too common to tell one request from another (queries only; the index keeps them).
-_STOP_TEXT = """
-    a an and are as at be but by can could do does for from had has have hello hi i if in
-    is it its me my no not of on or our please regards so thank thanks that the their there
-    this to us was we were what when where which who will with would you your
-    а без бы был была были было в вам вас ваш весь во вот все всё вы где да для до добрый
-    его ее её если есть еще ещё же за здравствуйте и из или им их к как когда ко ли либо мне
-    мы на над не нет ни но ну о об от по под пожалуйста при с со спасибо так также там то
-    того тоже только у уже хотя что чтобы эта эти это я"""
-STOPWORDS = frozenset(_STOP_TEXT.split())
 
 _local = threading.local()
 
@@ -40,7 +32,7 @@ def _stemmers() -> tuple[Stemmer.Stemmer, Stemmer.Stemmer]:
     pair = getattr(_local, "pair", None)
     if pair is None:
         pair = _local.pair = (Stemmer.Stemmer("russian"), Stemmer.Stemmer("english"))
-    return pair  # type: ignore[no-any-return]
+    return pair
 
 
 def words(text: str) -> list[str]:
@@ -83,6 +75,16 @@ def query_words(text: str, limit: int = QUERY_TERMS) -> list[str]:
 def query_terms(text: str, limit: int = QUERY_TERMS) -> list[str]:
     """The stems of :func:`query_words`: what the SQLite index is asked for."""
     return [stem(w) for w in query_words(text, limit)]
+
+
+def match_key(word: str) -> tuple[str, bool]:
+    """(key, prefix) the index is asked for: a word's stem; a Russian stem is matched as a
+    prefix, one letter shorter when long, because Snowball leaves forms of one word on
+    different stems («загрузка» загрузк, «загрузить» загруз)."""
+    root = stem(word)
+    if not _CYRILLIC.search(root) or len(root) < 4:
+        return root, False
+    return (root[:-1] if len(root) >= 6 else root), True
 
 
 def similarity(query: Iterable[str], document: str) -> float:
