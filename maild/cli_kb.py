@@ -47,7 +47,7 @@ def cmd_search(config: Config, args: argparse.Namespace) -> int:
         return EX_OK
     for h in hits:
         label = f"#{h.number}" if h.kind == "request" else f"kb {h.number}"
-        print(f"{label:<9} {h.score:>8.3f} {h.status:<8} {h.title[:60]}")
+        print(f"{label:<9} {h.score:>9.4g} {h.status:<8} {h.title[:60]}")
         print(f"          {h.snippet}")
     return EX_OK
 

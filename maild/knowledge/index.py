@@ -31,9 +31,16 @@ def _both(expr: str) -> str:
     )
 
 
-PG_MESSAGE_VECTOR = _both("messages.subject || ' ' || messages.text")
+# An agent's command lines are left out on PostgreSQL too (its quotes are not: that needs
+# Python; they only repeat words of the same request).
+_PG_BODY = (
+    "CASE WHEN messages.kind = 'agent' THEN "
+    "regexp_replace(messages.text, '^(\\s*#[A-Za-z][^\\n]*\\n)+', '') "
+    "ELSE messages.text END"
+)
+PG_MESSAGE_VECTOR = _both(f"messages.subject || ' ' || {_PG_BODY}")
 PG_ARTICLE_VECTOR = _both("kb_articles.title || ' ' || kb_articles.body")
-_PG_KINDS = "messages.kind IN ('customer', 'agent')"
+_PG_KINDS = "messages.direction = 'in' AND messages.kind IN ('customer', 'agent')"
 
 SQLITE_DDL = (
     "CREATE VIRTUAL TABLE IF NOT EXISTS message_fts USING fts5("
@@ -44,12 +51,13 @@ SQLITE_DDL = (
 PG_DDL = (
     "CREATE INDEX IF NOT EXISTS ix_messages_fts ON messages USING gin ("
     + PG_MESSAGE_VECTOR.replace("messages.", "")
-    + ") WHERE kind IN ('customer', 'agent')",
+    + ") WHERE direction = 'in' AND kind IN ('customer', 'agent')",
     "CREATE INDEX IF NOT EXISTS ix_kb_articles_fts ON kb_articles USING gin ("
     + PG_ARTICLE_VECTOR.replace("kb_articles.", "")
     + ")",
 )
 FTS_TABLES = ("message_fts", "article_fts")
+FTS_OBJECTS = (*FTS_TABLES, "ix_messages_fts", "ix_kb_articles_fts")  # not in the models
 
 _MSG_INSERT = text("INSERT INTO message_fts (rowid, body) VALUES (:id, :body)")
 
@@ -93,7 +101,9 @@ def rebuild(conn: Connection) -> int:
     conn.execute(text("DELETE FROM message_fts"))
     conn.execute(text("DELETE FROM article_fts"))
     rows = conn.execute(
-        text("SELECT id, kind, subject, text FROM messages WHERE kind IN ('customer', 'agent')")
+        text(
+            "SELECT id, kind, subject, text FROM messages WHERE direction = 'in' AND kind IN ('customer', 'agent')"
+        )
     )
     count = 0
     batch: list[dict[str, object]] = []

@@ -131,7 +131,7 @@ def _request_hits(conn: Connection, words: str, limit: int) -> list[Hit]:
             "request",
             n,
             heads[n].subject,
-            round(s, 4),
+            float(f"{s:.4g}"),
             snippet(texts.get(x, ""), terms),
             heads[n].status,
         )
@@ -157,7 +157,7 @@ def _article_hits(conn: Connection, words: str, limit: int, internal: bool) -> l
             "article",
             i,
             rows[i].title,
-            round(s, 4),
+            float(f"{s:.4g}"),
             snippet(rows[i].body, terms),
             "internal" if rows[i].internal else "public",
         )
