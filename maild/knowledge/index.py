@@ -102,7 +102,8 @@ def rebuild(conn: Connection) -> int:
     conn.execute(text("DELETE FROM article_fts"))
     rows = conn.execute(
         text(
-            "SELECT id, kind, subject, text FROM messages WHERE direction = 'in' AND kind IN ('customer', 'agent')"
+            "SELECT id, kind, subject, text FROM messages "
+            "WHERE direction = 'in' AND kind IN ('customer', 'agent')"
         )
     )
     count = 0
