@@ -15,6 +15,7 @@ from maild.knowledge.index import (
     PG_MESSAGE_VECTOR,
     fts5_query,
     pg_query,
+    searchable,
 )
 from maild.knowledge.text import query_terms, query_words, snippet
 from maild.store.models import KbArticle, Message, Ticket
@@ -116,9 +117,8 @@ def _request_hits(conn: Connection, words: str, limit: int) -> list[Hit]:
     if not chosen:
         return []
     m, t = _MESSAGES.c, _TICKETS.c
-    texts = dict(
-        conn.execute(select(m.id, m.text).where(m.id.in_([x for _, (x, _) in chosen]))).all()
-    )
+    found = select(m.id, m.kind, m.text).where(m.id.in_([x for _, (x, _) in chosen]))
+    texts = {row.id: searchable(row.kind, row.text) for row in conn.execute(found)}
     heads = {
         row.id: row
         for row in conn.execute(
