@@ -44,6 +44,9 @@ BAD = [
     ("[pipeline]\nworkers=17\n", "pipeline.workers"),
     ("[pipeline]\nworkers=-1\n", "pipeline.workers"),
     ("[nonsense]\nx=1\n", "nonsense"),
+    ("[kb]\nsimilar_threshold=0\n", "kb.similar_threshold"),
+    ("[kb]\nsuggest_threshold='high'\n", "kb.suggest_threshold"),
+    ("[kb]\nsimilar=0.5\n", "kb.similar"),
 ]
 GOOD_DESK = "[desk]\nname='Desk'\naddress='support@example.com'\n"
 SECRET = "[security]\nsecret_key='0123456789abcdef0123'\n"

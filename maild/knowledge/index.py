@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from sqlalchemy import Connection, text
 
-from maild.knowledge.text import indexed, match_key
+from maild.knowledge.text import indexed, match_key, stem
 from maild.replies.quotes import strip_quoted
 from maild.tickets.commands import parse_commands
 
@@ -123,22 +123,23 @@ def rebuild(conn: Connection) -> int:
 
 
 def fts5_query(words: Sequence[str], any_term: bool) -> str:
-    """An FTS5 MATCH expression of quoted stems (prefixes for Russian): all of them, or any."""
+    """An FTS5 MATCH expression of quoted stems: all of them (Russian ones as prefixes), or
+    any (exact stems: a prefix of each of many words costs more than it finds)."""
     parts = []
     for word in words:
-        key, prefix = match_key(word)
+        key, prefix = match_key(word) if not any_term else (stem(word), False)
         parts.append(f'"{key}"*' if prefix else f'"{key}"')
     return (" OR " if any_term else " AND ").join(parts)
 
 
 def pg_query(words: Sequence[str], any_term: bool) -> tuple[str, dict[str, str]]:
-    """A tsquery expression and its parameters: a Russian word by its Snowball stem as a
-    prefix (as on SQLite), any other word through the russian configuration (which stems
-    Latin words in English)."""
+    """A tsquery expression and its parameters: all words, a Russian one by its Snowball
+    stem as a prefix (as on SQLite), or any word (no prefixes); a word without a prefix goes
+    through the russian configuration (which stems Latin words in English)."""
     parts, params = [], {}
     for i, word in enumerate(words):
         key, prefix = match_key(word)
-        if prefix:
+        if prefix and not any_term:
             parts.append(f"to_tsquery('simple', :t{i})")
             params[f"t{i}"] = f"{key}:*"
         else:

@@ -17,12 +17,13 @@ from maild.knowledge.index import (
     pg_query,
     searchable,
 )
-from maild.knowledge.text import query_terms, query_words, snippet
+from maild.knowledge.text import QUERY_TERMS, query_terms, query_words, snippet
 from maild.store.models import KbArticle, Message, Ticket
 
 log = logging.getLogger(__name__)
 
-CANDIDATES = 500
+ANY_TERMS = 10  # words of a mail asked for when any may match (similar requests, articles)
+CANDIDATES = 500  # only the newest matches are ranked, on both stores
 _MESSAGES: Table = Message.__table__  # type: ignore[assignment]
 _TICKETS: Table = Ticket.__table__  # type: ignore[assignment]
 _ARTICLES: Table = KbArticle.__table__  # type: ignore[assignment]  # PostgreSQL ranks at most this many of the newest matches
@@ -50,23 +51,38 @@ class Hit:
         }
 
 
-_SQLITE_MESSAGES = (
-    "SELECT f.rowid, m.ticket_id, -f.rank FROM (SELECT rowid, rank FROM message_fts "
-    "WHERE message_fts MATCH :q ORDER BY rank LIMIT :n) f "
-    "JOIN messages m ON m.id = f.rowid WHERE m.ticket_id IS NOT NULL ORDER BY f.rank"
+# Only the newest CANDIDATES matches are ranked (bm25 per row is the cost of a common word),
+# found by their rowid: the ranked scan then seeks to that rowid.
+_SQLITE_NEWEST = (
+    "coalesce((SELECT min(rowid) FROM (SELECT rowid FROM message_fts WHERE message_fts "
+    f"MATCH :q ORDER BY rowid DESC LIMIT {CANDIDATES})), 0)"
 )
+_SOLVED = "t.status IN ('solved', 'closed')"
+
+
+def _sqlite_messages(solved: bool) -> str:
+    join = f"JOIN tickets t ON t.id = m.ticket_id AND {_SOLVED} " if solved else ""
+    return (
+        "SELECT f.rowid, m.ticket_id, -f.rank FROM (SELECT rowid, rank FROM message_fts "
+        f"WHERE message_fts MATCH :q AND rowid >= {_SQLITE_NEWEST} ORDER BY rank LIMIT :n) f "
+        f"JOIN messages m ON m.id = f.rowid {join}"
+        "WHERE m.ticket_id IS NOT NULL ORDER BY f.rank"
+    )
+
+
 _SQLITE_ARTICLES = (
     "SELECT rowid, -rank FROM article_fts WHERE article_fts MATCH :q ORDER BY rank LIMIT :n"
 )
 
 
-def _pg_messages(tsquery: str) -> str:
+def _pg_messages(tsquery: str, solved: bool) -> str:
+    join = f"JOIN tickets t ON t.id = messages.ticket_id AND {_SOLVED} " if solved else ""
     return (
         f"WITH q AS (SELECT {tsquery} AS q), "
         f"hits AS (SELECT messages.id FROM messages, q WHERE {_PG_KINDS} "
         f"AND {PG_MESSAGE_VECTOR} @@ q.q ORDER BY messages.id DESC LIMIT {CANDIDATES}) "
         f"SELECT messages.id, messages.ticket_id, ts_rank({PG_MESSAGE_VECTOR}, q.q) AS score "
-        "FROM messages JOIN hits ON hits.id = messages.id, q "
+        f"FROM messages JOIN hits ON hits.id = messages.id {join}CROSS JOIN q "
         "WHERE messages.ticket_id IS NOT NULL ORDER BY score DESC LIMIT :n"
     )
 
@@ -82,7 +98,7 @@ def _pg_articles(tsquery: str) -> str:
 def _run(
     conn: Connection, words: str, any_term: bool, sqlite: str, pg: Callable[[str], str], n: int
 ) -> list[tuple[Any, ...]]:
-    found = query_words(words)
+    found = query_words(words, ANY_TERMS if any_term else QUERY_TERMS)
     if not found:
         return []
     if conn.dialect.name == "sqlite":
@@ -93,11 +109,19 @@ def _run(
 
 
 def message_hits(
-    conn: Connection, words: str, *, any_term: bool = False, limit: int = 50
+    conn: Connection, words: str, *, any_term: bool = False, limit: int = 50, solved: bool = False
 ) -> list[tuple[int, int, float]]:
     """(message id, request number, score) of indexed messages matching ``words``, best
-    first: all of the words, or with ``any_term`` any of them."""
-    rows = _run(conn, words, any_term, _SQLITE_MESSAGES, _pg_messages, limit)
+    first: all of the words, or with ``any_term`` any of them; ``solved``: only of solved
+    or closed requests."""
+    rows = _run(
+        conn,
+        words,
+        any_term,
+        _sqlite_messages(solved),
+        lambda q: _pg_messages(q, solved),
+        limit,
+    )
     return [(int(r[0]), int(r[1]), float(r[2])) for r in rows]
 
 

@@ -15,7 +15,7 @@ from sqlalchemy import Connection, Table, select
 
 from maild.config import Config
 from maild.knowledge.index import searchable
-from maild.knowledge.search import article_hits, message_hits
+from maild.knowledge.search import ANY_TERMS, article_hits, message_hits
 from maild.knowledge.text import query_terms, similarity
 from maild.store.models import KbArticle, Message, Ticket
 
@@ -25,7 +25,8 @@ _MESSAGES: Table = Message.__table__  # type: ignore[assignment]
 _TICKETS: Table = Ticket.__table__  # type: ignore[assignment]
 _ARTICLES: Table = KbArticle.__table__  # type: ignore[assignment]
 ANSWER_LINES = 3
-CANDIDATES = 200
+CANDIDATES = 40  # best full-text matches among solved requests
+SCORED = 10  # requests among them scored by shared words
 
 
 @dataclass(frozen=True)
@@ -78,17 +79,13 @@ def similar_solved(
     conn: Connection, number: int, words: str, threshold: float, limit: int = 3
 ) -> list[Similar]:
     """Up to ``limit`` solved (or closed) requests like ``words``, best first."""
-    hits = message_hits(conn, words, any_term=True, limit=CANDIDATES)
-    others = list(dict.fromkeys(t for _, t, _ in hits if t != number))
+    hits = message_hits(conn, words, any_term=True, limit=CANDIDATES, solved=True)
+    others = list(dict.fromkeys(t for _, t, _ in hits if t != number))[:SCORED]
     if not others:
         return []
     t = _TICKETS.c
-    done = dict(
-        conn.execute(
-            select(t.id, t.subject).where(t.id.in_(others), t.status.in_(("solved", "closed")))
-        ).all()
-    )
-    terms = query_terms(words)
+    done = dict(conn.execute(select(t.id, t.subject).where(t.id.in_(others))).all())
+    terms = query_terms(words, ANY_TERMS)
     questions = _questions(conn, [n for n in others if n in done])
     scored = sorted(
         ((similarity(terms, q), n) for n, q in questions.items()), key=lambda x: (-x[0], -x[1])
@@ -109,7 +106,7 @@ def matching_articles(
         return []
     a = _ARTICLES.c
     rows = conn.execute(select(a.id, a.title, a.body, a.internal).where(a.id.in_(ids))).all()
-    terms = query_terms(words)
+    terms = query_terms(words, ANY_TERMS)
     found = [
         Article(
             r.id,
