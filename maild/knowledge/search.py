@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 
 ANY_TERMS = 10  # words of a mail asked for when any may match (similar requests, articles)
 CANDIDATES = 500  # only the newest matches are ranked, on both stores
+RARE = 300  # a word in fewer messages than this tells a request apart (SQLite)
 _MESSAGES: Table = Message.__table__  # type: ignore[assignment]
 _TICKETS: Table = Ticket.__table__  # type: ignore[assignment]
 _ARTICLES: Table = KbArticle.__table__  # type: ignore[assignment]  # PostgreSQL ranks at most this many of the newest matches
@@ -60,11 +61,12 @@ _SQLITE_NEWEST = (
 _SOLVED = "t.status IN ('solved', 'closed')"
 
 
-def _sqlite_messages(solved: bool) -> str:
+def _sqlite_messages(solved: bool, window: bool = True) -> str:
     join = f"JOIN tickets t ON t.id = m.ticket_id AND {_SOLVED} " if solved else ""
+    newest = f"AND rowid >= {_SQLITE_NEWEST} " if window else ""
     return (
         "SELECT f.rowid, m.ticket_id, -f.rank FROM (SELECT rowid, rank FROM message_fts "
-        f"WHERE message_fts MATCH :q AND rowid >= {_SQLITE_NEWEST} ORDER BY rank LIMIT :n) f "
+        f"WHERE message_fts MATCH :q {newest}ORDER BY rank LIMIT :n) f "
         f"JOIN messages m ON m.id = f.rowid {join}"
         "WHERE m.ticket_id IS NOT NULL ORDER BY f.rank"
     )
@@ -114,6 +116,8 @@ def message_hits(
     """(message id, request number, score) of indexed messages matching ``words``, best
     first: all of the words, or with ``any_term`` any of them; ``solved``: only of solved
     or closed requests."""
+    if any_term and conn.dialect.name == "sqlite":
+        return _distinctive_hits(conn, words, limit, solved)
     rows = _run(
         conn,
         words,
@@ -122,6 +126,30 @@ def message_hits(
         lambda q: _pg_messages(q, solved),
         limit,
     )
+    return [(int(r[0]), int(r[1]), float(r[2])) for r in rows]
+
+
+_CAPPED_COUNT = text(
+    f"SELECT count(*) FROM (SELECT 1 FROM message_fts WHERE message_fts MATCH :q LIMIT {RARE})"
+)
+
+
+def _distinctive_hits(
+    conn: Connection, words: str, limit: int, solved: bool
+) -> list[tuple[int, int, float]]:
+    """Any of ``words`` on SQLite: when some are rare (fewer than RARE messages hold them:
+    kinit, an error code), all their matches are ranked, however old; else the newest
+    CANDIDATES matches of all of them."""
+    found = query_words(words, ANY_TERMS)
+    if not found:
+        return []
+    rare = [
+        w
+        for w in found
+        if conn.execute(_CAPPED_COUNT, {"q": fts5_query([w], True)}).scalar_one() < RARE
+    ]
+    sql = _sqlite_messages(solved, window=not rare)
+    rows = conn.execute(text(sql), {"q": fts5_query(rare or found, True), "n": limit})
     return [(int(r[0]), int(r[1]), float(r[2])) for r in rows]
 
 
