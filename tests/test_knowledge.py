@@ -4,15 +4,17 @@ articles offered in the acknowledgement."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime
 
 from clockkit import outbox, text
 from conftest import fixture_bytes, make_mail
 from customerkit import customer_mails, notification, plain
-from sqlalchemy import select
+from sqlalchemy import insert, select, update
 
+from maild.knowledge.index import index_message
 from maild.knowledge.search import search
 from maild.store.db import Database
-from maild.store.models import KbArticle, KbArticleVersion, Ticket
+from maild.store.models import Counter, KbArticle, KbArticleVersion, Message, Ticket
 
 Ingest = Callable[..., int]
 ANNA = "anna@example.com"
@@ -186,3 +188,47 @@ def test_acknowledgement_offers_a_matching_public_article(db: Database, ingest: 
     ingest(make_mail("Printer", sender="g@example.org", body="The printer is jammed."))
     [plain_ack] = customer_mails(db, 4, "ack")
     assert "Perhaps" not in plain(plain_ack) and "We will answer" in plain(plain_ack)
+
+
+def test_an_old_solved_request_is_found_behind_many_newer_ones(
+    db: Database, ingest: Ingest
+) -> None:
+    solve_kinit(db, ingest)
+    now = datetime.now(UTC)
+    with db.write() as s:  # 520 newer requests sharing the everyday words, none about kinit
+        conn = s.connection()
+        for n in range(2, 522):
+            subject = f"Laptop fails today, case {n}"
+            conn.execute(
+                insert(Ticket.__table__),  # type: ignore[arg-type]
+                {
+                    "id": n,
+                    "subject": subject,
+                    "requester": f"c{n}@example.org",
+                    "status": "solved",
+                    "created_at": now,
+                    "updated_at": now,
+                },
+            )
+            body = "My laptop fails today while getting credentials for the realm."
+            msg = conn.execute(
+                insert(Message.__table__).returning(Message.id),  # type: ignore[arg-type]
+                {
+                    "ticket_id": n,
+                    "direction": "in",
+                    "kind": "customer",
+                    "subject": subject,
+                    "text": body,
+                    "created_at": now,
+                },
+            ).scalar_one()
+            index_message(conn, msg, "customer", subject, body)
+        conn.execute(update(Counter).where(Counter.name == "ticket").values(value=521))
+    ingest(
+        make_mail(
+            "kinit fails today",
+            sender="zoe@example.org",
+            body="kinit fails today: cannot find KDC for realm EXAMPLE.COM.",
+        )
+    )
+    assert "#1 kinit fails on my laptop" in text_of(notification(db, 522))

@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 ANY_TERMS = 10  # words of a mail asked for when any may match (similar requests, articles)
 CANDIDATES = 500  # only the newest matches are ranked, on both stores
-RARE = 300  # a word in fewer messages than this tells a request apart (SQLite)
+RARE = 300  # a word in fewer messages than this tells a request apart
 _MESSAGES: Table = Message.__table__  # type: ignore[assignment]
 _TICKETS: Table = Ticket.__table__  # type: ignore[assignment]
 _ARTICLES: Table = KbArticle.__table__  # type: ignore[assignment]  # PostgreSQL ranks at most this many of the newest matches
@@ -77,12 +77,13 @@ _SQLITE_ARTICLES = (
 )
 
 
-def _pg_messages(tsquery: str, solved: bool) -> str:
+def _pg_messages(tsquery: str, solved: bool, window: bool = True) -> str:
     join = f"JOIN tickets t ON t.id = messages.ticket_id AND {_SOLVED} " if solved else ""
+    newest = f"ORDER BY messages.id DESC LIMIT {CANDIDATES}" if window else ""
     return (
         f"WITH q AS (SELECT {tsquery} AS q), "
         f"hits AS (SELECT messages.id FROM messages, q WHERE {_PG_KINDS} "
-        f"AND {PG_MESSAGE_VECTOR} @@ q.q ORDER BY messages.id DESC LIMIT {CANDIDATES}) "
+        f"AND {PG_MESSAGE_VECTOR} @@ q.q {newest}) "
         f"SELECT messages.id, messages.ticket_id, ts_rank({PG_MESSAGE_VECTOR}, q.q) AS score "
         f"FROM messages JOIN hits ON hits.id = messages.id {join}CROSS JOIN q "
         "WHERE messages.ticket_id IS NOT NULL ORDER BY score DESC LIMIT :n"
@@ -116,7 +117,7 @@ def message_hits(
     """(message id, request number, score) of indexed messages matching ``words``, best
     first: all of the words, or with ``any_term`` any of them; ``solved``: only of solved
     or closed requests."""
-    if any_term and conn.dialect.name == "sqlite":
+    if any_term:
         return _distinctive_hits(conn, words, limit, solved)
     rows = _run(
         conn,
@@ -129,27 +130,45 @@ def message_hits(
     return [(int(r[0]), int(r[1]), float(r[2])) for r in rows]
 
 
-_CAPPED_COUNT = text(
+_SQLITE_CAPPED = (
     f"SELECT count(*) FROM (SELECT 1 FROM message_fts WHERE message_fts MATCH :q LIMIT {RARE})"
 )
+
+
+def _pg_capped(tsquery: str) -> str:
+    return (
+        f"SELECT count(*) FROM (SELECT 1 FROM messages WHERE {_PG_KINDS} "
+        f"AND {PG_MESSAGE_VECTOR} @@ {tsquery} LIMIT {RARE}) c"
+    )
+
+
+def _is_rare(conn: Connection, word: str) -> bool:
+    if conn.dialect.name == "sqlite":
+        found = conn.execute(text(_SQLITE_CAPPED), {"q": fts5_query([word], True)})
+    else:
+        tsquery, params = pg_query([word], True)
+        found = conn.execute(text(_pg_capped(tsquery)), params)
+    return int(found.scalar_one()) < RARE
 
 
 def _distinctive_hits(
     conn: Connection, words: str, limit: int, solved: bool
 ) -> list[tuple[int, int, float]]:
-    """Any of ``words`` on SQLite: when some are rare (fewer than RARE messages hold them:
-    kinit, an error code), all their matches are ranked, however old; else the newest
-    CANDIDATES matches of all of them."""
+    """Any of ``words``: when some are rare (fewer than RARE messages hold them: kinit, an
+    error code), all matches of those are ranked, however old; else the newest CANDIDATES
+    matches of all of them."""
     found = query_words(words, ANY_TERMS)
     if not found:
         return []
-    rare = [
-        w
-        for w in found
-        if conn.execute(_CAPPED_COUNT, {"q": fts5_query([w], True)}).scalar_one() < RARE
-    ]
-    sql = _sqlite_messages(solved, window=not rare)
-    rows = conn.execute(text(sql), {"q": fts5_query(rare or found, True), "n": limit})
+    rare = [w for w in found if _is_rare(conn, w)]
+    asked = rare or found
+    if conn.dialect.name == "sqlite":
+        sql = _sqlite_messages(solved, window=not rare)
+        rows = conn.execute(text(sql), {"q": fts5_query(asked, True), "n": limit})
+    else:
+        tsquery, params = pg_query(asked, True)
+        sql = _pg_messages(tsquery, solved, window=not rare)
+        rows = conn.execute(text(sql), {**params, "n": limit})
     return [(int(r[0]), int(r[1]), float(r[2])) for r in rows]
 
 
