@@ -75,10 +75,18 @@ def _answer(conn: Connection, number: int) -> tuple[str, ...]:
     return tuple(line[:200] for line in lines if line)[:ANSWER_LINES]
 
 
+def _any_solved(conn: Connection) -> bool:
+    t = _TICKETS.c
+    found = conn.execute(select(t.id).where(t.status.in_(("solved", "closed"))).limit(1))
+    return found.first() is not None
+
+
 def similar_solved(
     conn: Connection, number: int, words: str, threshold: float, limit: int = 3
 ) -> list[Similar]:
     """Up to ``limit`` solved (or closed) requests like ``words``, best first."""
+    if not _any_solved(conn):  # a young desk: nothing to look through yet
+        return []
     hits = message_hits(conn, words, any_term=True, limit=CANDIDATES, solved=True)
     others = list(dict.fromkeys(t for _, t, _ in hits if t != number))[:SCORED]
     if not others:
