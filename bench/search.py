@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import statistics
 import sys
 import tempfile
 import time
@@ -26,7 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from mailgen import PARAS_EN, PARAS_RU, REPLY_TEXT_EN, REPLY_TEXT_RU, SUBJECTS_EN, SUBJECTS_RU
-from sqlalchemy import insert, text
+from sqlalchemy import insert
 
 from maild.config import from_mapping
 from maild.knowledge import index
