@@ -14,7 +14,7 @@ from typing import Any, NoReturn
 from sqlalchemy import inspect, update
 from sqlalchemy.exc import DBAPIError
 
-from maild import cli_clock, cli_ops, views
+from maild import cli_clock, cli_kb, cli_ops, views
 from maild.config import Config, load
 from maild.errors import (
     CannotCreate,
@@ -228,6 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--json", action="store_true")
     cli_clock.add_parsers(sub)
     cli_ops.add_parsers(sub)
+    cli_kb.add_parsers(sub)
     return p
 
 
@@ -240,6 +241,7 @@ COMMANDS: dict[str, Callable[[Config, argparse.Namespace], int]] = {
     "sweep": cli_clock.cmd_sweep,
     "stats": cli_clock.cmd_stats,
     **cli_ops.COMMANDS,
+    **cli_kb.COMMANDS,
 }
 
 

@@ -113,6 +113,7 @@ class Config:
     imap: tuple[Any, ...] = ()  # maild.ingest.imap_config.ImapConfig
     routing: tuple[sections.Route, ...] = ()
     digest: DigestConfig = field(default_factory=DigestConfig)
+    kb: sections.KbConfig = field(default_factory=sections.KbConfig)
     path: Path | None = None
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
@@ -335,6 +336,7 @@ KNOWN_SECTIONS = frozenset(
         "lmtp",
         "routing",
         "digest",
+        "kb",
     }
 )
 
@@ -365,6 +367,7 @@ def from_mapping(data: Mapping[str, Any], base: Path, path: Path | None = None) 
         imap=sections.imap(data.get("imap")),
         routing=sections.routing(data.get("routing", []), sections.TYPES),
         digest=sections.digest(Table(data.get("digest", {}), "digest")),
+        kb=sections.kb(Table(data.get("kb", {}), "kb")),
         trusted_authserv_ids=sections.trusted_authserv_ids(
             Table(data.get("security", {}), "security")
         ),

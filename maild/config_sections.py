@@ -84,6 +84,24 @@ class ClockConfig:
     hold_remind_hours: float = 24.0
 
 
+@dataclass(frozen=True)
+class KbConfig:
+    """``[kb]``: how alike (0..1, shared meaningful words) a request and an answer must be."""
+
+    similar_threshold: float = 0.3  # a solved request named in the agents' notification
+    suggest_threshold: float = 0.4  # a public article offered in the acknowledgement
+
+
+def kb(t: Table) -> KbConfig:
+    found = []
+    for name, default in (("similar_threshold", 0.3), ("suggest_threshold", 0.4)):
+        value = t.get(name, float, default)
+        t.check(name, lambda v: 0 < v <= 1, "must be a number above 0 and at most 1", value)
+        found.append(value)
+    t.finish()
+    return KbConfig(*found)
+
+
 def departments(items: object) -> tuple[Department, ...]:
     if not isinstance(items, list):
         raise ConfigError("departments", "must be an array of tables ([[departments]])")

@@ -55,6 +55,9 @@ BAD = [
     ("[digest]\nwhen='09:00'\n", "digest.when"),
     ("[web]\nboard_hours=0\n", "web.board_hours"),
     ("[web]\nboard_hours='long'\n", "web.board_hours"),
+    ("[kb]\nsimilar_threshold=0\n", "kb.similar_threshold"),
+    ("[kb]\nsuggest_threshold='high'\n", "kb.suggest_threshold"),
+    ("[kb]\nsimilar=0.5\n", "kb.similar"),
 ]
 GOOD_DESK = "[desk]\nname='Desk'\naddress='support@example.com'\n"
 SECRET = "[security]\nsecret_key='0123456789abcdef0123'\n"

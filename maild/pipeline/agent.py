@@ -7,6 +7,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 
 from maild.config_sections import Department
+from maild.knowledge.articles import kb_errors, record_article
 from maild.pipeline.base import Context, Work
 from maild.pipeline.records import add_event, set_due, store_message
 from maild.replies import breaker, escalation
@@ -60,7 +61,7 @@ def validate(cmds: ParsedCommands, ctx: Context, agent: str) -> list[str]:
         and any(c.name in ("escalate",) for c in cmds.commands)
     ):
         errors.append(problem(lang, "note-escalate"))
-    return errors
+    return errors + kb_errors(cmds, ctx.session, lang)
 
 
 def _command_error(ticket: Ticket, ctx: Context, agent: str, errors: list[str]) -> None:
@@ -194,6 +195,8 @@ def handle_agent(work: Work, ctx: Context, ticket: Ticket) -> Work:
         )
         return replace(work, ticket_id=ticket.id, message_row_id=msg_id, action="agent-error")
     dept = _execute(ticket, cmds, ctx, agent)
+    if cmds.get("kb") is not None:  # the answer becomes (or updates) an article
+        record_article(ctx, ticket, cmds, agent)
     solved_now = (cmds.get("status") or Command("")).arg == "solved"
     text = "" if note else strip_quoted(cmds.body).strip()
     if note:

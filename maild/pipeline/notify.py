@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import replace
 
+from maild.knowledge.similar import similar_lines, suggestions
 from maild.pipeline.base import Context, Work
 from maild.pipeline.ccs import left_out_note
 from maild.pipeline.records import add_event, ticket_of
@@ -46,6 +48,7 @@ def acknowledgement(ticket: Ticket, work: Work, ctx: Context) -> Outgoing:
         due_text=due_text,
         manager=(manager.name if manager else ticket.assignee) or "",
         parent_id=_closed_parent(ticket, ctx),
+        articles=suggestions(ctx.session.connection(), ctx.config, _words(ticket, work)),
     )
     text, html = finish(ctx, ticket, ticket.language, body, body_html, now, automatic=True)
     return Outgoing(
@@ -63,6 +66,11 @@ def acknowledgement(ticket: Ticket, work: Work, ctx: Context) -> Outgoing:
         references=parsed.references,
         auto_submitted=AUTO_REPLIED,
     )
+
+
+def _words(ticket: Ticket, work: Work) -> str:
+    """What the new request is about, for the knowledge base (maild.knowledge.similar)."""
+    return f"{ticket.subject}\n{work.parsed.text if work.parsed else ''}"
 
 
 def _acknowledge(ticket: Ticket, work: Work, ctx: Context) -> None:
@@ -93,7 +101,13 @@ def recipients(ticket: Ticket, ctx: Context, author: str) -> list[str]:
 
 
 def notify_agents(
-    ticket: Ticket, ctx: Context, event: str, author: str, text: str, warning: str = ""
+    ticket: Ticket,
+    ctx: Context,
+    event: str,
+    author: str,
+    text: str,
+    warning: str = "",
+    known: Sequence[str] = (),
 ) -> int:
     """One notification per agent, each with a Message-ID signed for that agent."""
     cfg = ctx.config
@@ -115,6 +129,7 @@ def notify_agents(
             author=author,
             text=text,
             warning=warning,
+            known=known,
             due=when(ctx, ticket.due_at, cfg.desk.language),
         )
         mails.append(out)
@@ -130,7 +145,8 @@ class Notify:
             return work
         ticket = ticket_of(ctx, work.ticket_id)
         assert ticket is not None
-        if work.action == "created":
+        new, conn = work.action == "created", ctx.session.connection()
+        if new:
             _acknowledge(ticket, work, ctx)
         warning = ""
         if work.proof.startswith("unproven"):
@@ -140,7 +156,15 @@ class Notify:
             )
         cc_note = left_out_note(work.cc_change, ctx.config.limits.max_cc, ctx.config.desk.language)
         warning = "\n!! ".join(w for w in (warning, cc_note) if w)
+        # The sections of what the desk already knows about a new request, assembled here.
+        known = similar_lines(conn, ctx.config, ticket.id, _words(ticket, work)) if new else []
         notify_agents(
-            ticket, ctx, NOTIFY_ON[work.action], work.parsed.from_addr, work.parsed.text, warning
+            ticket,
+            ctx,
+            NOTIFY_ON[work.action],
+            work.parsed.from_addr,
+            work.parsed.text,
+            warning,
+            known,
         )
         return work

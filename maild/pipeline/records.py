@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from maild.config import Config
 from maild.ingest.parse import ParsedMail
+from maild.knowledge.index import index_message
 from maild.pipeline.base import Context, Work
 from maild.pipeline.msgids import unclaimable
 from maild.store.models import Attachment, Blob, Counter, Event, Message, Ticket
@@ -146,6 +147,7 @@ def store_message(work: Work, ctx: Context, ticket_id: int | None, kind: str) ->
         "created_at": ctx.clock(),
     }
     msg_id = int(ctx.session.connection().execute(_MESSAGE_INSERT, row).scalar_one())
+    index_message(ctx.session.connection(), msg_id, kind, parsed.subject, parsed.text)
     _store_attachments(ctx.session, msg_id, parsed)
     if refused is not None:
         _not_indexed(work, ctx, ticket_id, msg_id, refused)

@@ -6,6 +6,7 @@ from datetime import datetime
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     DateTime,
     ForeignKey,
     Index,
@@ -252,3 +253,37 @@ class Undeliverable(Base):
     since: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     ticket_id: Mapped[int | None] = mapped_column(ForeignKey("tickets.id"))
     reason: Mapped[str] = mapped_column(Text, default="")
+
+
+class KbArticle(Base):
+    """A knowledge-base article written from an agent's answer (`#kb`); internal ones stay
+    in agent mail. Its full-text index lives beside it (maild.knowledge.index)."""
+
+    __tablename__ = "kb_articles"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    title: Mapped[str] = mapped_column(Text)
+    body: Mapped[str] = mapped_column(Text)
+    internal: Mapped[bool] = mapped_column(Boolean, default=False)
+    ticket_id: Mapped[int | None] = mapped_column(ForeignKey("tickets.id"))
+    author: Mapped[str] = mapped_column(String(320), default="")
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class KbArticleVersion(Base):
+    """Every version an article had, the current one included (`#kb N` adds one)."""
+
+    __tablename__ = "kb_article_versions"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    article_id: Mapped[int] = mapped_column(ForeignKey("kb_articles.id"))
+    version: Mapped[int] = mapped_column(Integer)
+    title: Mapped[str] = mapped_column(Text)
+    body: Mapped[str] = mapped_column(Text)
+    ticket_id: Mapped[int | None] = mapped_column(ForeignKey("tickets.id"))
+    author: Mapped[str] = mapped_column(String(320), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (Index("ix_kb_article_versions_article", "article_id", "version"),)

@@ -55,6 +55,7 @@ HELP = {
   #assign <agent email>|me
   #category <name>           (suggestion and registration have answer times of their own)
   #note                      (the whole message is an internal note, never sent to the customer)
+  #kb [title] | #kb <N>      (the answer also becomes a knowledge-base article / updates article N)
   #cc add|remove <email>
   #escalate <department> [text for the department]   (its short name or its title)
   #due YYYY-MM-DD [HH:MM]    (a task's deadline, desk time; a date alone: closing time)""",
@@ -65,6 +66,7 @@ HELP = {
   #assign <адрес агента>|me
   #category <название>       (у suggestion и registration свой срок ответа)
   #note                      (всё письмо — внутренняя заметка, клиенту не уходит)
+  #kb [заголовок] | #kb <N>  (ответ станет и статьёй базы знаний / обновит статью N)
   #cc add|remove <адрес>
   #escalate <отдел> [текст для отдела]   (короткое имя отдела или его название)
   #due ГГГГ-ММ-ДД [ЧЧ:ММ]    (срок задачи, время службы; без времени — конец дня)""",

@@ -47,7 +47,7 @@ def _check(name: str, arg: str, lang: str) -> str | None:
         if name == "type" and arg.lower() in CATEGORY_CLOCKS:
             return problem(lang, "type-is-category", arg=arg)
         return problem(lang, "choice", name=name, arg=arg, choices=", ".join(CHOICES[name]))
-    if name == "note":
+    if name in ("note", "kb"):  # `#kb`, `#kb Title`, `#kb N` (maild.knowledge.articles)
         return None
     if name == "due":
         return None if parse_due(arg) else problem(lang, "due", arg=arg)
@@ -93,7 +93,9 @@ def parse_commands(text: str, language: str = "en") -> ParsedCommands:
         if error:
             errors.append(error)
         commands.append(
-            Command(name, arg if name in ("category", "escalate", "assign", "cc") else arg.lower())
+            Command(
+                name, arg if name in ("category", "escalate", "assign", "cc", "kb") else arg.lower()
+            )
         )
         i += 1
     if len({c.name for c in commands if c.name not in ("cc",)}) < len(

@@ -18,6 +18,7 @@ from maild.store.db import Database
 from maild.store.models import Inbound, Outbox
 from maild.web.board import BoardSite, add_board_routes
 from maild.web.guard import GuardedSite, OneLineClientErrors, WebGuard, read_whole_request
+from maild.web.kb import add_kb_routes
 from maild.web.ops import add_ops_routes
 from maild.web.page import add_page_routes
 from maild.web.survey import SurveySite, add_routes
@@ -69,6 +70,7 @@ def make_app(
         add_routes(app, SurveySite(db, config, clock, renderer, on_outbox))
         add_page_routes(app)
         add_board_routes(app, BoardSite(db, config, clock, renderer))
+        add_kb_routes(app)
     return app
 
 

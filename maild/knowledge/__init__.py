@@ -1,0 +1,1 @@
+"""Knowledge: full-text search, similar solved requests, articles (issue 13)."""
