@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from maild import config_sections as sections
+from maild.config_incident import IncidentConfig, incident
 from maild.config_sections import ClockConfig, Department, SlaConfig
 from maild.config_table import Table, hostport, is_email, positive, resolve
 from maild.errors import ConfigError
@@ -107,6 +108,7 @@ class Config:
     trusted_authserv_ids: tuple[str, ...] = ()
     imap: tuple[Any, ...] = ()  # maild.ingest.imap_config.ImapConfig
     routing: tuple[sections.Route, ...] = ()
+    incident: IncidentConfig = field(default_factory=IncidentConfig)
     path: Path | None = None
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
@@ -312,6 +314,7 @@ KNOWN_SECTIONS = frozenset(
         "imap",
         "lmtp",
         "routing",
+        "incident",
     }
 )
 
@@ -344,6 +347,7 @@ def from_mapping(data: Mapping[str, Any], base: Path, path: Path | None = None) 
         trusted_authserv_ids=sections.trusted_authserv_ids(
             Table(data.get("security", {}), "security")
         ),
+        incident=incident(Table(data.get("incident", {}), "incident")),
         path=path,
         raw=data,
     )

@@ -24,6 +24,7 @@ from maild.pipeline.apply import Apply
 from maild.pipeline.base import Context, Stage, Work
 from maild.pipeline.classify import Classify
 from maild.pipeline.identify import Identify
+from maild.pipeline.incident import Incident
 from maild.pipeline.match import MatchTicket
 from maild.pipeline.notify import Notify
 from maild.replies.render import Renderer
@@ -33,12 +34,21 @@ from maild.store.models import Inbound
 log = logging.getLogger(__name__)
 
 # The order of the pipeline, reviewed in one place. "parse" runs before the transaction.
-PIPELINE: tuple[str, ...] = ("parse", "classify", "identify", "match-ticket", "apply", "notify")
+PIPELINE: tuple[str, ...] = (
+    "parse",
+    "classify",
+    "identify",
+    "match-ticket",
+    "apply",
+    "incident",
+    "notify",
+)
 STAGES: dict[str, Callable[[], Stage]] = {
     "classify": Classify,
     "identify": Identify,
     "match-ticket": MatchTicket,
     "apply": Apply,
+    "incident": Incident,
     "notify": Notify,
 }
 MAX_BATCH_BYTES = 32 * 1024 * 1024

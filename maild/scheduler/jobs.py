@@ -161,7 +161,7 @@ def _sla_mail(s: Session, t: Ticket, notices: Notices, config: Config, progress:
         notices.to_staff(s, t, to, "sla_breach", **context)
         t.sla_breached_at, did = now, True
         add_event(s, t.id, now, "sla-breach", to=list(to), percent=context["percent"])
-        if config.sla.tell_customer:
+        if config.sla.tell_customer and t.type != "problem":  # a problem is the desk's own
             _tell_delay(s, t, notices, config)
     return did
 
@@ -199,6 +199,7 @@ def sweep_sla(db: Database, config: Config, now: datetime) -> int:
         Ticket.first_response_at.is_(None),
         Ticket.due_at.is_not(None),
         Ticket.sla_breached_at.is_(None),
+        Ticket.problem_id.is_(None),  # an incident: its problem carries the clock
     ]
     return for_each_due(db, "sla", where, act, ready)
 

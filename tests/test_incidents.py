@@ -1,0 +1,130 @@
+"""Mass incidents (issue 12): alike requests from many customers make one problem."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from email.message import EmailMessage
+
+import pytest
+from conftest import make_mail
+from sqlalchemy import select
+from test_agents import mails, text_of
+
+from maild.config import Config
+from maild.store.db import Database
+from maild.store.models import Event, Outbox, Ticket
+
+Ingest = Callable[..., int]
+LEAD = "lead@example.com"
+SHIFT = "duty@example.com"
+
+VARIANTS = [
+    "Hello,\n\nI get 403 Forbidden when I log in to the portal since this morning.\n\n-- \nJohn",
+    "Hi team,\nLogin to the portal gives 403 Forbidden since this morning, user id 88123.\n",
+    "Good morning\n\nI get 403 Forbidden when I log in to the portal since this morning!\n",
+    "Dear support,\nsince this morning I get a 403 Forbidden when I log in to the portal\n",
+    "I get 403 Forbidden when I log in to the portal since this morning. Ticket ID 5521\n",
+]
+
+
+@pytest.fixture
+def config(make_config: Callable[..., Config], db: Database) -> Config:
+    return make_config(desk={"lead": LEAD}, incident={"notify": [SHIFT]})
+
+
+def alike(n: int) -> bytes:
+    body = VARIANTS[n % len(VARIANTS)]
+    return make_mail("403 Forbidden on login", sender=f"user{n}@client{n}.example.org", body=body)
+
+
+def tickets(db: Database) -> list[Ticket]:
+    with db.session() as s:
+        return list(s.scalars(select(Ticket).order_by(Ticket.id)))
+
+
+def outbox(db: Database, kind: str) -> list[tuple[Outbox, EmailMessage]]:
+    return mails(db, kind)
+
+
+def test_five_customers_make_a_problem(db: Database, ingest: Ingest) -> None:
+    for n in range(4):
+        ingest(alike(n))
+    assert [t.type for t in tickets(db)] == ["question"] * 4
+    ingest(alike(4))
+    rows = tickets(db)
+    problem = rows[-1]
+    assert problem.type == "problem" and problem.subject == "403 Forbidden on login"
+    assert [t.type for t in rows[:5]] == ["incident"] * 5
+    assert {t.problem_id for t in rows[:5]} == {problem.id}
+    alerts = outbox(db, "incident-alert")
+    assert sorted(r.recipients for r, _ in alerts) == [SHIFT, LEAD]
+    body = text_of(alerts[0][1])
+    assert "5 customers" in body and "#1, #2, #3, #4, #5" in body
+    assert "403 Forbidden when I log in" in body  # a sample text
+    assert alerts[0][1]["Subject"] == f"Problem: [Support #{problem.id}] 403 Forbidden on login"
+    notes = [r for r, _ in outbox(db, "notify") if r.ticket_id == problem.id]
+    assert sorted(r.recipients for r in notes) == ["anna@example.com", "boris@example.com"]
+    known = outbox(db, "incident-ack")
+    assert [r.ticket_id for r, _ in known] == [5]
+    assert "already know about this problem" in text_of(known[0][1])
+
+
+def test_new_alike_requests_join_at_once(db: Database, ingest: Ingest) -> None:
+    for n in range(5):
+        ingest(alike(n))
+    before = len(outbox(db, "notify"))
+    ingest(alike(5))
+    joined = tickets(db)[-1]
+    assert joined.type == "incident" and joined.problem_id == 6
+    assert len(outbox(db, "notify")) == before  # no notification per joining incident
+    ack = [m for r, m in outbox(db, "incident-ack") if r.ticket_id == joined.id]
+    assert ack and f"#{joined.id}" in text_of(ack[0]) and "#6" not in ack[0]["Subject"]
+    assert not [r for r, _ in outbox(db, "ack") if r.ticket_id == joined.id]
+
+
+def test_one_customer_five_times_is_no_problem(db: Database, ingest: Ingest) -> None:
+    for n in range(6):
+        body = VARIANTS[n % len(VARIANTS)]
+        ingest(make_mail("403 Forbidden on login", sender="same@client.example.org", body=body))
+    assert {t.type for t in tickets(db)} == {"question"}
+    assert not outbox(db, "incident-alert")
+
+
+def test_different_texts_do_not_group(db: Database, ingest: Ingest) -> None:
+    texts = [
+        ("Invoice for November", "Please send me the invoice for November."),
+        ("Printer is broken", "It prints nothing at all."),
+        ("Password reset", "How do I reset my password?"),
+        ("Feature request", "Could you add a dark theme to the dashboard?"),
+        ("Refund", "I want my money back for the double charge."),
+        ("Login slow", "The login page takes a minute to open."),
+    ]
+    for n, (subject, body) in enumerate(texts):
+        ingest(make_mail(subject, sender=f"u{n}@c{n}.example.org", body=body))
+    assert {t.type for t in tickets(db)} == {"question"}
+
+
+def test_russian_requests_group(db: Database, ingest: Ingest) -> None:
+    body = "Добрый день!\n\nНе могу войти в личный кабинет, пишет ошибка 403 доступ запрещён.\n"
+    for n in range(5):
+        ingest(make_mail("Ошибка 403 при входе", sender=f"k{n}@c{n}.example.ru", body=body))
+    rows = tickets(db)
+    assert rows[-1].type == "problem"
+    known = outbox(db, "incident-ack")
+    assert "Мы уже знаем об этой проблеме" in text_of(known[0][1])
+
+
+def test_sla_sweep_skips_incidents(db: Database, ingest: Ingest, config: Config) -> None:
+    from datetime import timedelta
+
+    from maild.scheduler.jobs import run_all
+
+    for n in range(5):
+        ingest(alike(n))
+    later = tickets(db)[0].created_at + timedelta(days=5)
+    run_all(db, config, later)
+    breaches = outbox(db, "sla_breach")
+    assert [r.ticket_id for r, _ in breaches] == [6]  # the problem only
+    with db.session() as s:
+        kinds = [e.kind for e in s.scalars(select(Event).where(Event.ticket_id == 6))]
+    assert "problem-opened" in kinds
