@@ -128,3 +128,60 @@ def test_sla_sweep_skips_incidents(db: Database, ingest: Ingest, config: Config)
     with db.session() as s:
         kinds = [e.kind for e in s.scalars(select(Event).where(Event.ticket_id == 6))]
     assert "problem-opened" in kinds
+
+
+def test_one_answer_goes_to_every_customer_and_solves_all(db: Database, ingest: Ingest) -> None:
+    from test_agents import notification, reply_to
+
+    ids = []
+    for n in range(5):
+        extra = "Cc: boss0@client0.example.org\r\n" if n == 0 else ""
+        body = VARIANTS[n]
+        mid = f"<c{n}@client{n}.example.org>"
+        ids.append(mid)
+        raw = make_mail(
+            "403 Forbidden on login",
+            sender=f"user{n}@client{n}.example.org",
+            body=body,
+            message_id=mid,
+            extra=extra,
+        )
+        ingest(raw)
+    note = notification(db, "anna@example.com", ticket=6)
+    assert "Problem #6" in text_of(note) and "#1  user0@client0.example.org" in text_of(note)
+    ingest(reply_to(note, "anna@example.com", "#status solved\n\nWe fixed the login, sorry!"))
+    sent = outbox(db, "agent-reply")
+    assert sorted(r.ticket_id or 0 for r, _ in sent) == [1, 2, 3, 4, 5]
+    assert len({m["Message-ID"] for _, m in sent}) == 5
+    for row, msg in sent:
+        n = (row.ticket_id or 0) - 1
+        assert msg["Subject"] == f"[Support #{n + 1}] 403 Forbidden on login"
+        assert msg["In-Reply-To"] == ids[n]
+        assert row.recipients.split(",")[0] == f"user{n}@client{n}.example.org"
+        assert "We fixed the login, sorry!" in text_of(msg)
+    assert sent[0][0].recipients == "user0@client0.example.org,boss0@client0.example.org"
+    rows = tickets(db)
+    assert [t.status for t in rows] == ["solved"] * 6
+    assert all(t.survey_due_at is not None for t in rows[:5]) and rows[5].survey_due_at is None
+    # A customer's reply to one incident re-opens only that incident.
+    first = sent[0][1]
+    ingest(reply_to(first, "user0@client0.example.org", "Still 403 for me."))
+    assert [t.status for t in tickets(db)] == ["open"] + ["solved"] * 5
+
+
+def test_digest_instead_of_notifications(db: Database, ingest: Ingest, config: Config) -> None:
+    from datetime import timedelta
+
+    from maild.scheduler.jobs import run_all
+
+    for n in range(8):
+        ingest(alike(n))
+    assert not outbox(db, "incident-digest")  # joined within digest_minutes of the notice
+    later = tickets(db)[-1].created_at + timedelta(minutes=16)
+    run_all(db, config, later)
+    digests = outbox(db, "incident-digest")
+    assert sorted(r.recipients for r, _ in digests) == ["anna@example.com", "boris@example.com"]
+    body = text_of(digests[0][1])
+    assert "3 more customers joined the problem #6" in body and "#9  user7" in body
+    run_all(db, config, later + timedelta(minutes=30))
+    assert len(outbox(db, "incident-digest")) == 2  # nothing new: no second digest

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 from maild.config_sections import Department
 from maild.pipeline.base import Context, Work
+from maild.pipeline.incident import answer_targets
 from maild.pipeline.records import add_event, set_due, store_message
 from maild.replies import escalation
 from maild.replies.compose import AUTO_REPLIED
@@ -204,7 +205,8 @@ def handle_agent(work: Work, ctx: Context, ticket: Ticket) -> Work:
             ctx.session, ticket.id, ctx, "escalated", agent, department=dept.name, message=msg_id
         )
     elif text or solved_now:
-        _relay(ticket, work, ctx, agent, text, solved_now)
+        for target in answer_targets(ctx, ticket, agent, solved_now):  # a problem: everyone
+            _relay(target, work, ctx, agent, text, solved_now)
         add_event(ctx.session, ticket.id, ctx, "agent-reply", agent, message=msg_id)
     if not note and (text or dept) and ticket.first_response_at is None:
         ticket.first_response_at = now

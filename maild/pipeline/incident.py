@@ -23,6 +23,7 @@ from maild.pipeline import incident_mail as tell
 from maild.pipeline.base import Context, Work
 from maild.pipeline.records import add_event, next_number, set_due, ticket_of
 from maild.store.models import Ticket
+from maild.tickets.status import change_status
 from maild.tickets.incidents import (
     MIN_WORDS,
     AlikeIndex,
@@ -181,3 +182,41 @@ def open_problem(ctx: Context, group: list[Ticket], ticket: Ticket, work: Work |
     tell.agents_problem(ctx, problem)
     log.info("problem #%d opened for requests %s", problem.id, numbers)
     return problem
+
+
+def answer_targets(ctx: Context, ticket: Ticket, agent: str, solved: bool) -> list[Ticket]:
+    """Who an agent's answer on ``ticket`` goes to: a problem's open incidents, each in its
+    own thread (and, with ``#status solved``, each solved now); else the request itself."""
+    if ticket.type != "problem":
+        return [ticket]
+    stmt = (
+        select(Ticket)
+        .where(Ticket.problem_id == ticket.id, Ticket.status != "closed")
+        .where(Ticket.merged_into.is_(None))
+        .order_by(Ticket.id)
+        .with_for_update()
+    )
+    members = list(ctx.session.scalars(stmt))
+    if not members:
+        return [ticket]
+    now = ctx.clock()
+    for t in members:
+        old = t.status
+        if solved:
+            change_status(t, "solved", now, ctx.config.clock)
+        elif old in ("new", "pending", "solved"):
+            change_status(t, "open", now, ctx.config.clock)
+        t.first_response_at = t.first_response_at or now
+        t.assignee = t.assignee or agent
+        add_event(
+            ctx.session,
+            t.id,
+            ctx,
+            "problem-answer",
+            agent,
+            problem=ticket.id,
+            status=[old, t.status],
+        )
+    if solved:
+        ticket.survey_due_at = None  # the customers get their own surveys
+    return members

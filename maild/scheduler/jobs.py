@@ -17,6 +17,7 @@ from maild.replies.render import Renderer, when_text
 from maild.replies.scheduled import Notices, staff_for
 from maild.scheduler.claim import add_event, for_each_due
 from maild.scheduler.elapsed import sla_progress
+from maild.scheduler.incident_digest import sweep_incident_digest
 from maild.store.db import Database
 from maild.store.models import Message, Ticket
 from maild.tickets.delay import new_time
@@ -208,6 +209,7 @@ def sweep_sla(db: Database, config: Config, now: datetime) -> int:
 # solved long ago while the daemon was down is not sent a survey it can no longer answer.
 SWEEPS: tuple[tuple[str, Sweep], ...] = (
     ("sla", sweep_sla),
+    ("incident-digest", sweep_incident_digest),
     ("pending", sweep_pending),
     ("hold", sweep_hold),
     ("autoclose", sweep_autoclose),
