@@ -50,7 +50,7 @@ class Incident:
     name = "incident"
 
     def __init__(self) -> None:
-        self.index = AlikeIndex()
+        self.index = AlikeIndex(0.6)
         self.watermark = 0  # the highest request number read into the index
 
     def refresh(self, ctx: Context, since: datetime) -> None:
@@ -83,8 +83,10 @@ class Incident:
             return work
         ticket.fingerprint = " ".join(sorted(mine))
         cfg = ctx.config.incident
+        if self.index.threshold != cfg.similarity:  # built for another config: start again
+            self.index, self.watermark = AlikeIndex(cfg.similarity), 0
         self.refresh(ctx, ctx.clock() - timedelta(minutes=cfg.window_minutes))
-        found = [i for i, _ in self.index.alike(mine, cfg.similarity) if i != ticket.id]
+        found = [i for i, _ in self.index.alike(mine) if i != ticket.id]
         if not found:
             return work
         alike = self._alike_rows(ctx, ticket, found)
