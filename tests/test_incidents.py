@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from email.message import EmailMessage
 
@@ -185,3 +186,47 @@ def test_digest_instead_of_notifications(db: Database, ingest: Ingest, config: C
     assert "3 more customers joined the problem #6" in body and "#9  user7" in body
     run_all(db, config, later + timedelta(minutes=30))
     assert len(outbox(db, "incident-digest")) == 2  # nothing new: no second digest
+
+
+def test_issue_scenario_fifteen_customers(
+    db: Database, ingest: Ingest, config: Config, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The issue's scenario: 15 alike "403 Forbidden" mails from 15 customers, then one
+    answer on the problem. Prints the figures for the closing note."""
+    from datetime import timedelta
+
+    from test_agents import notification, reply_to
+
+    from maild.scheduler.jobs import run_all
+
+    for n in range(15):
+        ingest(alike(n))
+    rows = tickets(db)
+    problems = [t for t in rows if t.type == "problem"]
+    run_all(db, config, rows[0].created_at + timedelta(days=2))  # SLA sweep, digests
+    lead = [r for r, _ in outbox(db, "incident-alert") if r.recipients == LEAD]
+    per_agent = {
+        a: dict(Counter(r.kind for r, _ in mails(db) if r.recipients == a))
+        for a in ("anna@example.com", "boris@example.com")
+    }
+    breaches = outbox(db, "sla_breach")
+    before = len(mails(db))
+    note = notification(db, "anna@example.com", ticket=problems[0].id)
+    ingest(reply_to(note, "anna@example.com", "#status solved\n\nFixed, please log in again."))
+    answer = len(mails(db)) - before
+    with capsys.disabled():
+        print(
+            f"\nrequests {len(rows) - len(problems)}, problems {len(problems)}, "
+            f"incidents {sum(t.type == 'incident' for t in rows)}, mails to the lead "
+            f"{len(lead)}, breach mails {len(breaches)}, mails per agent {per_agent}, "
+            f"acks {len(outbox(db, 'ack'))} + known {len(outbox(db, 'incident-ack'))}, "
+            f"mails when the agent answers once {answer}"
+        )
+    assert len(problems) == 1 and len(rows) == 16
+    assert len(lead) == 2  # the alert at 5, the update at 10
+    assert [r.ticket_id for r, _ in breaches] == [problems[0].id]
+    # 4 before the problem, 1 for it; one digest of the 10 that joined; the problem's warning
+    each = {"notify": 5, "incident-digest": 1, "sla_warning": 1}
+    assert per_agent == {"anna@example.com": each, "boris@example.com": each}
+    assert answer == 15
+    assert {t.status for t in tickets(db)} == {"solved"}
