@@ -19,13 +19,14 @@ from datetime import UTC, datetime, timedelta
 
 from maild.tickets.incidents import AlikeIndex, Entry, band_keys, words
 
-SEED_WORDS = (
+_SEED = (
     "login password invoice printer error server portal account payment refund order delivery "
     "access denied forbidden timeout report export import sync mobile app crash update install "
     "license key email mailbox calendar contract price discount shipping tracking address phone "
     "вход пароль счет принтер ошибка сервер портал оплата возврат заказ доставка доступ запрещен "
     "отчет выгрузка синхронизация приложение обновление лицензия почта договор цена скидка адрес"
-).split()
+)
+SEED_WORDS = _SEED.split()
 
 
 STOP_RANKS = 100

@@ -230,3 +230,19 @@ def test_issue_scenario_fifteen_customers(
     assert per_agent == {"anna@example.com": each, "boris@example.com": each}
     assert answer == 15
     assert {t.status for t in tickets(db)} == {"solved"}
+
+
+def test_notification_lists_related_open_requests(db: Database, ingest: Ingest) -> None:
+    from test_agents import notification
+
+    ingest(make_mail("Invoice for November", sender="same@client.example.org", body="Where?"))
+    ingest(make_mail("Printer is broken", sender="other@c.example.org", body="It prints nothing."))
+    ingest(make_mail("Printer broken", sender="third@d.example.org", body="It prints nothing!"))
+    ingest(make_mail("Also the printer", sender="same@client.example.org", body="Dead printer."))
+    third = text_of(notification(db, "anna@example.com", ticket=3))
+    assert "Related open requests (check them first):" in third
+    assert "#2  other@c.example.org  Printer is broken" in third
+    fourth = text_of(notification(db, "anna@example.com", ticket=4))
+    assert "#1  same@client.example.org  Invoice for November" in fourth
+    first = text_of(notification(db, "anna@example.com", ticket=1))
+    assert "Related open requests" not in first

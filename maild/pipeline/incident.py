@@ -23,7 +23,6 @@ from maild.pipeline import incident_mail as tell
 from maild.pipeline.base import Context, Work
 from maild.pipeline.records import add_event, next_number, set_due, ticket_of
 from maild.store.models import Ticket
-from maild.tickets.status import change_status
 from maild.tickets.incidents import (
     MIN_WORDS,
     AlikeIndex,
@@ -32,6 +31,7 @@ from maild.tickets.incidents import (
     jaccard,
     words,
 )
+from maild.tickets.status import change_status
 
 log = logging.getLogger(__name__)
 

@@ -8,6 +8,7 @@ from dataclasses import replace
 from maild.pipeline.base import Context, Work
 from maild.pipeline.ccs import left_out_note
 from maild.pipeline.records import add_event, ticket_of
+from maild.pipeline.related import related_lines
 from maild.replies.compose import AUTO_GENERATED, AUTO_REPLIED, Outgoing, new_message_id
 from maild.replies.customer import finish
 from maild.replies.kinds import mail, when
@@ -116,6 +117,7 @@ def notify_agents(
             text=text,
             warning=warning,
             due=when(ctx, ticket.due_at, cfg.desk.language),
+            related=related_lines(ctx.session, ticket, cfg),  # maild/pipeline/related.py
         )
         mails.append(out)
     enqueue_internal(ctx.session, mails, ticket_id=ticket.id, kind="notify")

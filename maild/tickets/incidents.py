@@ -49,8 +49,8 @@ _GREETING = re.compile(
     r"уважаемые?|коллеги|добрый)\b[^\n]{0,40}$",
     re.I,
 )
-STOP = frozenset(
-    """a an the and or but of to in on at for with from by is are was were be been it its this
+_STOP_WORDS = """a an the and or but of to in on at for with from by is are was were be been
+it its this
 that these those i we you he she they me my our your us them not no do does did have has had
 can could will would should please hi hello dear thanks team support any some there here as
 so if when since after before also just still again all get got getting gives id ids
@@ -59,11 +59,12 @@ user number ticket order account customer client
 мне было вот от меня еще нет о из ему теперь когда даже ну ли если уже или ни быть был него
 до вас нибудь опять уж вам ведь там потом себя ничего ей может они тут где есть надо ней для
 мы тебя их чем была сам чтобы без будто чего раз тоже себе под будет ж тогда кто этот того
-потому этого какой совсем ним здесь этом один почти мой тем чтобы нее сейчас были куда зачем
-всех никогда можно номер заявка заявки клиент пользователь при наконец два об другой хоть после над больше тот через эти нас про всего
+потому этого какой совсем ним здесь этом один почти мой тем нее сейчас были куда зачем
+всех никогда можно номер заявка заявки клиент пользователь при наконец два об другой хоть
+после над больше тот через эти нас про всего
 них какая много разве три эту моя впрочем хорошо свою этой перед иногда лучше чуть том нельзя
-такой им более всегда конечно всю между пожалуйста здравствуйте спасибо у нас у меня""".split()
-)
+такой им более всегда конечно всю между пожалуйста здравствуйте спасибо"""
+STOP = frozenset(_STOP_WORDS.split())
 
 
 def first_lines(text: str) -> list[str]:
