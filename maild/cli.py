@@ -19,6 +19,7 @@ from maild.config import Config, load
 from maild.errors import ConfigError, RejectedMessage, TemporaryFailure
 from maild.ingest.accept import check_acceptable, store_raw, strip_mbox_line
 from maild.pipeline.runner import Pipeline
+from maild.pipeline.related import incident_counts, incident_fields
 from maild.store.db import Database
 from maild.store.migrate import upgrade
 from maild.store.models import Inbound, Ticket
@@ -96,6 +97,9 @@ def cmd_tickets(config: Config, args: argparse.Namespace) -> int:
     db = _open(config)
     with db.session() as s:
         rows = views.list_tickets(s, args.status)
+        counts = incident_counts(s)
+        for r in rows:  # a problem shows how many incidents it has
+            r["incidents"] = counts.get(r["id"], 0) if r["type"] == "problem" else None
         noise = views.unattached(s) if args.unattached else []
     if args.json:
         _print_json({"tickets": rows, "unattached": noise} if args.unattached else rows)
@@ -104,6 +108,7 @@ def cmd_tickets(config: Config, args: argparse.Namespace) -> int:
         print(
             f"#{r['id']:<6} {r['status']:<8} {r['priority']:<7} {r['requester']:<30} "
             f"{r['subject'][:60]}"
+            + (f"  [problem: {r['incidents']} incidents]" if r["incidents"] is not None else "")
         )
     for m in noise:
         print(f"  unattached {m['kind']:<10} {m['from']:<30} {m['subject'][:60]}")
@@ -118,6 +123,7 @@ def cmd_show(config: Config, args: argparse.Namespace) -> int:
             print(f"maild: no request #{args.number}", file=sys.stderr)
             return EX_NOINPUT
         data = views.ticket_detail(s, ticket)
+        data.update(incident_fields(s, ticket, config))  # problem, incidents, merged_into, related
     if args.json:
         _print_json(data)
         return EX_OK

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Callable
 from email.message import EmailMessage
+from pathlib import Path
 
 import pytest
 from conftest import make_mail
@@ -246,3 +248,31 @@ def test_notification_lists_related_open_requests(db: Database, ingest: Ingest) 
     assert "#1  same@client.example.org  Invoice for November" in fourth
     first = text_of(notification(db, "anna@example.com", ticket=1))
     assert "Related open requests" not in first
+
+
+def test_show_json_and_tickets_list(
+    db: Database, ingest: Ingest, db_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from maild.cli import main
+
+    for n in range(5):
+        ingest(alike(n))
+    ingest(make_mail("Printer is broken", sender="user0@client0.example.org", body="Dead."))
+    path = tmp_path / "cli.toml"
+    path.write_text(
+        f'[desk]\nname = "Desk"\naddress = "support@example.com"\n[storage]\nurl = "{db_url}"\n'
+        '[security]\nsecret_key = "test-secret-key-0123456789"\n'
+        f'[outbound]\nurl = "maildir:{tmp_path / "out"}"\n'
+    )
+    capsys.readouterr()
+    assert main(["--config", str(path), "show", "6", "--json"]) == 0
+    problem = json.loads(capsys.readouterr().out)
+    assert problem["type"] == "problem" and problem["problem"] is None
+    assert problem["incidents"] == [1, 2, 3, 4, 5] and problem["merged_into"] is None
+    assert main(["--config", str(path), "show", "1", "--json"]) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert first["problem"] == 6 and first["incidents"] == [] and first["related"][0] == 7
+    assert set(first["related"]) <= {2, 3, 4, 5, 7} and len(first["related"]) == 3
+    assert main(["--config", str(path), "tickets"]) == 0
+    listing = capsys.readouterr().out
+    assert "[problem: 5 incidents]" in listing.splitlines()[5]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
-from sqlalchemy import ColumnElement, select
+from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session
 
 from maild.clock import as_utc
@@ -22,8 +22,13 @@ DONE = ("solved", "closed")
 
 
 def _open(ticket: Ticket) -> tuple[ColumnElement[bool], ...]:
-    """Other requests still open, not merged away."""
-    return (Ticket.id != ticket.id, Ticket.status.not_in(DONE), Ticket.merged_into.is_(None))
+    """Other requests still open, not merged away, neither this one's problem nor incidents
+    (those are listed as such)."""
+    mine = (Ticket.id != ticket.id, Ticket.status.not_in(DONE), Ticket.merged_into.is_(None))
+    family = (Ticket.problem_id.is_(None) | (Ticket.problem_id != ticket.id),)
+    if ticket.problem_id is not None:
+        family += (Ticket.id != ticket.problem_id,)
+    return mine + family
 
 
 def related_ids(session: Session, ticket: Ticket, config: Config, limit: int = LIMIT) -> list[int]:
@@ -62,3 +67,25 @@ def related_lines(session: Session, ticket: Ticket, config: Config) -> list[str]
     )
     by_id = {int(i): f"#{i}  {who}  {subject[:80]}" for i, who, subject in rows}
     return [by_id[i] for i in ids if i in by_id]
+
+
+def incident_fields(session: Session, ticket: Ticket, config: Config) -> dict[str, object]:
+    """What `maild show N --json` adds: ``problem`` (its problem's number or null),
+    ``incidents`` (numbers), ``merged_into`` (number or null), ``related`` (numbers)."""
+    stmt = select(Ticket.id).where(Ticket.problem_id == ticket.id).order_by(Ticket.id)
+    return {
+        "problem": ticket.problem_id,
+        "incidents": [int(i) for i in session.scalars(stmt)],
+        "merged_into": ticket.merged_into,
+        "related": related_ids(session, ticket, config),
+    }
+
+
+def incident_counts(session: Session) -> dict[int, int]:
+    """Each problem's number of incidents, for `maild tickets`."""
+    stmt = (
+        select(Ticket.problem_id, func.count(Ticket.id))
+        .where(Ticket.problem_id.is_not(None))
+        .group_by(Ticket.problem_id)
+    )
+    return {int(p): int(n) for p, n in session.execute(stmt)}
