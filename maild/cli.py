@@ -18,8 +18,8 @@ from maild import cli_clock, views
 from maild.config import Config, load
 from maild.errors import ConfigError, RejectedMessage, TemporaryFailure
 from maild.ingest.accept import check_acceptable, store_raw, strip_mbox_line
-from maild.pipeline.runner import Pipeline
 from maild.pipeline.related import incident_counts, incident_fields
+from maild.pipeline.runner import Pipeline
 from maild.store.db import Database
 from maild.store.migrate import upgrade
 from maild.store.models import Inbound, Ticket
