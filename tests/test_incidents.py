@@ -276,3 +276,69 @@ def test_show_json_and_tickets_list(
     assert main(["--config", str(path), "tickets"]) == 0
     listing = capsys.readouterr().out
     assert "[problem: 5 incidents]" in listing.splitlines()[5]
+
+
+def _open_three(db: Database, ingest: Ingest) -> None:
+    ingest(make_mail("Printer is broken", sender="a@a.example.org", body="It prints nothing."))
+    ingest(make_mail("Scanner jams", sender="b@b.example.org", body="Paper stuck again."))
+    ingest(make_mail("Invoice", sender="c@c.example.org", body="Please resend the invoice."))
+
+
+def test_link_unlink_problem(db: Database, ingest: Ingest) -> None:
+    from test_agents import notification, reply_to
+
+    _open_three(db, ingest)
+    ingest(reply_to(notification(db, "anna@example.com", 2), "anna@example.com", "#link 1"))
+    rows = tickets(db)
+    assert rows[0].type == "problem" and (rows[1].type, rows[1].problem_id) == ("incident", 1)
+    ingest(reply_to(notification(db, "anna@example.com", 2), "anna@example.com", "#unlink"))
+    assert (tickets(db)[1].type, tickets(db)[1].problem_id) == ("question", None)
+    ingest(reply_to(notification(db, "anna@example.com", 3), "anna@example.com", "#problem"))
+    assert tickets(db)[2].type == "problem"
+    for bad, said in (("#link 99", "#link 99: no such request"), ("#link 2", "this request")):
+        ingest(reply_to(notification(db, "anna@example.com", 2), "anna@example.com", bad))
+        error = text_of(outbox(db, "command-error")[-1][1])
+        assert said in error
+    ingest(reply_to(notification(db, "anna@example.com", 2), "anna@example.com", "#unlink"))
+    assert "not an incident of a problem" in text_of(outbox(db, "command-error")[-1][1])
+
+
+def test_merge(db: Database, ingest: Ingest) -> None:
+    from test_agents import notification, reply_to
+
+    _open_three(db, ingest)
+    ingest(reply_to(notification(db, "anna@example.com", 2), "anna@example.com", "#merge 1"))
+    rows = tickets(db)
+    assert rows[1].status == "closed" and rows[1].merged_into == 1
+    with db.session() as s:
+        first = s.get(Ticket, 1)
+        assert first is not None and [c.email for c in first.ccs] == ["b@b.example.org"]
+    told = outbox(db, "merged")
+    assert [r.recipients for r, _ in told] == ["b@b.example.org"]
+    body = text_of(told[0][1]).replace("\r\n", "\n")
+    assert 'continues as request #1\n"Printer is broken"' in body
+    with db.session() as s:
+        from maild.views import ticket_detail
+
+        first = s.get(Ticket, 1)
+        assert first is not None
+        texts = [m["text"] for m in ticket_detail(s, first)["messages"]]
+    assert any("Paper stuck again." in t for t in texts)  # the merged request's mail, on #1
+
+
+def test_merge_tells_in_russian(make_config: Callable[..., Config], db: Database) -> None:
+    from test_agents import notification, reply_to
+
+    from maild.ingest.accept import store_raw
+    from maild.pipeline.runner import Pipeline
+
+    pipeline = Pipeline(make_config(desk={"language": "ru"}), db)
+
+    def run(raw: bytes) -> None:
+        pipeline.process(ids=[store_raw(db, raw, source="test", envelope_from=None).inbound_id])
+
+    run(make_mail("Принтер", sender="a@a.example.ru", body="Принтер не печатает совсем."))
+    run(make_mail("Сканер", sender="b@b.example.ru", body="Сканер зажевал бумагу."))
+    run(reply_to(notification(db, "anna@example.com", 2), "anna@example.com", "#merge 1"))
+    body = text_of(outbox(db, "merged")[0][1])
+    assert "Ваш запрос #2 «Сканер» продолжается как запрос #1" in body

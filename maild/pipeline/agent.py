@@ -7,6 +7,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 
 from maild.config_sections import Department
+from maild.pipeline import incident_commands
 from maild.pipeline.base import Context, Work
 from maild.pipeline.incident import answer_targets
 from maild.pipeline.records import add_event, set_due, store_message
@@ -109,6 +110,8 @@ def _execute(ticket: Ticket, cmds: ParsedCommands, ctx: Context, agent: str) -> 
             _cc(ticket, cmd.arg, ctx, agent)
         elif cmd.name == "escalate":
             dept = department_in(ctx, cmd.arg)[0]
+        elif cmd.name in incident_commands.COMMANDS:
+            incident_commands.execute(ticket, cmd, ctx, agent)
     due = cmds.get("due")
     if due is not None:  # after #type/#priority, which would recompute the default deadline
         _set_due(ticket, due.arg, ctx, agent)
@@ -177,7 +180,7 @@ def handle_agent(work: Work, ctx: Context, ticket: Ticket) -> Work:
     assert parsed is not None
     agent, now = parsed.from_addr, ctx.clock()
     cmds = parse_commands(parsed.text, ctx.config.desk.language)
-    errors = validate(cmds, ctx, agent)
+    errors = validate(cmds, ctx, agent) + incident_commands.errors(cmds, ctx, ticket)
     note = cmds.get("note") is not None
     msg_id = store_message(work, ctx, ticket.id, "note" if note and not errors else "agent")
     if errors:

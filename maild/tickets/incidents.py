@@ -195,5 +195,46 @@ class AlikeIndex:
         return found
 
 
+# Agent commands about problems (executed in maild/pipeline/incident_commands.py).
+COMMANDS = ("link", "unlink", "problem", "merge")
+NUMBER = re.compile(r"^#?(\d{1,12})$")
+WORDS: dict[str, dict[str, str]] = {
+    "number": {
+        "en": "#{name} {arg}: expected a request number",
+        "ru": "#{name} {arg}: нужен номер запроса",
+    },
+    "no-value": {"en": "#{name} takes no value", "ru": "#{name}: без значения"},
+    "missing": {"en": "#{name} {arg}: no such request", "ru": "#{name} {arg}: такого запроса нет"},
+    "itself": {
+        "en": "#{name} {arg}: that is this request",
+        "ru": "#{name} {arg}: это этот же запрос",
+    },
+    "finished": {
+        "en": "#{name} {arg}: that request is closed or merged",
+        "ru": "#{name} {arg}: этот запрос закрыт или объединён с другим",
+    },
+    "is-incident": {
+        "en": "#link {arg}: that request is an incident of #{problem}; write #link {problem}",
+        "ru": "#link {arg}: этот запрос — инцидент проблемы #{problem}; напишите #link {problem}",
+    },
+    "not-linked": {
+        "en": "#unlink: this request is not an incident of a problem",
+        "ru": "#unlink: этот запрос не привязан к проблеме",
+    },
+}
+
+
+def word(lang: str, key: str, **values: object) -> str:
+    text = WORDS[key]
+    return (text.get(lang) or text["en"]).format(**values)
+
+
+def syntax_error(name: str, arg: str, lang: str) -> str | None:
+    """A malformed `#link`/`#merge`/`#unlink`/`#problem` line."""
+    if name in ("link", "merge"):
+        return None if NUMBER.match(arg) else word(lang, "number", name=name, arg=arg)
+    return word(lang, "no-value", name=name) if arg else None
+
+
 def distinct_customers(requesters: Iterable[str]) -> int:
     return len({r.lower() for r in requesters})
