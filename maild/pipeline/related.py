@@ -25,10 +25,12 @@ def _open(ticket: Ticket) -> tuple[ColumnElement[bool], ...]:
     """Other requests still open, not merged away, neither this one's problem nor incidents
     (those are listed as such)."""
     mine = (Ticket.id != ticket.id, Ticket.status.not_in(DONE), Ticket.merged_into.is_(None))
-    family = (Ticket.problem_id.is_(None) | (Ticket.problem_id != ticket.id),)
+    family: list[ColumnElement[bool]] = [
+        Ticket.problem_id.is_(None) | (Ticket.problem_id != ticket.id)
+    ]
     if ticket.problem_id is not None:
-        family += (Ticket.id != ticket.problem_id,)
-    return mine + family
+        family.append(Ticket.id != ticket.problem_id)
+    return (*mine, *family)
 
 
 def related_ids(session: Session, ticket: Ticket, config: Config, limit: int = LIMIT) -> list[int]:
@@ -50,7 +52,7 @@ def related_ids(session: Session, ticket: Ticket, config: Config, limit: int = L
     rows = session.execute(near.order_by(Ticket.id.desc()).limit(SCAN))
     level = config.incident.similarity
     for ident, words in rows:
-        if ident not in found and jaccard(mine, frozenset(words.split())) >= level:
+        if ident not in found and jaccard(mine, frozenset((words or "").split())) >= level:
             found.append(int(ident))
             if len(found) >= limit:
                 break
@@ -88,4 +90,4 @@ def incident_counts(session: Session) -> dict[int, int]:
         .where(Ticket.problem_id.is_not(None))
         .group_by(Ticket.problem_id)
     )
-    return {int(p): int(n) for p, n in session.execute(stmt)}
+    return {int(p or 0): int(n) for p, n in session.execute(stmt)}
