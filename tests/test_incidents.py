@@ -9,13 +9,13 @@ from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
-from conftest import make_mail
+from conftest import RunningDaemon, make_mail, wait_for
 from sqlalchemy import select
 from test_agents import mails, text_of
 
 from maild.config import Config
 from maild.store.db import Database
-from maild.store.models import Event, Outbox, Ticket
+from maild.store.models import Event, Inbound, Outbox, Ticket
 
 Ingest = Callable[..., int]
 LEAD = "lead@example.com"
@@ -342,3 +342,47 @@ def test_merge_tells_in_russian(make_config: Callable[..., Config], db: Database
     run(reply_to(notification(db, "anna@example.com", 2), "anna@example.com", "#merge 1"))
     body = text_of(outbox(db, "merged")[0][1])
     assert "Ваш запрос #2 «Сканер» продолжается как запрос #1" in body
+
+
+def test_two_workers_open_one_problem(
+    make_config: Callable[..., Config], db: Database, running: Callable[..., RunningDaemon]
+) -> None:
+    """Two worker processes share the mail by thread: one problem all the same."""
+    from sqlalchemy import func
+
+    d = running(make_config(desk={"lead": LEAD}, pipeline={"workers": 2}))
+    for n in range(15):
+        d.send(alike(n), sender=f"user{n}@client{n}.example.org")
+    done = select(func.count()).select_from(Inbound).where(Inbound.state == "done")
+
+    def all_done() -> bool:
+        with db.session() as s:
+            return s.scalar(done) == 15
+
+    wait_for(all_done, timeout=60)
+    rows = tickets(db)
+    problems = [t.id for t in rows if t.type == "problem"]
+    assert len(problems) == 1 and len(rows) == 16
+    assert {t.problem_id for t in rows if t.type != "problem"} == set(problems)
+    assert len([r for r, _ in outbox(db, "incident-alert") if r.recipients == LEAD]) == 2
+
+
+def test_russian_desk_alert_and_notification(
+    make_config: Callable[..., Config], db: Database
+) -> None:
+    from maild.ingest.accept import store_raw
+    from maild.pipeline.runner import Pipeline
+
+    cfg = make_config(desk={"language": "ru", "lead": LEAD})
+    pipeline = Pipeline(cfg, db)
+    body = "Здравствуйте!\n\nНе могу войти в личный кабинет, ошибка 403 доступ запрещён.\n"
+    for n in range(5):
+        raw = make_mail("Ошибка 403 при входе", sender=f"k{n}@c{n}.example.ru", body=body)
+        pipeline.process(ids=[store_raw(db, raw, source="test", envelope_from=None).inbound_id])
+    alert = outbox(db, "incident-alert")[0][1]
+    assert alert["Subject"] == "Проблема: [Support #6] Ошибка 403 при входе"
+    text = text_of(alert)
+    assert "Новая проблема #6: клиентов, написавших об одном и том же с" in text
+    assert "Запросы:   #1, #2, #3, #4, #5" in text and "Два из них:" in text
+    note = next(m for r, m in outbox(db, "notify") if r.ticket_id == 6)
+    assert "Проблема #6: многие клиенты пишут об одном и том же" in text_of(note)
