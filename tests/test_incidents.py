@@ -386,3 +386,24 @@ def test_russian_desk_alert_and_notification(
     assert "Запросы:   #1, #2, #3, #4, #5" in text and "Два из них:" in text
     note = next(m for r, m in outbox(db, "notify") if r.ticket_id == 6)
     assert "Проблема #6: многие клиенты пишут об одном и том же" in text_of(note)
+
+
+@pytest.mark.parametrize(
+    ("values", "key"),
+    [
+        ({"similarity": 1.5}, "incident.similarity"),
+        ({"threshold": 1}, "incident.threshold"),
+        ({"notify": ["not an address"]}, "incident.notify"),
+        ({"window_minutes": 0}, "incident.window_minutes"),
+        ({"digest_minutes": "15"}, "incident.digest_minutes"),
+        ({"treshold": 5}, "incident.treshold"),
+    ],
+)
+def test_bad_incident_config_names_the_key(
+    make_config: Callable[..., Config], values: dict[str, object], key: str
+) -> None:
+    from maild.errors import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        make_config(incident=values)
+    assert err.value.key == key and str(err.value).startswith(f"config error: {key}: ")
