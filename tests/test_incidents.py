@@ -15,7 +15,7 @@ from test_agents import mails, text_of
 
 from maild.config import Config
 from maild.store.db import Database
-from maild.store.models import Event, Inbound, Outbox, Ticket
+from maild.store.models import Event, Inbound, Message, Outbox, Ticket
 
 Ingest = Callable[..., int]
 LEAD = "lead@example.com"
@@ -407,3 +407,19 @@ def test_bad_incident_config_names_the_key(
     with pytest.raises(ConfigError) as err:
         make_config(incident=values)
     assert err.value.key == key and str(err.value).startswith(f"config error: {key}: ")
+
+
+def test_reply_to_a_merged_request_lands_on_the_one_that_continues(
+    db: Database, ingest: Ingest
+) -> None:
+    from test_agents import notification, reply_to
+
+    _open_three(db, ingest)
+    ingest(reply_to(notification(db, "anna@example.com", 2), "anna@example.com", "#merge 1"))
+    told = outbox(db, "merged")[0][1]
+    ingest(reply_to(told, "b@b.example.org", "Any news on the scanner?"))
+    assert len(tickets(db)) == 3  # no follow-up request
+    with db.session() as s:
+        last = s.scalars(select(Message).order_by(Message.id.desc()).limit(5)).all()
+        landed = [m.ticket_id for m in last if m.direction == "in" and "Any news" in m.text]
+    assert landed == [1] and tickets(db)[0].status == "open"
