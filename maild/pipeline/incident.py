@@ -36,6 +36,9 @@ from maild.tickets.status import change_status
 log = logging.getLogger(__name__)
 
 DONE = ("solved", "closed")
+# The most alike requests read back (and locked) at most: a problem with hundreds of alike
+# incidents is found through the best of them (the problem itself is in the index too).
+MAX_CANDIDATES = 50
 
 
 def is_open_problem(t: Ticket) -> bool:
@@ -86,7 +89,8 @@ class Incident:
         if self.index.threshold != cfg.similarity:  # built for another config: start again
             self.index, self.watermark = AlikeIndex(cfg.similarity), 0
         self.refresh(ctx, ctx.clock() - timedelta(minutes=cfg.window_minutes))
-        found = [i for i, _ in self.index.alike(mine) if i != ticket.id]
+        cap = max(MAX_CANDIDATES, 2 * cfg.threshold)  # enough to reach the threshold
+        found = [i for i, _ in self.index.alike(mine) if i != ticket.id][:cap]
         if not found:
             return work
         alike = self._alike_rows(ctx, ticket, found)
