@@ -463,7 +463,8 @@ class Poller(threading.Thread):
                     )
                     acks = q(
                         "SELECT o.id, o.message_id, t.id, t.root_message_id FROM outbox o "
-                        "JOIN tickets t ON t.id = o.ticket_id WHERE o.id > ? AND o.kind = 'ack'",
+                        "JOIN tickets t ON t.id = o.ticket_id WHERE o.id > ? "
+                        "AND o.kind IN ('ack', 'incident-ack')",  # incident-ack: joined a problem
                         (lo_out,),
                     )
                 now = time.monotonic()

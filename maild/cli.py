@@ -25,6 +25,7 @@ from maild.errors import (
     UnsafeStorage,
 )
 from maild.ingest.accept import check_acceptable, store_raw, strip_mbox_line
+from maild.pipeline.related import incident_fields
 from maild.pipeline.runner import Pipeline
 from maild.store.db import Database, sqlite_path
 from maild.store.migrate import upgrade
@@ -136,6 +137,7 @@ def cmd_show(config: Config, args: argparse.Namespace) -> int:
             print(f"maild: no request #{args.number}", file=sys.stderr)
             return EX_NOINPUT
         data = views.ticket_detail(s, ticket)
+        data.update(incident_fields(s, ticket, config))  # problem, incidents, merged_into, related
     if args.json:
         _print_json(data)
         return EX_OK

@@ -19,6 +19,7 @@ from maild.clock import as_utc, system_clock
 from maild.config import Config
 from maild.ops.backup import BackupError, backup
 from maild.ops.queue import TicketFilter, age_text, find_tickets
+from maild.pipeline.related import incident_counts
 from maild.scheduler.digest import sweep_digest
 from maild.store.db import Database
 from maild.store.migrate import upgrade
@@ -103,7 +104,13 @@ def cmd_tickets(config: Config, args: argparse.Namespace) -> int:
         with db.session() as s:
             found = find_tickets(s, wanted)
             rows = [views.ticket_summary(t) for t in found]
-            lines = [_line(_row(t, config, now)) for t in found]
+            counts = incident_counts(s)
+            for r in rows:  # a problem shows how many incidents it has
+                r["incidents"] = counts.get(r["id"], 0) if r["type"] == "problem" else None
+            lines = [
+                _line(_row(t, config, now)) + _incidents(r)
+                for t, r in zip(found, rows, strict=True)
+            ]
             noise = views.unattached(s) if args.unattached else []
     finally:
         db.dispose()
@@ -118,6 +125,10 @@ def cmd_tickets(config: Config, args: argparse.Namespace) -> int:
     for m in noise:
         print(f"  unattached {m['kind']:<10} {m['from']:<30} {m['subject'][:60]}")
     return EX_OK
+
+
+def _incidents(row: dict[str, Any]) -> str:
+    return f"  [problem: {row['incidents']} incidents]" if row["incidents"] is not None else ""
 
 
 def cmd_check_config(config: Config, args: argparse.Namespace) -> int:

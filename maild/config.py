@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from maild import config_sections as sections
+from maild.config_incident import IncidentConfig, incident
 from maild.config_sections import ClockConfig, Department, DigestConfig, SlaConfig
 from maild.config_table import Table, hostport, is_email, positive, resolve
 from maild.errors import ConfigError
@@ -114,6 +115,7 @@ class Config:
     routing: tuple[sections.Route, ...] = ()
     digest: DigestConfig = field(default_factory=DigestConfig)
     kb: sections.KbConfig = field(default_factory=sections.KbConfig)
+    incident: IncidentConfig = field(default_factory=IncidentConfig)
     path: Path | None = None
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
@@ -337,6 +339,7 @@ KNOWN_SECTIONS = frozenset(
         "routing",
         "digest",
         "kb",
+        "incident",
     }
 )
 
@@ -372,6 +375,7 @@ def from_mapping(data: Mapping[str, Any], base: Path, path: Path | None = None) 
             Table(data.get("security", {}), "security")
         ),
         agent_proof=sections.agent_proof(Table(data.get("security", {}), "security")),
+        incident=incident(Table(data.get("incident", {}), "incident")),
         path=path,
         raw=data,
     )

@@ -74,7 +74,9 @@ def ticket_detail(s: Session, t: Ticket) -> dict[str, Any]:
     out = ticket_summary(t)
     out["cc"] = [c.email for c in t.ccs]
     out["undeliverable"] = sorted(undeliverable_among(s, [t.requester, *out["cc"]]))
-    msgs = s.scalars(select(Message).where(Message.ticket_id == t.id).order_by(Message.id))
+    merged = s.scalars(select(Ticket.id).where(Ticket.merged_into == t.id))  # #merge: shown here
+    ids = [t.id, *merged]
+    msgs = s.scalars(select(Message).where(Message.ticket_id.in_(ids)).order_by(Message.id))
     out["messages"] = [message_view(m) for m in msgs]
     events = s.scalars(select(Event).where(Event.ticket_id == t.id).order_by(Event.id))
     out["events"] = [

@@ -40,6 +40,8 @@ listen = "127.0.0.1:{free_port()}"
 secret_key = "durability-test-secret-key"
 [pipeline]
 workers = 2  # two processes sharing the queue: still exactly once
+[incident]
+threshold = 1000  # many customers, one text: no problem here (issue 12 is tested elsewhere)
 """)
     return path, port
 

@@ -160,12 +160,13 @@ def test_database_down_answers_451_never_500() -> None:
 def test_sigterm_style_stop_finishes_and_restart_processes_backlog(
     make_config: Callable[..., Config], db: Database, running: Callable[..., RunningDaemon]
 ) -> None:
-    d = running()
+    config = make_config(incident={"threshold": 1000})  # 20 customers, one text: no problem
+    d = running(config)
     for i in range(20):
         d.send(make_mail(f"Question {i}", sender=f"c{i}@example.org"))
     d.stop()
     # Every message that got 250 is stored; whatever was not processed yet is done after restart.
     assert count(db, Inbound) == 20
-    running()
+    running(config)
     wait_for(lambda: count(db, Inbound, Inbound.state == "done") == 20)
     assert count(db, Ticket) == 20

@@ -283,7 +283,14 @@ def test_scheduler_runs_each_sweep_as_a_coalesced_single_instance_job(
         runner.start()
         assert runner.scheduler is not None
         jobs = runner.scheduler.get_jobs()
-        assert sorted(j.id for j in jobs) == ["autoclose", "hold", "pending", "sla", "survey"]
+        assert sorted(j.id for j in jobs) == [
+            "autoclose",
+            "hold",
+            "incident-digest",
+            "pending",
+            "sla",
+            "survey",
+        ]
         assert all(j.coalesce and j.max_instances == 1 for j in jobs)
         for _ in range(1200):
             if ticket(db, number).survey_sent_at is not None:

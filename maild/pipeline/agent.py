@@ -8,7 +8,9 @@ from datetime import UTC, datetime
 
 from maild.config_sections import Department
 from maild.knowledge.articles import kb_errors, record_article
+from maild.pipeline import incident_commands
 from maild.pipeline.base import Context, Work
+from maild.pipeline.incident import answer_targets
 from maild.pipeline.records import add_event, set_due, store_message
 from maild.replies import breaker, escalation
 from maild.replies.compose import AUTO_REPLIED
@@ -109,6 +111,8 @@ def _execute(ticket: Ticket, cmds: ParsedCommands, ctx: Context, agent: str) -> 
             _cc(ticket, cmd.arg, ctx, agent)
         elif cmd.name == "escalate":
             dept = department_in(ctx, cmd.arg)[0]
+        elif cmd.name in incident_commands.COMMANDS:
+            incident_commands.execute(ticket, cmd, ctx, agent)
     due = cmds.get("due")
     if due is not None:  # after #type/#priority, which would recompute the default deadline
         _set_due(ticket, due.arg, ctx, agent)
@@ -178,7 +182,7 @@ def handle_agent(work: Work, ctx: Context, ticket: Ticket) -> Work:
     agent, now = parsed.from_addr, ctx.clock()
     breaker.release(ctx, ticket, agent)  # a person acted: the request's mail may flow again
     cmds = parse_commands(parsed.text, ctx.config.desk.language)
-    errors = validate(cmds, ctx, agent)
+    errors = validate(cmds, ctx, agent) + incident_commands.errors(cmds, ctx, ticket)
     note = cmds.get("note") is not None
     msg_id = store_message(work, ctx, ticket.id, "note" if note and not errors else "agent")
     if errors:
@@ -208,7 +212,8 @@ def handle_agent(work: Work, ctx: Context, ticket: Ticket) -> Work:
             ctx.session, ticket.id, ctx, "escalated", agent, department=dept.name, message=msg_id
         )
     elif text or solved_now:
-        _relay(ticket, work, ctx, agent, text, solved_now)
+        for target in answer_targets(ctx, ticket, agent, solved_now):  # a problem: everyone
+            _relay(target, work, ctx, agent, text, solved_now)
         add_event(ctx.session, ticket.id, ctx, "agent-reply", agent, message=msg_id)
     if not note and (text or dept) and ticket.first_response_at is None:
         ticket.first_response_at = now

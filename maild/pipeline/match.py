@@ -51,6 +51,9 @@ class MatchTicket:
             ticket, how = (ticket_of(ctx, tid), "references") if tid is not None else (None, "")
         if ticket is None:
             return replace(work, match=Match(None, reason="no thread"))
+        if ticket.merged_into is not None and work.role == "customer":  # #merge: continues there
+            ticket, how = ticket_of(ctx, ticket.merged_into), f"{how}, merged into"
+            assert ticket is not None
         if verdict.automatic:
             # A bounce or auto-reply joins by answering mail we sent; a copied tag is not enough.
             if is_member(s, ticket, work, ctx) or answers_us(ctx, ticket, parsed):

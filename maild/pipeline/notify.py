@@ -10,6 +10,7 @@ from maild.knowledge.similar import similar_lines, suggestions
 from maild.pipeline.base import Context, Work
 from maild.pipeline.ccs import left_out_note
 from maild.pipeline.records import add_event, ticket_of
+from maild.pipeline.related import related_lines
 from maild.replies.compose import AUTO_GENERATED, AUTO_REPLIED, Outgoing, new_message_id
 from maild.replies.customer import finish
 from maild.replies.kinds import mail, when
@@ -131,6 +132,7 @@ def notify_agents(
             warning=warning,
             known=known,
             due=when(ctx, ticket.due_at, cfg.desk.language),
+            related=related_lines(ctx.session, ticket, cfg),  # maild/pipeline/related.py
         )
         mails.append(out)
     queued = enqueue_internal(ctx, mails, ticket_id=ticket.id, kind="notify")

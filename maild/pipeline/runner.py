@@ -25,6 +25,7 @@ from maild.pipeline.base import Context, Stage, Work
 from maild.pipeline.bounced import Bounce
 from maild.pipeline.classify import Classify
 from maild.pipeline.identify import Identify, staff_dkim
+from maild.pipeline.incident import Incident
 from maild.pipeline.match import MatchTicket
 from maild.pipeline.notify import Notify
 from maild.replies.render import Renderer
@@ -42,6 +43,7 @@ PIPELINE: tuple[str, ...] = (
     "match-ticket",
     "bounce",
     "apply",
+    "incident",
     "notify",
 )
 STAGES: dict[str, Callable[[], Stage]] = {
@@ -50,6 +52,7 @@ STAGES: dict[str, Callable[[], Stage]] = {
     "match-ticket": MatchTicket,
     "bounce": Bounce,
     "apply": Apply,
+    "incident": Incident,
     "notify": Notify,
 }
 MAX_BATCH_BYTES = 32 * 1024 * 1024

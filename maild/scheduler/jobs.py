@@ -16,6 +16,7 @@ from maild.replies.render import Renderer, when_text
 from maild.replies.scheduled import Notices, staff_for
 from maild.scheduler.claim import add_event, for_each_due
 from maild.scheduler.elapsed import sla_progress
+from maild.scheduler.incident_digest import sweep_incident_digest
 from maild.store.db import Database
 from maild.store.models import Message, Ticket
 from maild.tickets.delay import new_time
@@ -175,7 +176,7 @@ def _sla_mail(s: Session, t: Ticket, notices: Notices, config: Config, progress:
         notices.to_staff(s, t, to, "sla_breach", **context)
         t.sla_breached_at, did = now, True
         add_event(s, t.id, now, "sla-breach", to=list(to), percent=context["percent"])
-        if config.sla.tell_customer:
+        if config.sla.tell_customer and t.type != "problem":  # a problem is the desk's own
             _tell_delay(s, t, notices, config)
     return did
 
@@ -213,6 +214,7 @@ def sweep_sla(db: Database, config: Config, now: datetime, *, dated: datetime | 
         Ticket.first_response_at.is_(None),
         Ticket.due_at.is_not(None),
         Ticket.sla_breached_at.is_(None),
+        Ticket.problem_id.is_(None),  # an incident: its problem carries the clock
     ]
     return for_each_due(db, "sla", where, act, ready)
 
@@ -221,6 +223,7 @@ def sweep_sla(db: Database, config: Config, now: datetime, *, dated: datetime | 
 # solved long ago while the daemon was down is not sent a survey it can no longer answer.
 SWEEPS: tuple[tuple[str, Sweep], ...] = (
     ("sla", sweep_sla),
+    ("incident-digest", sweep_incident_digest),
     ("pending", sweep_pending),
     ("hold", sweep_hold),
     ("autoclose", sweep_autoclose),

@@ -103,6 +103,14 @@ class Ticket(Base):
     # when an agent last let it go again (counting starts there).
     mail_held_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     mail_released_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Mass incidents (migration h12inc): the problem of an incident, the request this one was
+    # merged into, the normalised words (maild.tickets.incidents), and on a problem the count
+    # the lead was last told and when the agents last got a digest.
+    problem_id: Mapped[int | None] = mapped_column(ForeignKey("tickets.id"))
+    merged_into: Mapped[int | None] = mapped_column(ForeignKey("tickets.id"))
+    fingerprint: Mapped[str | None] = mapped_column(Text)
+    incident_told: Mapped[int | None] = mapped_column(Integer)
+    digest_sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     ccs: Mapped[list[TicketCc]] = relationship(
         back_populates="ticket", cascade="all, delete-orphan", order_by="TicketCc.email"
@@ -112,6 +120,8 @@ class Ticket(Base):
         Index("ix_tickets_status", "status"),
         Index("ix_tickets_requester", "requester"),
         Index("ix_tickets_survey_due", "survey_due_at"),
+        Index("ix_tickets_problem", "problem_id"),
+        Index("ix_tickets_created", "created_at"),
     )
 
 

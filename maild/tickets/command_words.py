@@ -58,7 +58,9 @@ HELP = {
   #kb [title] | #kb <N>      (the answer also becomes a knowledge-base article / updates article N)
   #cc add|remove <email>
   #escalate <department> [text for the department]   (its short name or its title)
-  #due YYYY-MM-DD [HH:MM]    (a task's deadline, desk time; a date alone: closing time)""",
+  #due YYYY-MM-DD [HH:MM]    (a task's deadline, desk time; a date alone: closing time)
+  #link N | #unlink | #problem   (this request is an incident of problem N / no more / a problem)
+  #merge N                   (this request continues as N; its customer is told)""",
     "ru": """Команды пишутся в первых строках ответа, по одной в строке, до текста:
   #status new|open|pending|hold|solved|closed
   #priority low|normal|high|urgent
@@ -69,7 +71,9 @@ HELP = {
   #kb [заголовок] | #kb <N>  (ответ станет и статьёй базы знаний / обновит статью N)
   #cc add|remove <адрес>
   #escalate <отдел> [текст для отдела]   (короткое имя отдела или его название)
-  #due ГГГГ-ММ-ДД [ЧЧ:ММ]    (срок задачи, время службы; без времени — конец дня)""",
+  #due ГГГГ-ММ-ДД [ЧЧ:ММ]    (срок задачи, время службы; без времени — конец дня)
+  #link N | #unlink | #problem   (запрос — инцидент проблемы N / уже нет / сам проблема)
+  #merge N                   (запрос продолжается как N; клиенту об этом сообщат)""",
 }
 
 

@@ -8,6 +8,8 @@ from datetime import date, time
 
 from maild.config_sections import PRIORITIES, TYPES
 from maild.tickets.command_words import problem
+from maild.tickets.incidents import COMMANDS as INCIDENT_COMMANDS
+from maild.tickets.incidents import syntax_error as incident_syntax_error
 from maild.tickets.status import STATUSES
 
 _LINE = re.compile(r"^#([A-Za-z][A-Za-z-]*)(?:[ \t]+(.*?))?[ \t]*$")
@@ -62,6 +64,8 @@ def _check(name: str, arg: str, lang: str) -> str | None:
         return None
     if name in ("assign", "category", "escalate"):
         return None
+    if name in INCIDENT_COMMANDS:  # #link N, #unlink, #problem, #merge N
+        return incident_syntax_error(name, arg, lang)
     return problem(lang, "unknown", name=name)
 
 

@@ -1,0 +1,93 @@
+"""Related open requests for an agent's notification: the same requester's, or alike in text
+("check the related requests first")."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from sqlalchemy import ColumnElement, func, select
+from sqlalchemy.orm import Session
+
+from maild.clock import as_utc
+from maild.config import Config
+from maild.store.models import Ticket
+from maild.tickets.incidents import jaccard
+
+log = logging.getLogger(__name__)
+
+LIMIT = 3
+SCAN = 500  # open requests of the window compared by text, at most
+DONE = ("solved", "closed")
+
+
+def _open(ticket: Ticket) -> tuple[ColumnElement[bool], ...]:
+    """Other requests still open, not merged away, neither this one's problem nor incidents
+    (those are listed as such)."""
+    mine = (Ticket.id != ticket.id, Ticket.status.not_in(DONE), Ticket.merged_into.is_(None))
+    family: list[ColumnElement[bool]] = [
+        Ticket.problem_id.is_(None) | (Ticket.problem_id != ticket.id)
+    ]
+    if ticket.problem_id is not None:
+        family.append(Ticket.id != ticket.problem_id)
+    return (*mine, *family)
+
+
+def related_ids(session: Session, ticket: Ticket, config: Config, limit: int = LIMIT) -> list[int]:
+    """Up to ``limit`` open requests: the same requester's first, then alike ones in text
+    (opened within `[incident] window_minutes` of this one), newest first."""
+    same = select(Ticket.id).where(Ticket.requester == ticket.requester, *_open(ticket))
+    found = list(session.scalars(same.order_by(Ticket.id.desc()).limit(limit)))
+    mine = frozenset((ticket.fingerprint or "").split())
+    if len(found) >= limit or not mine:
+        return found[:limit]
+    window = timedelta(minutes=config.incident.window_minutes)
+    at = as_utc(ticket.created_at)
+    near = select(Ticket.id, Ticket.fingerprint).where(
+        Ticket.fingerprint.is_not(None),
+        Ticket.created_at >= at - window,
+        Ticket.created_at <= at + window,
+        *_open(ticket),
+    )
+    rows = session.execute(near.order_by(Ticket.id.desc()).limit(SCAN))
+    level = config.incident.similarity
+    for ident, words in rows:
+        if ident not in found and jaccard(mine, frozenset((words or "").split())) >= level:
+            found.append(int(ident))
+            if len(found) >= limit:
+                break
+    return found
+
+
+def related_lines(session: Session, ticket: Ticket, config: Config) -> list[str]:
+    """The related open requests as the notification lists them: number, who, subject."""
+    ids = related_ids(session, ticket, config)
+    if not ids:
+        return []
+    rows = session.execute(
+        select(Ticket.id, Ticket.requester, Ticket.subject).where(Ticket.id.in_(ids))
+    )
+    by_id = {int(i): f"#{i}  {who}  {subject[:80]}" for i, who, subject in rows}
+    return [by_id[i] for i in ids if i in by_id]
+
+
+def incident_fields(session: Session, ticket: Ticket, config: Config) -> dict[str, object]:
+    """What `maild show N --json` adds: ``problem`` (its problem's number or null),
+    ``incidents`` (numbers), ``merged_into`` (number or null), ``related`` (numbers)."""
+    stmt = select(Ticket.id).where(Ticket.problem_id == ticket.id).order_by(Ticket.id)
+    return {
+        "problem": ticket.problem_id,
+        "incidents": [int(i) for i in session.scalars(stmt)],
+        "merged_into": ticket.merged_into,
+        "related": related_ids(session, ticket, config),
+    }
+
+
+def incident_counts(session: Session) -> dict[int, int]:
+    """Each problem's number of incidents, for `maild tickets`."""
+    stmt = (
+        select(Ticket.problem_id, func.count(Ticket.id))
+        .where(Ticket.problem_id.is_not(None))
+        .group_by(Ticket.problem_id)
+    )
+    return {int(p or 0): int(n) for p, n in session.execute(stmt)}
