@@ -118,7 +118,8 @@ def rebuild(conn: Connection) -> int:
         conn.execute(_MSG_INSERT, batch)
     for art_id, title, body in conn.execute(text("SELECT id, title, body FROM kb_articles")):
         index_article(conn, art_id, title, body, new=True)
-    log.info("full-text index rebuilt: %d messages", count)
+    # Said only when there was something to index: an empty database starts quietly.
+    (log.info if count else log.debug)("full-text index rebuilt: %d messages", count)
     return count
 
 
