@@ -275,7 +275,8 @@ def test_show_json_and_tickets_list(
     assert set(first["related"]) <= {2, 3, 4, 5, 7} and len(first["related"]) == 3
     assert main(["--config", str(path), "tickets"]) == 0
     listing = capsys.readouterr().out
-    assert "[problem: 5 incidents]" in listing.splitlines()[5]
+    (line,) = [x for x in listing.splitlines() if x.startswith("#6 ")]
+    assert line.endswith("[problem: 5 incidents]")
 
 
 def _open_three(db: Database, ingest: Ingest) -> None:

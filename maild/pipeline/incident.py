@@ -91,6 +91,7 @@ class Incident:
         self.refresh(ctx, ctx.clock() - timedelta(minutes=cfg.window_minutes))
         cap = max(MAX_CANDIDATES, 2 * cfg.threshold)  # enough to reach the threshold
         found = [i for i, _ in self.index.alike(mine) if i != ticket.id][:cap]
+        ctx.cache[("alike", ticket.id)] = found  # best first: the notification's related list
         if not found:
             return work
         alike = self._alike_rows(ctx, ticket, found)

@@ -101,6 +101,16 @@ def recipients(ticket: Ticket, ctx: Context, author: str) -> list[str]:
     return [a for a in agents if a and a != author]
 
 
+def _alike(ctx: Context, ticket_id: int, event: str) -> list[int] | None:
+    """What the incident stage found alike to a new request (maild/pipeline/related.py); None
+    (compare by text) for a new request it did not look at. A later notification of the same
+    request lists the requester's other open requests only: the text was compared at intake."""
+    found = ctx.cache.get(("alike", ticket_id))
+    if isinstance(found, list):
+        return found
+    return None if event == "new" else []
+
+
 def notify_agents(
     ticket: Ticket,
     ctx: Context,
@@ -132,7 +142,7 @@ def notify_agents(
             warning=warning,
             known=known,
             due=when(ctx, ticket.due_at, cfg.desk.language),
-            related=related_lines(ctx.session, ticket, cfg),  # maild/pipeline/related.py
+            related=related_lines(ctx.session, ticket, cfg, _alike(ctx, ticket.id, event)),
         )
         mails.append(out)
     queued = enqueue_internal(ctx, mails, ticket_id=ticket.id, kind="notify")

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from datetime import timedelta
 
 from sqlalchemy import ColumnElement, func, select
@@ -17,7 +18,7 @@ from maild.tickets.incidents import jaccard
 log = logging.getLogger(__name__)
 
 LIMIT = 3
-SCAN = 500  # open requests of the window compared by text, at most
+SCAN = 200  # open requests of the window compared by text, at most
 DONE = ("solved", "closed")
 
 
@@ -33,14 +34,25 @@ def _open(ticket: Ticket) -> tuple[ColumnElement[bool], ...]:
     return (*mine, *family)
 
 
-def related_ids(session: Session, ticket: Ticket, config: Config, limit: int = LIMIT) -> list[int]:
+def related_ids(
+    session: Session,
+    ticket: Ticket,
+    config: Config,
+    limit: int = LIMIT,
+    alike: Sequence[int] | None = None,
+) -> list[int]:
     """Up to ``limit`` open requests: the same requester's first, then alike ones in text
-    (opened within `[incident] window_minutes` of this one), newest first."""
+    (opened within `[incident] window_minutes` of this one), newest first. ``alike``: the ids
+    the incident stage already found alike (best first), which saves the scan."""
     same = select(Ticket.id).where(Ticket.requester == ticket.requester, *_open(ticket))
     found = list(session.scalars(same.order_by(Ticket.id.desc()).limit(limit)))
     mine = frozenset((ticket.fingerprint or "").split())
     if len(found) >= limit or not mine:
         return found[:limit]
+    if alike is not None:
+        wanted = [i for i in alike if i not in found][: 4 * limit]
+        still = set(session.scalars(select(Ticket.id).where(Ticket.id.in_(wanted), *_open(ticket))))
+        return [*found, *(i for i in wanted if i in still)][:limit]
     window = timedelta(minutes=config.incident.window_minutes)
     at = as_utc(ticket.created_at)
     near = select(Ticket.id, Ticket.fingerprint).where(
@@ -59,9 +71,11 @@ def related_ids(session: Session, ticket: Ticket, config: Config, limit: int = L
     return found
 
 
-def related_lines(session: Session, ticket: Ticket, config: Config) -> list[str]:
+def related_lines(
+    session: Session, ticket: Ticket, config: Config, alike: Sequence[int] | None = None
+) -> list[str]:
     """The related open requests as the notification lists them: number, who, subject."""
-    ids = related_ids(session, ticket, config)
+    ids = related_ids(session, ticket, config, alike=alike)
     if not ids:
         return []
     rows = session.execute(
