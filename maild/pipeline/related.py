@@ -7,7 +7,7 @@ import logging
 from collections.abc import Sequence
 from datetime import timedelta
 
-from sqlalchemy import ColumnElement, func, select
+from sqlalchemy import ColumnElement, bindparam, func, or_, select
 from sqlalchemy.orm import Session
 
 from maild.clock import as_utc
@@ -34,6 +34,23 @@ def _open(ticket: Ticket) -> tuple[ColumnElement[bool], ...]:
     return (*mine, *family)
 
 
+# Compiled once: these run for every agent notification.
+_NOT_FAMILY = (
+    Ticket.id != bindparam("me"),
+    Ticket.status.not_in(DONE),
+    Ticket.merged_into.is_(None),
+    or_(Ticket.problem_id.is_(None), Ticket.problem_id != bindparam("me")),
+    Ticket.id != bindparam("problem"),
+)
+_SAME = (
+    select(Ticket.id)
+    .where(Ticket.requester == bindparam("who"), *_NOT_FAMILY)
+    .order_by(Ticket.id.desc())
+    .limit(bindparam("limit"))
+)
+_STILL_OPEN = select(Ticket.id).where(Ticket.id.in_(bindparam("ids", expanding=True)), *_NOT_FAMILY)
+
+
 def related_ids(
     session: Session,
     ticket: Ticket,
@@ -44,14 +61,17 @@ def related_ids(
     """Up to ``limit`` open requests: the same requester's first, then alike ones in text
     (opened within `[incident] window_minutes` of this one), newest first. ``alike``: the ids
     the incident stage already found alike (best first), which saves the scan."""
-    same = select(Ticket.id).where(Ticket.requester == ticket.requester, *_open(ticket))
-    found = list(session.scalars(same.order_by(Ticket.id.desc()).limit(limit)))
+    conn = session.connection()
+    params = {"me": ticket.id, "problem": ticket.problem_id or -1, "who": ticket.requester}
+    found = [int(i) for i in conn.execute(_SAME, {**params, "limit": limit}).scalars()]
     mine = frozenset((ticket.fingerprint or "").split())
     if len(found) >= limit or not mine:
         return found[:limit]
     if alike is not None:
         wanted = [i for i in alike if i not in found][: 4 * limit]
-        still = set(session.scalars(select(Ticket.id).where(Ticket.id.in_(wanted), *_open(ticket))))
+        if not wanted:
+            return found
+        still = set(conn.execute(_STILL_OPEN, {**params, "ids": wanted}).scalars())
         return [*found, *(i for i in wanted if i in still)][:limit]
     window = timedelta(minutes=config.incident.window_minutes)
     at = as_utc(ticket.created_at)
