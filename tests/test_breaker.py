@@ -21,9 +21,11 @@ ANNA = "anna@example.com"
 
 
 def make(db_url: str, tmp_path: Path, **limits: int) -> Config:
-    return (
-        build_config(db_url, tmp_path, limits=limits) if limits else build_config(db_url, tmp_path)
-    )
+    # The same text from several customers would make a problem (issue 12): not counted here.
+    incident = {"threshold": 1000}
+    if limits:
+        return build_config(db_url, tmp_path, limits=limits, incident=incident)
+    return build_config(db_url, tmp_path, incident=incident)
 
 
 def notification(db: Database, agent: str = ANNA, n: int = 1) -> Any:

@@ -20,11 +20,26 @@ def alembic_config(db: Database) -> AlembicConfig:
 
 
 def upgrade(db: Database, revision: str = "head") -> None:
-    """Create or upgrade the schema to ``revision``."""
+    """Create or upgrade the schema to ``revision``.
+
+    On SQLite a migration that alters a table copies it into a new one (Alembic's batch mode),
+    which the foreign keys of the rows that point at it would refuse: they are off while the
+    migrations run (SQLite's own advice for schema changes) and checked once afterwards.
+    """
     cfg = alembic_config(db)
-    with db.engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, revision)
+    with db.engine.connect() as conn:
+        sqlite = conn.dialect.name == "sqlite"
+        if sqlite:  # outside any transaction, where the PRAGMA takes effect
+            conn.connection.driver_connection.execute("PRAGMA foreign_keys=OFF")  # type: ignore[union-attr]
+        try:
+            with conn.begin():
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, revision)
+                if sqlite and conn.exec_driver_sql("PRAGMA foreign_key_check").first():
+                    raise RuntimeError("the upgraded database breaks a foreign key")
+        finally:
+            if sqlite:
+                conn.connection.driver_connection.execute("PRAGMA foreign_keys=ON")  # type: ignore[union-attr]
 
 
 def current(db: Database) -> str | None:
