@@ -15,7 +15,8 @@ CHROMIUM = os.environ.get("MAILD_CHROMIUM") or shutil.which("chromium") or "/usr
 SHOTS = Path(
     os.environ.get("MAILD_SCREENSHOTS", Path(__file__).resolve().parents[1] / "var/screenshots")
 )
-_FLAGS = (
+# Headless, offline, no first-run or background traffic (this machine's network is closed).
+HEADLESS = (
     "--headless",
     "--no-sandbox",
     "--disable-gpu",
@@ -24,8 +25,8 @@ _FLAGS = (
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
-    "--hide-scrollbars",
 )
+_FLAGS = (*HEADLESS, "--hide-scrollbars")
 
 
 def need_chromium() -> None:
