@@ -217,7 +217,7 @@ AGENT_PROOFS = ("signed-id", "dkim", "authres")
 
 
 def agent_proof(t: Table) -> tuple[str, ...]:
-    """How an agent's or a department's mail may prove who wrote it (see maild/security.py)."""
+    """How an agent's or a department's mail may prove who wrote it (maild/security/)."""
     proofs = t.get("agent_proof", list, ["signed-id"])
     t.check(
         "agent_proof",

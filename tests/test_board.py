@@ -22,10 +22,9 @@ from conftest import RunningDaemon, make_mail
 from sqlalchemy import select, update
 
 from maild.config import Config
+from maild.security.signing import LINK, SESSION, LinkError, board_url, make_token, read_token
 from maild.store.db import Database
 from maild.store.models import Outbox, Ticket
-from maild.web.board_links import LINK, SESSION, board_url, make_token, read_token
-from maild.web.links import LinkError
 
 KEY = "test-secret-key-0123456789"
 NOW = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)

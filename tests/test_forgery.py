@@ -9,7 +9,7 @@ from conftest import make_mail
 from sqlalchemy import select
 
 from maild.config import Config
-from maild.security import dkim_pass_domains
+from maild.security.proof import dkim_pass_domains
 from maild.store.db import Database
 from maild.store.models import Outbox, Ticket, TicketCc
 

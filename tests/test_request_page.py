@@ -22,10 +22,10 @@ from sqlalchemy import func, select
 
 from maild.clock import as_utc, system_clock
 from maild.config import Config
+from maild.security.signing import page_token
 from maild.store.db import Database
 from maild.store.models import Attachment, Event, Message, Outbox, Ticket
 from maild.web.app import start_web
-from maild.web.links import page_token
 from maild.web.survey import HEADERS
 
 NOW = system_clock()

@@ -24,9 +24,9 @@ from clockkit import write_toml
 from conftest import config_mapping, free_port, make_mail, wait_for
 from sqlalchemy import select
 
+from maild.security.signing import board_url
 from maild.store.db import Database
 from maild.store.models import Outbox, Ticket
-from maild.web.board_links import board_url
 
 
 def _status(url: str) -> int:

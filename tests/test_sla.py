@@ -23,7 +23,7 @@ from clockkit import (
 from maild.config import Config
 from maild.scheduler.elapsed import business_hours_between, sla_progress
 from maild.scheduler.jobs import sweep_sla
-from maild.security import verify_message_ids
+from maild.security.signing import verify_message_ids
 from maild.store.db import Database
 from maild.tickets.sla import BusinessHours, add_business_hours
 

@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 
 from maild.config import Config
 from maild.errors import ConfigError
-from maild.peers import PeerLimit, address_of
+from maild.security.peers import PeerLimit, address_of
 from maild.store.db import Database
 from maild.store.models import Inbound
 

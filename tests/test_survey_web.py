@@ -18,8 +18,8 @@ from conftest import wait_for
 
 from maild.clock import system_clock
 from maild.config import Config
+from maild.security.signing import rating_path
 from maild.store.db import Database
-from maild.web.links import rating_path
 
 LINK = re.compile(r"http://desk\.example\.com(/rate/\d+/(?:good|bad)/\d+/[A-Za-z0-9_-]+)")
 

@@ -38,10 +38,9 @@ from maild.scheduler.jobs import (
     sweep_survey,
 )
 from maild.scheduler.runner import SweepScheduler
-from maild.security import verify_message_ids
+from maild.security.signing import verify, verify_message_ids
 from maild.store.db import Database
 from maild.store.models import Message, Outbox
-from maild.web.links import verify
 
 T0 = msk(2026, 11, 23, 11, 0)  # Monday 11:00 in Moscow
 LINK = re.compile(r"http://desk\.example\.com/rate/(\d+)/(good|bad)/(\d+)/([A-Za-z0-9_-]+)")

@@ -20,7 +20,7 @@ from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import SMTP
 
 from maild.config import Config
-from maild.peers import PeerLimit, address_of
+from maild.security.peers import PeerLimit, address_of
 
 log = logging.getLogger(__name__)
 

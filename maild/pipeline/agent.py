@@ -17,7 +17,7 @@ from maild.replies.compose import AUTO_REPLIED
 from maild.replies.kinds import mail
 from maild.replies.outbox import enqueue
 from maild.replies.quotes import strip_quoted
-from maild.security import signed_message_id
+from maild.security.signing import signed_message_id
 from maild.store.models import Ticket, TicketCc
 from maild.tickets.command_words import help_text, problem
 from maild.tickets.commands import Command, ParsedCommands, parse_commands, parse_due

@@ -9,13 +9,8 @@ from email.utils import getaddresses
 from maild.config import Config
 from maild.ingest.parse import ParsedMail
 from maild.pipeline.base import Context, Work
-from maild.security import (
-    DnsFunc,
-    dkim_domains,
-    dkim_pass_domains,
-    proves_domain,
-    verify_message_ids,
-)
+from maild.security.proof import DnsFunc, dkim_domains, dkim_pass_domains, proves_domain
+from maild.security.signing import verify_message_ids
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from maild.pipeline.records import add_event
 from maild.replies.compose import AUTO_GENERATED, AUTO_REPLIED, new_message_id
 from maild.replies.kinds import MailContext, mail
 from maild.replies.outbox import enqueue, enqueue_internal, may_auto_reply
-from maild.security import signed_message_id
+from maild.security.signing import signed_message_id
 from maild.store.models import Message, Ticket
 from maild.threading.tags import tagged_subject
 from maild.tickets.incidents import first_lines

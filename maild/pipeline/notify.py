@@ -16,7 +16,7 @@ from maild.replies.customer import finish
 from maild.replies.kinds import mail, when
 from maild.replies.outbox import enqueue, enqueue_internal, may_auto_reply
 from maild.replies.render import when_text
-from maild.security import signed_message_id
+from maild.security.signing import signed_message_id
 from maild.store.models import Ticket
 from maild.threading.tags import tagged_subject
 

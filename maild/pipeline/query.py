@@ -14,7 +14,7 @@ from maild.pipeline.base import Context, Work
 from maild.pipeline.records import store_message
 from maild.replies.outbox import enqueue
 from maild.scheduler.digest import SUBJECTS, desk_mail
-from maild.security import signed_message_id
+from maild.security.signing import signed_message_id
 
 log = logging.getLogger(__name__)
 

@@ -29,7 +29,7 @@ from maild.pipeline.incident import Incident
 from maild.pipeline.match import MatchTicket
 from maild.pipeline.notify import Notify
 from maild.replies.render import Renderer
-from maild.security import DnsFunc
+from maild.security.proof import DnsFunc
 from maild.store.db import Database
 from maild.store.models import Inbound
 

@@ -19,8 +19,8 @@ from sqlalchemy.orm import Session
 
 from maild.config import Config
 from maild.replies.render import Renderer, local_time
+from maild.security.signing import page_url
 from maild.store.models import Message, Ticket
-from maild.web.links import page_url
 
 log = logging.getLogger(__name__)
 

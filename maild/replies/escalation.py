@@ -9,7 +9,7 @@ from maild.replies.kinds import MailContext, mail
 from maild.replies.outbox import enqueue
 from maild.replies.render import day_text, local_time
 from maild.replies.words import name_of
-from maild.security import signed_message_id
+from maild.security.signing import signed_message_id
 from maild.store.models import Blob, Message, Ticket
 from maild.tickets.hold import answer_window
 from maild.tickets.status import change_status

@@ -16,7 +16,7 @@ from maild.replies.compose import Outgoing, new_message_id
 from maild.replies.kinds import mail
 from maild.replies.outbox import enqueue
 from maild.replies.render import Renderer
-from maild.security import signed_message_id
+from maild.security.signing import signed_message_id
 from maild.store.models import Ticket
 from maild.threading.tags import tagged_subject
 

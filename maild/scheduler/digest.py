@@ -23,10 +23,9 @@ from maild.replies.compose import AUTO_GENERATED, Outgoing
 from maild.replies.outbox import enqueue
 from maild.replies.render import Renderer, day_text
 from maild.replies.scheduled import SweepContext
-from maild.security import signed_message_id
+from maild.security.signing import board_url, signed_message_id
 from maild.store.db import Database
 from maild.store.models import Outbox
-from maild.web.board_links import board_url
 
 log = logging.getLogger(__name__)
 

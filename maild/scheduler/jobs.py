@@ -17,11 +17,11 @@ from maild.replies.scheduled import Notices, staff_for
 from maild.scheduler.claim import add_event, for_each_due
 from maild.scheduler.elapsed import sla_progress
 from maild.scheduler.incident_digest import sweep_incident_digest
+from maild.security.signing import RATINGS, rating_url
 from maild.store.db import Database
 from maild.store.models import Message, Ticket
 from maild.tickets.delay import new_time
 from maild.tickets.status import change_status
-from maild.web.links import RATINGS, rating_url
 
 log = logging.getLogger(__name__)
 

@@ -12,8 +12,8 @@ from maild.clock import Clock, system_clock
 from maild.config import Config, WebConfig
 from maild.ingest.spool import Spool
 from maild.ops.metrics import Metrics
-from maild.peers import PeerLimit
 from maild.replies.render import Renderer
+from maild.security.peers import PeerLimit
 from maild.store.db import Database
 from maild.store.models import Inbound, Outbox
 from maild.web.board import BoardSite, add_board_routes

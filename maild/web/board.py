@@ -22,12 +22,11 @@ from maild.config_sections import PRIORITIES, TYPES
 from maild.ops.digest import at_risk, line
 from maild.ops.queue import TicketFilter, find_tickets
 from maild.replies.render import Renderer
+from maild.security.signing import LINK, LOGIN_PATTERN, SESSION, LinkError, make_token, read_token
 from maild.stats import desk_stats
 from maild.store.db import Database
 from maild.store.models import Ticket
 from maild.tickets.status import STATUSES
-from maild.web.board_links import LINK, LOGIN_PATTERN, SESSION, make_token, read_token
-from maild.web.links import LinkError
 from maild.web.survey import HEADERS
 
 log = logging.getLogger(__name__)

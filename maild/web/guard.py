@@ -18,7 +18,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from maild.peers import PeerLimit, address_of
+from maild.security.peers import PeerLimit, address_of
 
 log = logging.getLogger(__name__)
 

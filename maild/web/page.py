@@ -21,10 +21,10 @@ from sqlalchemy.orm import Session
 from maild.config import Config
 from maild.replies.quotes import strip_quoted
 from maild.replies.render import local_time, when_text
+from maild.security.signing import PAGE_PATTERN, LinkError, verify_page
 from maild.store.models import Attachment, Blob, Event, Message, Ticket
 from maild.tickets.commands import parse_commands
 from maild.tickets.delay import promised_time
-from maild.web.links import PAGE_PATTERN, LinkError, verify_page
 from maild.web.survey import HEADERS, SITE_KEY, SurveySite, _error, _page
 
 log = logging.getLogger(__name__)

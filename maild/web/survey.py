@@ -20,9 +20,9 @@ from maild.config import Config
 from maild.replies.render import Renderer
 from maild.replies.scheduled import Notices, staff_for
 from maild.scheduler.claim import add_event
+from maild.security.signing import PATH_PATTERN, LinkError, RatingLink, verify
 from maild.store.db import Database
 from maild.store.models import Event, Ticket
-from maild.web.links import PATH_PATTERN, LinkError, RatingLink, verify
 
 log = logging.getLogger(__name__)
 

@@ -1,52 +1,14 @@
-"""Proof of who wrote: signed Message-IDs we hand out, DKIM, trusted Authentication-Results."""
+"""Proof of who wrote, besides our signed Message-IDs: DKIM and trusted Authentication-Results."""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import logging
-import re
-import secrets
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import dkim
 
 log = logging.getLogger(__name__)
-
-_SIGNED = re.compile(r"^<([a-z])\.(\d{1,12})\.([0-9a-f]{8})\.([0-9a-f]{24})@([^>]+)>$")
-
-
-def _mac(secret: str, kind: str, ticket: int, recipient: str, nonce: str) -> str:
-    msg = f"{kind}|{ticket}|{recipient.lower()}|{nonce}".encode()
-    return hmac.new(secret.encode(), msg, hashlib.sha256).hexdigest()[:24]
-
-
-def signed_message_id(
-    secret: str, kind: str, ticket: int, recipient: str, domain: str, nonce: str | None = None
-) -> str:
-    """A Message-ID that proves, when someone replies to it, that ``recipient`` received it.
-
-    ``kind`` is one letter: "n" for an agent notification, "e" for an escalation mail.
-    ``nonce`` (8 hex digits) is random unless given: a digest's is its day, so that the
-    Message-ID is unique per agent and day and a second one is refused by the outbox.
-    """
-    nonce = nonce or secrets.token_hex(4)
-    return f"<{kind}.{ticket}.{nonce}.{_mac(secret, kind, ticket, recipient, nonce)}@{domain}>"
-
-
-def verify_message_ids(
-    secret: str, kind: str, refs: Iterable[str], sender: str, domain: str
-) -> int | None:
-    """The request number proven by any of ``refs`` for ``sender``, or None."""
-    for ref in refs:
-        m = _SIGNED.match(ref.strip())
-        if not m or m.group(1) != kind or m.group(5).lower() != domain.lower():
-            continue
-        ticket, nonce, mac = int(m.group(2)), m.group(3), m.group(4)
-        if hmac.compare_digest(mac, _mac(secret, kind, ticket, sender, nonce)):
-            return ticket
-    return None
 
 
 def _tokens(value: str) -> list[list[str]]:
