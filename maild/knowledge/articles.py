@@ -11,8 +11,8 @@ from sqlalchemy.orm import Session
 
 from maild.knowledge.index import index_article
 from maild.pipeline.base import Context
-from maild.pipeline.records import add_event
 from maild.replies.quotes import strip_quoted
+from maild.store.events import add_event
 from maild.store.models import KbArticle, KbArticleVersion, Ticket
 from maild.tickets.commands import ParsedCommands
 
@@ -88,7 +88,9 @@ def record_article(ctx: Context, ticket: Ticket, cmds: ParsedCommands, agent: st
     s.flush()
     _version(s, article, ticket.id, now)
     index_article(s.connection(), article.id, article.title, article.body, new=new)
-    add_event(s, ticket.id, ctx, "kb-article", agent, article=article.id, version=article.version)
+    add_event(
+        s, ticket.id, ctx.clock(), "kb-article", agent, article=article.id, version=article.version
+    )
     log.info("request #%d: article %d version %d", ticket.id, article.id, article.version)
     return article.id
 

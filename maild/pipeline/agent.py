@@ -11,13 +11,14 @@ from maild.knowledge.articles import kb_errors, record_article
 from maild.pipeline import incident_commands
 from maild.pipeline.base import Context, Work
 from maild.pipeline.incident import answer_targets
-from maild.pipeline.records import add_event, set_due, store_message
+from maild.pipeline.records import set_due, store_message
 from maild.replies import breaker, escalation
 from maild.replies.compose import AUTO_REPLIED
 from maild.replies.kinds import mail
 from maild.replies.outbox import enqueue
 from maild.replies.quotes import strip_quoted
 from maild.security.signing import signed_message_id
+from maild.store.events import add_event
 from maild.store.models import Ticket, TicketCc
 from maild.tickets.command_words import help_text, problem
 from maild.tickets.commands import Command, ParsedCommands, parse_commands, parse_due
@@ -89,7 +90,13 @@ def _execute(ticket: Ticket, cmds: ParsedCommands, ctx: Context, agent: str) -> 
     for cmd in cmds.commands:
         if cmd.name in ("priority", "type"):
             add_event(
-                s, ticket.id, ctx, cmd.name, agent, old=getattr(ticket, cmd.name), new=cmd.arg
+                s,
+                ticket.id,
+                ctx.clock(),
+                cmd.name,
+                agent,
+                old=getattr(ticket, cmd.name),
+                new=cmd.arg,
             )
             setattr(ticket, cmd.name, cmd.arg)
             if ticket.first_response_at is None:
@@ -97,13 +104,15 @@ def _execute(ticket: Ticket, cmds: ParsedCommands, ctx: Context, agent: str) -> 
         elif cmd.name == "status":
             changed = change_status(ticket, cmd.arg, now, ctx.config.clock)
             if changed:
-                add_event(s, ticket.id, ctx, "status", agent, old=changed[0], new=changed[1])
+                add_event(
+                    s, ticket.id, ctx.clock(), "status", agent, old=changed[0], new=changed[1]
+                )
         elif cmd.name == "assign":
             who = agent if cmd.arg.lower() == "me" else cmd.arg.lower()
-            add_event(s, ticket.id, ctx, "assign", agent, old=ticket.assignee, new=who)
+            add_event(s, ticket.id, ctx.clock(), "assign", agent, old=ticket.assignee, new=who)
             ticket.assignee = who
         elif cmd.name == "category":
-            add_event(s, ticket.id, ctx, "category", agent, new=cmd.arg[:128])
+            add_event(s, ticket.id, ctx.clock(), "category", agent, new=cmd.arg[:128])
             ticket.category = cmd.arg[:128]
             if ticket.first_response_at is None:  # suggestion, registration: a clock of its own
                 set_due(ticket, ctx.config)
@@ -128,7 +137,7 @@ def _set_due(ticket: Ticket, arg: str, ctx: Context, agent: str) -> None:
     local = datetime.combine(day, clock or hours.end, hours.zone)
     ticket.due_at = local.astimezone(UTC)
     ticket.sla_warned_at = ticket.sla_breached_at = None
-    add_event(ctx.session, ticket.id, ctx, "due", agent, due=ticket.due_at.isoformat())
+    add_event(ctx.session, ticket.id, ctx.clock(), "due", agent, due=ticket.due_at.isoformat())
 
 
 def _cc(ticket: Ticket, arg: str, ctx: Context, agent: str) -> None:
@@ -139,7 +148,7 @@ def _cc(ticket: Ticket, arg: str, ctx: Context, agent: str) -> None:
         ticket.ccs.append(TicketCc(email=email))
     elif action.lower() == "remove" and email in have:
         ticket.ccs.remove(have[email])
-    add_event(ctx.session, ticket.id, ctx, f"cc-{action.lower()}", agent, email=email)
+    add_event(ctx.session, ticket.id, ctx.clock(), f"cc-{action.lower()}", agent, email=email)
 
 
 def agent_name(ctx: Context, email: str) -> str:
@@ -187,7 +196,13 @@ def handle_agent(work: Work, ctx: Context, ticket: Ticket) -> Work:
     msg_id = store_message(work, ctx, ticket.id, "note" if note and not errors else "agent")
     if errors:
         add_event(
-            ctx.session, ticket.id, ctx, "command-error", agent, errors=errors, message=msg_id
+            ctx.session,
+            ticket.id,
+            ctx.clock(),
+            "command-error",
+            agent,
+            errors=errors,
+            message=msg_id,
         )
         _command_error(ticket, ctx, agent, errors)
         log.info(
@@ -204,17 +219,23 @@ def handle_agent(work: Work, ctx: Context, ticket: Ticket) -> Work:
     solved_now = (cmds.get("status") or Command("")).arg == "solved"
     text = "" if note else strip_quoted(cmds.body).strip()
     if note:
-        add_event(ctx.session, ticket.id, ctx, "note", agent, message=msg_id)
+        add_event(ctx.session, ticket.id, ctx.clock(), "note", agent, message=msg_id)
     elif dept is not None:
         note_text = department_in(ctx, (cmds.get("escalate") or Command("")).arg)[1]
         escalation.escalate(ticket, ctx, agent_name(ctx, agent), dept, note_text, text)
         add_event(
-            ctx.session, ticket.id, ctx, "escalated", agent, department=dept.name, message=msg_id
+            ctx.session,
+            ticket.id,
+            ctx.clock(),
+            "escalated",
+            agent,
+            department=dept.name,
+            message=msg_id,
         )
     elif text or solved_now:
         for target in answer_targets(ctx, ticket, agent, solved_now):  # a problem: everyone
             _relay(target, work, ctx, agent, text, solved_now)
-        add_event(ctx.session, ticket.id, ctx, "agent-reply", agent, message=msg_id)
+        add_event(ctx.session, ticket.id, ctx.clock(), "agent-reply", agent, message=msg_id)
     if not note and (text or dept) and ticket.first_response_at is None:
         ticket.first_response_at = now
         ticket.assignee = ticket.assignee or agent

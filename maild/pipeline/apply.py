@@ -10,13 +10,8 @@ from maild.pipeline.agent import handle_agent
 from maild.pipeline.base import Context, Work
 from maild.pipeline.ccs import CcChange, add_ccs
 from maild.pipeline.query import answer_query, parse_query
-from maild.pipeline.records import (
-    add_event,
-    answers_us,
-    new_ticket,
-    store_message,
-    ticket_of,
-)
+from maild.pipeline.records import answers_us, new_ticket, store_message, ticket_of
+from maild.store.events import add_event
 from maild.store.models import Ticket
 from maild.tickets.status import change_status
 
@@ -34,7 +29,7 @@ def _automatic(work: Work, ctx: Context, parsed: ParsedMail) -> Work:
         add_event(
             ctx.session,
             match.ticket_id,
-            ctx,
+            ctx.clock(),
             "automatic-mail",
             parsed.from_addr,
             classified_as=verdict.kind,
@@ -68,7 +63,7 @@ def _create(work: Work, ctx: Context, parsed: ParsedMail, parent: int | None) ->
     add_event(
         ctx.session,
         ticket.id,
-        ctx,
+        ctx.clock(),
         "created",
         parsed.from_addr,
         message=msg_id,
@@ -81,7 +76,13 @@ def _create(work: Work, ctx: Context, parsed: ParsedMail, parent: int | None) ->
     if parent is not None:
         reason = work.match.reason if work.match else ""
         add_event(
-            ctx.session, parent, ctx, "linked", parsed.from_addr, ticket=ticket.id, reason=reason
+            ctx.session,
+            parent,
+            ctx.clock(),
+            "linked",
+            parsed.from_addr,
+            ticket=ticket.id,
+            reason=reason,
         )
     log.info(
         "inbound %d: new request #%d from %s%s",
@@ -123,7 +124,7 @@ def _customer_reply(work: Work, ctx: Context, parsed: ParsedMail, ticket: Ticket
     add_event(
         ctx.session,
         ticket.id,
-        ctx,
+        ctx.clock(),
         "reopened" if detail.get("status") == ["solved", "open"] else "customer-reply",
         parsed.from_addr,
         **detail,
@@ -146,7 +147,7 @@ def _department(work: Work, ctx: Context, parsed: ParsedMail, ticket: Ticket) ->
     add_event(
         ctx.session,
         ticket.id,
-        ctx,
+        ctx.clock(),
         "department-reply",
         parsed.from_addr,
         department=dept.name if dept else "",

@@ -18,8 +18,9 @@ from sqlalchemy import Table, func, select
 from sqlalchemy.orm import Session
 
 from maild.pipeline.base import Context, Match, Work
-from maild.pipeline.records import add_event, ticket_of
+from maild.pipeline.records import ticket_of
 from maild.replies.undeliverable import mark_undeliverable, wrote_again
+from maild.store.events import add_event
 from maild.store.models import Message, Ticket, TicketCc
 from maild.tickets.bounces import BounceReport
 from maild.tickets.loops import BOUNCE, Verdict
@@ -64,7 +65,7 @@ def _record(work: Work, ctx: Context, ticket: Ticket, report: BounceReport, prov
     add_event(
         ctx.session,
         ticket.id,
-        ctx,
+        ctx.clock(),
         "bounced",
         sender,
         failed=named or list(report.failed),

@@ -21,7 +21,8 @@ from sqlalchemy import or_, select
 from maild.clock import as_utc
 from maild.pipeline import incident_mail as tell
 from maild.pipeline.base import Context, Work
-from maild.pipeline.records import add_event, next_number, set_due, ticket_of
+from maild.pipeline.records import next_number, set_due, ticket_of
+from maild.store.events import add_event
 from maild.store.models import Ticket
 from maild.tickets.incidents import (
     MIN_WORDS,
@@ -130,13 +131,13 @@ def _open_problem_of(ctx: Context, alike: list[Ticket]) -> Ticket | None:
 def make_incident(ctx: Context, ticket: Ticket, problem: Ticket, actor: str = "") -> None:
     ticket.type, ticket.problem_id = "incident", problem.id
     ticket.updated_at = ctx.clock()
-    add_event(ctx.session, ticket.id, ctx, "incident", actor, problem=problem.id)
+    add_event(ctx.session, ticket.id, ctx.clock(), "incident", actor, problem=problem.id)
 
 
 def join(ctx: Context, problem: Ticket, ticket: Ticket, work: Work) -> None:
     """A new request joins an open problem: told we know, counted for the lead and agents."""
     make_incident(ctx, ticket, problem)
-    add_event(ctx.session, problem.id, ctx, "incident-joined", ticket=ticket.id)
+    add_event(ctx.session, problem.id, ctx.clock(), "incident-joined", ticket=ticket.id)
     tell.known_ack(ctx, ticket, problem, work)
     count = tell.incident_count(ctx, problem)
     if count >= 2 * (problem.incident_told or 0):
@@ -183,7 +184,7 @@ def open_problem(ctx: Context, group: list[Ticket], ticket: Ticket, work: Work |
     for t in group:
         make_incident(ctx, t, problem)
     numbers = [t.id for t in group]
-    add_event(ctx.session, problem.id, ctx, "problem-opened", incidents=numbers)
+    add_event(ctx.session, problem.id, ctx.clock(), "problem-opened", incidents=numbers)
     tell.known_ack(ctx, ticket, problem, work)
     tell.lead(ctx, problem, update=False)
     tell.agents_problem(ctx, problem)
@@ -218,7 +219,7 @@ def answer_targets(ctx: Context, ticket: Ticket, agent: str, solved: bool) -> li
         add_event(
             ctx.session,
             t.id,
-            ctx,
+            ctx.clock(),
             "problem-answer",
             agent,
             problem=ticket.id,

@@ -12,10 +12,11 @@ import logging
 
 from maild.pipeline.base import Context
 from maild.pipeline.incident import make_incident
-from maild.pipeline.records import add_event, ticket_of
+from maild.pipeline.records import ticket_of
 from maild.replies.compose import AUTO_GENERATED
 from maild.replies.kinds import mail
 from maild.replies.outbox import enqueue
+from maild.store.events import add_event
 from maild.store.models import Ticket, TicketCc
 from maild.tickets.commands import Command, ParsedCommands
 from maild.tickets.incidents import COMMANDS, NUMBER, word
@@ -68,14 +69,14 @@ def execute(ticket: Ticket, cmd: Command, ctx: Context, agent: str) -> None:
         problem = ticket_of(ctx, number(cmd.arg))
         assert problem is not None
         if problem.type != "problem":
-            add_event(s, problem.id, ctx, "type", agent, old=problem.type, new="problem")
+            add_event(s, problem.id, ctx.clock(), "type", agent, old=problem.type, new="problem")
             problem.type = "problem"
         make_incident(ctx, ticket, problem, agent)
     elif cmd.name == "unlink":
-        add_event(s, ticket.id, ctx, "unlinked", agent, problem=ticket.problem_id)
+        add_event(s, ticket.id, ctx.clock(), "unlinked", agent, problem=ticket.problem_id)
         ticket.problem_id, ticket.type = None, "question"
     elif cmd.name == "problem":
-        add_event(s, ticket.id, ctx, "type", agent, old=ticket.type, new="problem")
+        add_event(s, ticket.id, ctx.clock(), "type", agent, old=ticket.type, new="problem")
         ticket.type, ticket.problem_id = "problem", None
     elif cmd.name == "merge":
         merge(ticket, number(cmd.arg), ctx, agent)
@@ -92,8 +93,8 @@ def merge(ticket: Ticket, into: int, ctx: Context, agent: str) -> None:
             have.add(email)
     ticket.merged_into = into
     change_status(ticket, "closed", ctx.clock(), ctx.config.clock)
-    add_event(ctx.session, ticket.id, ctx, "merged", agent, into=into)
-    add_event(ctx.session, into, ctx, "merged-here", agent, ticket=ticket.id)
+    add_event(ctx.session, ticket.id, ctx.clock(), "merged", agent, into=into)
+    add_event(ctx.session, into, ctx.clock(), "merged-here", agent, ticket=ticket.id)
     out = mail(
         ctx,
         ticket,

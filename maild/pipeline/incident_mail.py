@@ -17,11 +17,11 @@ from sqlalchemy import func, select
 from maild.clock import as_utc
 from maild.pipeline.base import Context, Work
 from maild.pipeline.notify import notify_agents, recipients
-from maild.pipeline.records import add_event
 from maild.replies.compose import AUTO_GENERATED, AUTO_REPLIED, new_message_id
 from maild.replies.kinds import MailContext, mail
 from maild.replies.outbox import enqueue, enqueue_internal, may_auto_reply
 from maild.security.signing import signed_message_id
+from maild.store.events import add_event
 from maild.store.models import Message, Ticket
 from maild.threading.tags import tagged_subject
 from maild.tickets.incidents import first_lines
@@ -57,7 +57,7 @@ def known_ack(ctx: Context, ticket: Ticket, problem: Ticket, work: Work | None) 
     """Tell the customer we already know about the problem and are working on it."""
     limit, now = ctx.config.limits.auto_replies_per_hour, ctx.clock()
     if not may_auto_reply(ctx.session, ticket.requester, now, limit):
-        add_event(ctx.session, ticket.id, ctx, "ack-suppressed", reason=f"{limit}/hour")
+        add_event(ctx.session, ticket.id, ctx.clock(), "ack-suppressed", reason=f"{limit}/hour")
         return
     out = mail(
         ctx,

@@ -9,7 +9,7 @@ from dataclasses import replace
 from maild.knowledge.similar import similar_lines, suggestions
 from maild.pipeline.base import Context, Work
 from maild.pipeline.ccs import left_out_note
-from maild.pipeline.records import add_event, ticket_of
+from maild.pipeline.records import ticket_of
 from maild.pipeline.related import related_lines
 from maild.replies.compose import AUTO_GENERATED, AUTO_REPLIED, Outgoing, new_message_id
 from maild.replies.customer import finish
@@ -17,6 +17,7 @@ from maild.replies.kinds import mail, when
 from maild.replies.outbox import enqueue, enqueue_internal, may_auto_reply
 from maild.replies.render import when_text
 from maild.security.signing import signed_message_id
+from maild.store.events import add_event
 from maild.store.models import Ticket
 from maild.threading.tags import tagged_subject
 
@@ -80,7 +81,7 @@ def _acknowledge(ticket: Ticket, work: Work, ctx: Context) -> None:
         add_event(
             ctx.session,
             ticket.id,
-            ctx,
+            ctx.clock(),
             "ack-suppressed",
             reason=f"more than {limit} automatic replies to {ticket.requester}/hour",
         )
@@ -92,7 +93,7 @@ def _acknowledge(ticket: Ticket, work: Work, ctx: Context) -> None:
         )
         return
     if enqueue(ctx, acknowledgement(ticket, work, ctx), ticket_id=ticket.id, kind="ack"):
-        add_event(ctx.session, ticket.id, ctx, "acknowledged")
+        add_event(ctx.session, ticket.id, ctx.clock(), "acknowledged")
 
 
 def recipients(ticket: Ticket, ctx: Context, author: str) -> list[str]:

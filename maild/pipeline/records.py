@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import re
 
@@ -17,13 +16,13 @@ from maild.ingest.parse import ParsedMail
 from maild.knowledge.index import index_message
 from maild.pipeline.base import Context, Work
 from maild.pipeline.msgids import unclaimable
-from maild.store.models import Attachment, Blob, Counter, Event, Message, Ticket
+from maild.store.events import add_event
+from maild.store.models import Attachment, Blob, Counter, Message, Ticket
 from maild.threading.tags import strip_reply_prefixes, strip_tag
 from maild.tickets.sla import add_business_hours
 
 log = logging.getLogger(__name__)
 
-_EVENT_INSERT = insert(Event.__table__)  # type: ignore[arg-type]
 _CYRILLIC = re.compile(r"[А-Яа-яЁё]")
 _LATIN = re.compile(r"[A-Za-z]")
 
@@ -72,21 +71,6 @@ def ticket_of(ctx: Context, ticket_id: int) -> Ticket | None:
             ctx.cache[key] = ticket
     assert ticket is None or isinstance(ticket, Ticket)
     return ticket
-
-
-def add_event(
-    session: Session, ticket_id: int, ctx: Context, kind: str, actor: str = "", **detail: object
-) -> None:
-    session.connection().execute(
-        _EVENT_INSERT,
-        {
-            "ticket_id": ticket_id,
-            "at": ctx.clock(),
-            "actor": actor,
-            "kind": kind,
-            "detail": json.dumps(detail, ensure_ascii=False, default=str),
-        },
-    )
 
 
 _MESSAGES: Table = Message.__table__  # type: ignore[assignment]
@@ -166,7 +150,13 @@ def _not_indexed(
     if ticket_id is not None:
         sender = work.parsed.from_addr if work.parsed else ""
         add_event(
-            ctx.session, ticket_id, ctx, "message-id-not-indexed", sender, message=msg_id, **refused
+            ctx.session,
+            ticket_id,
+            ctx.clock(),
+            "message-id-not-indexed",
+            sender,
+            message=msg_id,
+            **refused,
         )
 
 

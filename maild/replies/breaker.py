@@ -24,7 +24,7 @@ from maild.clock import as_utc
 from maild.config import Config
 from maild.replies.compose import AUTO_GENERATED, Outgoing, new_message_id
 from maild.replies.kinds import MailContext, mail
-from maild.scheduler.claim import add_event
+from maild.store.events import MAILD, add_event
 from maild.store.models import Outbox, Ticket
 
 log = logging.getLogger(__name__)
@@ -125,7 +125,7 @@ def admit(
     if ticket is None or not mails:
         return Decision(True)
     if held(ticket, ctx.clock()):
-        add_event(ctx.session, ticket_id, ctx.clock(), "mail-stopped", stopped=kind)
+        add_event(ctx.session, ticket_id, ctx.clock(), "mail-stopped", MAILD, stopped=kind)
         log.info("request #%d: mail held by the breaker, %s not sent", ticket_id, kind)
         return Decision(False)
     trip = check(ctx, ticket, mails, automatic)
@@ -142,6 +142,7 @@ def _trip(ctx: MailContext, ticket: Ticket, trip: Trip, kind: str) -> Outgoing |
         ticket.id,
         now,
         "mail-held",
+        MAILD,
         reason=trip.reason,
         address=trip.address,
         stopped=kind,

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Sequence
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, Select, select
@@ -13,12 +11,11 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from maild.store.db import Database
-from maild.store.models import Event, Ticket
+from maild.store.models import Ticket
 
 log = logging.getLogger(__name__)
 
 BATCH = 200
-ACTOR = "maild"
 
 # Does the work for one claimed request inside its transaction; True when it did something.
 Action = Callable[[Session, Ticket], bool]
@@ -72,17 +69,3 @@ def for_each_due(
         if len(rows) < BATCH:
             return done
         after = rows[-1].id
-
-
-def add_event(
-    session: Session, ticket_id: int, at: datetime, kind: str, actor: str = ACTOR, **detail: object
-) -> None:
-    session.add(
-        Event(
-            ticket_id=ticket_id,
-            at=at,
-            actor=actor,
-            kind=kind,
-            detail=json.dumps(detail, ensure_ascii=False, default=str),
-        )
-    )

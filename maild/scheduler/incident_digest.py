@@ -14,8 +14,9 @@ from maild.config import Config
 from maild.pipeline.incident_mail import send_digest
 from maild.replies.render import Renderer
 from maild.replies.scheduled import SweepContext
-from maild.scheduler.claim import add_event, for_each_due
+from maild.scheduler.claim import for_each_due
 from maild.store.db import Database
+from maild.store.events import MAILD, add_event
 from maild.store.models import Ticket
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,7 @@ def sweep_incident_digest(
     def send(s: Session, t: Ticket) -> bool:
         sent = send_digest(SweepContext(s, config, renderer, fixed_clock(now)), t, now)
         if sent:
-            add_event(s, t.id, now, "incident-digest", agents=sent)
+            add_event(s, t.id, now, "incident-digest", MAILD, agents=sent)
         return bool(sent)
 
     return for_each_due(db, "incident-digest", where, send)

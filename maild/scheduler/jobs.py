@@ -14,11 +14,12 @@ from maild.config import Config
 from maild.replies.outbox import may_auto_reply
 from maild.replies.render import Renderer, when_text
 from maild.replies.scheduled import Notices, staff_for
-from maild.scheduler.claim import add_event, for_each_due
+from maild.scheduler.claim import for_each_due
 from maild.scheduler.elapsed import sla_progress
 from maild.scheduler.incident_digest import sweep_incident_digest
 from maild.security.signing import RATINGS, rating_url
 from maild.store.db import Database
+from maild.store.events import MAILD, add_event
 from maild.store.models import Message, Ticket
 from maild.tickets.delay import new_time
 from maild.tickets.status import change_status
@@ -47,7 +48,7 @@ def local_text(value: datetime, config: Config) -> str:
 def _status(s: Session, t: Ticket, new: str, now: datetime, config: Config, why: str) -> None:
     change = change_status(t, new, now, config.clock)
     if change is not None:
-        add_event(s, t.id, now, "status-changed", old=change[0], new=change[1], reason=why)
+        add_event(s, t.id, now, "status-changed", MAILD, old=change[0], new=change[1], reason=why)
 
 
 def sweep_survey(
@@ -65,7 +66,7 @@ def sweep_survey(
             s, t, "survey", good_url=urls["good"], bad_url=urls["bad"], expires=expires
         )
         t.survey_sent_at = now
-        add_event(s, t.id, now, "survey-sent", expires=expires.isoformat())
+        add_event(s, t.id, now, "survey-sent", MAILD, expires=expires.isoformat())
         return True
 
     where = [
@@ -109,7 +110,7 @@ def sweep_pending(
             return False
         notices.to_customer(s, t, "pending_reminder", days=config.clock.pending_remind_days)
         t.reminded_at = now
-        add_event(s, t.id, now, "pending-reminded")
+        add_event(s, t.id, now, "pending-reminded", MAILD)
         return True
 
     where = [
@@ -141,7 +142,7 @@ def sweep_hold(
         notices.to_staff(s, t, to, "hold_department_reminder", proof="e", since=since)
         notices.to_customer(s, t, "hold_customer")
         t.reminded_at = now
-        add_event(s, t.id, now, "hold-reminded", department=t.hold_department, to=list(to))
+        add_event(s, t.id, now, "hold-reminded", MAILD, department=t.hold_department, to=list(to))
         return True
 
     answered = exists().where(
@@ -170,12 +171,12 @@ def _sla_mail(s: Session, t: Ticket, notices: Notices, config: Config, progress:
         to = staff_for(t, config)
         notices.to_staff(s, t, to, "sla_warning", **context)
         t.sla_warned_at, did = now, True
-        add_event(s, t.id, now, "sla-warning", to=list(to), percent=context["percent"])
+        add_event(s, t.id, now, "sla-warning", MAILD, to=list(to), percent=context["percent"])
     if progress >= 1.0 and t.sla_breached_at is None:
         to = (config.desk.lead,) if config.desk.lead else staff_for(t, config)
         notices.to_staff(s, t, to, "sla_breach", **context)
         t.sla_breached_at, did = now, True
-        add_event(s, t.id, now, "sla-breach", to=list(to), percent=context["percent"])
+        add_event(s, t.id, now, "sla-breach", MAILD, to=list(to), percent=context["percent"])
         if config.sla.tell_customer and t.type != "problem":  # a problem is the desk's own
             _tell_delay(s, t, notices, config)
     return did
@@ -186,12 +187,12 @@ def _tell_delay(s: Session, t: Ticket, notices: Notices, config: Config) -> None
     now = notices.now
     limit = config.limits.auto_replies_per_hour
     if not may_auto_reply(s, t.requester, now, limit):  # the loop rules, as for the ack
-        add_event(s, t.id, now, "delay-suppressed", reason=f"{limit} automatic replies/hour")
+        add_event(s, t.id, now, "delay-suppressed", MAILD, reason=f"{limit} automatic replies/hour")
         return
     later = new_time(t, config, now)
     text = when_text(later, now, t.language, config.desk.timezone)
     notices.to_customer(s, t, "sla_delay", new_time=text)
-    add_event(s, t.id, now, "delay-told", new_time=later.isoformat())
+    add_event(s, t.id, now, "delay-told", MAILD, new_time=later.isoformat())
 
 
 def sweep_sla(db: Database, config: Config, now: datetime, *, dated: datetime | None = None) -> int:

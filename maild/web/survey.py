@@ -19,9 +19,9 @@ from maild.clock import Clock, as_utc
 from maild.config import Config
 from maild.replies.render import Renderer
 from maild.replies.scheduled import Notices, staff_for
-from maild.scheduler.claim import add_event
 from maild.security.signing import PATH_PATTERN, LinkError, RatingLink, verify
 from maild.store.db import Database
+from maild.store.events import add_event
 from maild.store.models import Event, Ticket
 
 log = logging.getLogger(__name__)
