@@ -24,7 +24,7 @@ from maild.scheduler.digest import sweep_digest
 from maild.store.db import Database
 from maild.store.migrate import upgrade
 from maild.store.models import Ticket
-from maild.tickets.status import STATUSES
+from maild.tickets.words import STATUSES
 
 log = logging.getLogger(__name__)
 

@@ -12,10 +12,12 @@ from typing import Any, TypeVar
 
 from maild import config_sections as sections
 from maild.config_incident import IncidentConfig, incident
-from maild.config_sections import ClockConfig, Department, DigestConfig, SlaConfig
+from maild.config_sections import Department, DigestConfig, SlaConfig
 from maild.config_table import Table, hostport, is_email, positive, resolve
 from maild.errors import ConfigError
-from maild.tickets.sla import BusinessHours
+from maild.ingest.imap_config import ImapConfig
+from maild.tickets.sla import BusinessHours, ClockConfig
+from maild.tickets.words import AgentProof
 
 T = TypeVar("T")
 _MISSING = object()
@@ -110,8 +112,8 @@ class Config:
     sla: SlaConfig = field(default_factory=SlaConfig)
     clock: ClockConfig = field(default_factory=ClockConfig)
     trusted_authserv_ids: tuple[str, ...] = ()
-    agent_proof: tuple[str, ...] = ("signed-id",)
-    imap: tuple[Any, ...] = ()  # maild.ingest.imap_config.ImapConfig
+    agent_proof: tuple[AgentProof, ...] = (AgentProof.SIGNED_ID,)
+    imap: tuple[ImapConfig, ...] = ()
     routing: tuple[sections.Route, ...] = ()
     digest: DigestConfig = field(default_factory=DigestConfig)
     kb: sections.KbConfig = field(default_factory=sections.KbConfig)
@@ -368,7 +370,7 @@ def from_mapping(data: Mapping[str, Any], base: Path, path: Path | None = None) 
             *(Table(data.get(n, {}), n) for n in ("survey", "autoclose", "pending", "hold"))
         ),
         imap=sections.imap(data.get("imap")),
-        routing=sections.routing(data.get("routing", []), sections.TYPES),
+        routing=sections.routing(data.get("routing", [])),
         digest=sections.digest(Table(data.get("digest", {}), "digest")),
         kb=sections.kb(Table(data.get("kb", {}), "kb")),
         trusted_authserv_ids=sections.trusted_authserv_ids(

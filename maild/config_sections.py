@@ -5,14 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date, time
 from pathlib import Path
-from typing import Any
 
 from maild.config_table import Table, hostport, is_email, resolve
 from maild.errors import ConfigError
-from maild.tickets.sla import DAY_NAMES, BusinessHours
-
-TYPES = ("question", "problem", "incident", "task")
-PRIORITIES = ("low", "normal", "high", "urgent")
+from maild.ingest.imap_config import ImapConfig, imap_configs_from_toml
+from maild.tickets.sla import DAY_NAMES, BusinessHours, ClockConfig
+from maild.tickets.words import AGENT_PROOFS, PRIORITIES, TYPES, AgentProof, Priority, TicketType
 
 
 @dataclass(frozen=True)
@@ -32,8 +30,8 @@ class Route:
 
     match: str
     assignee: str
-    priority: str | None = None
-    type: str | None = None
+    priority: Priority | None = None
+    type: TicketType | None = None
 
     def matches(self, address: str) -> bool:
         address = address.lower()
@@ -70,18 +68,6 @@ class SlaConfig:
         if base is None:
             base = self.targets.get(kind, self.targets["question"])
         return base * self.factors.get(priority, 1.0)
-
-
-@dataclass(frozen=True)
-class ClockConfig:
-    """Survey, auto-close, pending and hold timings."""
-
-    survey_delay_hours: float = 24.0
-    survey_valid_days: int = 30
-    autoclose_days: float = 7.0
-    pending_remind_days: float = 3.0
-    pending_solve_days: float = 7.0
-    hold_remind_hours: float = 24.0
 
 
 @dataclass(frozen=True)
@@ -136,7 +122,7 @@ def departments(items: object) -> tuple[Department, ...]:
     return tuple(found)
 
 
-def routing(items: object, types: tuple[str, ...]) -> tuple[Route, ...]:
+def routing(items: object) -> tuple[Route, ...]:
     """``[[routing]]``: key clients assigned at once to their manager."""
     if not isinstance(items, list):
         raise ConfigError("routing", "must be an array of tables ([[routing]])")
@@ -157,9 +143,16 @@ def routing(items: object, types: tuple[str, ...]) -> tuple[Route, ...]:
             "priority", lambda v: v in (None, *PRIORITIES), f"must be one of {PRIORITIES}", priority
         )
         kind = t.get("type", str, "").strip().lower() or None
-        t.check("type", lambda v: v in (None, *types), f"must be one of {types}", kind)
+        t.check("type", lambda v: v in (None, *TYPES), f"must be one of {TYPES}", kind)
         t.finish()
-        found.append(Route(match, assignee, priority, kind))
+        found.append(
+            Route(
+                match,
+                assignee,
+                Priority(priority) if priority else None,
+                TicketType(kind) if kind else None,
+            )
+        )
     return tuple(found)
 
 
@@ -213,10 +206,7 @@ def trusted_authserv_ids(t: Table) -> tuple[str, ...]:
     return tuple(i.strip().lower() for i in ids)
 
 
-AGENT_PROOFS = ("signed-id", "dkim", "authres")
-
-
-def agent_proof(t: Table) -> tuple[str, ...]:
+def agent_proof(t: Table) -> tuple[AgentProof, ...]:
     """How an agent's or a department's mail may prove who wrote it (maild/security/)."""
     proofs = t.get("agent_proof", list, ["signed-id"])
     t.check(
@@ -231,12 +221,10 @@ def agent_proof(t: Table) -> tuple[str, ...]:
         '"authres" needs security.trusted_authserv_ids',
         proofs,
     )
-    return tuple(proofs)
+    return tuple(AgentProof(p) for p in proofs)
 
 
-def imap(items: object) -> tuple[Any, ...]:
-    from maild.ingest.imap_config import imap_configs_from_toml
-
+def imap(items: object) -> tuple[ImapConfig, ...]:
     return imap_configs_from_toml(items)
 
 

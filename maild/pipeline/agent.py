@@ -23,6 +23,7 @@ from maild.store.models import Ticket, TicketCc
 from maild.tickets.command_words import help_text, problem
 from maild.tickets.commands import Command, ParsedCommands, parse_commands, parse_due
 from maild.tickets.status import change_status
+from maild.tickets.words import Action, Status
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +103,7 @@ def _execute(ticket: Ticket, cmds: ParsedCommands, ctx: Context, agent: str) -> 
             if ticket.first_response_at is None:
                 set_due(ticket, ctx.config)
         elif cmd.name == "status":
-            changed = change_status(ticket, cmd.arg, now, ctx.config.clock)
+            changed = change_status(ticket, Status(cmd.arg), now, ctx.config.clock)
             if changed:
                 add_event(
                     s, ticket.id, ctx.clock(), "status", agent, old=changed[0], new=changed[1]
@@ -212,7 +213,7 @@ def handle_agent(work: Work, ctx: Context, ticket: Ticket) -> Work:
             ticket.id,
             "; ".join(errors),
         )
-        return replace(work, ticket_id=ticket.id, message_row_id=msg_id, action="agent-error")
+        return replace(work, ticket_id=ticket.id, message_row_id=msg_id, action=Action.AGENT_ERROR)
     dept = _execute(ticket, cmds, ctx, agent)
     if cmds.get("kb") is not None:  # the answer becomes (or updates) an article
         record_article(ctx, ticket, cmds, agent)
@@ -240,7 +241,7 @@ def handle_agent(work: Work, ctx: Context, ticket: Ticket) -> Work:
         ticket.first_response_at = now
         ticket.assignee = ticket.assignee or agent
         if ticket.status == "new" and cmds.get("status") is None:
-            change_status(ticket, "open", now, ctx.config.clock)
+            change_status(ticket, Status.OPEN, now, ctx.config.clock)
     log.info(
         "inbound %d: agent %s on #%d (%s)",
         work.inbound_id,
@@ -248,4 +249,4 @@ def handle_agent(work: Work, ctx: Context, ticket: Ticket) -> Work:
         ticket.id,
         ", ".join(f"#{c.name} {c.arg}".strip() for c in cmds.commands) or "reply",
     )
-    return replace(work, ticket_id=ticket.id, message_row_id=msg_id, action="agent")
+    return replace(work, ticket_id=ticket.id, message_row_id=msg_id, action=Action.AGENT)

@@ -14,6 +14,7 @@ from maild.pipeline.records import answers_us, new_ticket, store_message, ticket
 from maild.store.events import add_event
 from maild.store.models import Ticket
 from maild.tickets.status import change_status
+from maild.tickets.words import Action, Status
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ def _automatic(work: Work, ctx: Context, parsed: ParsedMail) -> Work:
         verdict.reason,
         f"on #{match.ticket_id}" if match.ticket_id else "kept unattached",
     )
-    return replace(work, ticket_id=match.ticket_id, message_row_id=msg_id, action="automatic")
+    return replace(work, ticket_id=match.ticket_id, message_row_id=msg_id, action=Action.AUTOMATIC)
 
 
 def _left_out_detail(ccs: CcChange) -> dict[str, object]:
@@ -96,7 +97,7 @@ def _create(work: Work, ctx: Context, parsed: ParsedMail, parent: int | None) ->
         ticket_id=ticket.id,
         message_row_id=msg_id,
         created=True,
-        action="created",
+        action=Action.CREATED,
         cc_change=ccs,
     )
 
@@ -113,7 +114,7 @@ def _customer_reply(work: Work, ctx: Context, parsed: ParsedMail, ticket: Ticket
         detail["alert"] = work.proof
     if ticket.status in ("new", "pending", "solved"):
         old = ticket.status
-        change_status(ticket, "open", now, ctx.config.clock)
+        change_status(ticket, Status.OPEN, now, ctx.config.clock)
         detail["status"] = [old, "open"]
     if parsed.from_addr == ticket.requester and answers_us(ctx, ticket, parsed):
         # Only a reply to mail we sent may widen the circle: a forged From copying the tag
@@ -136,7 +137,11 @@ def _customer_reply(work: Work, ctx: Context, parsed: ParsedMail, ticket: Ticket
         " (re-opened)" if detail.get("status") == ["solved", "open"] else "",
     )
     return replace(
-        work, ticket_id=ticket.id, message_row_id=msg_id, action="customer-reply", cc_change=ccs
+        work,
+        ticket_id=ticket.id,
+        message_row_id=msg_id,
+        action=Action.CUSTOMER_REPLY,
+        cc_change=ccs,
     )
 
 
@@ -157,7 +162,7 @@ def _department(work: Work, ctx: Context, parsed: ParsedMail, ticket: Ticket) ->
     log.info(
         "inbound %d: department %s answered on #%d", work.inbound_id, parsed.from_addr, ticket.id
     )
-    return replace(work, ticket_id=ticket.id, message_row_id=msg_id, action="department")
+    return replace(work, ticket_id=ticket.id, message_row_id=msg_id, action=Action.DEPARTMENT)
 
 
 class Apply:

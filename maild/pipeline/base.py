@@ -12,6 +12,7 @@ from maild.config import Config
 from maild.ingest.parse import ParsedMail
 from maild.replies.render import Renderer
 from maild.tickets.loops import Verdict
+from maild.tickets.words import Action, Role
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,7 @@ class Work:
     envelope_from: str | None
     parsed: ParsedMail | None = None
     verdict: Verdict | None = None
-    role: str = "customer"  # customer | agent | department (agent and department are proven)
+    role: Role = Role.CUSTOMER  # agent and department are proven
     proof: str = ""  # how the role was proven, or why a claimed one was not
     proven_ticket: int | None = None  # the request a signed Message-ID names
     dkim: frozenset[str] = frozenset()  # DKIM d= domains maild verified (staff From only)
@@ -50,7 +51,7 @@ class Work:
     ticket_id: int | None = None
     message_row_id: int | None = None
     created: bool = False
-    action: str = ""  # what apply did: created, customer-reply, agent, department, automatic
+    action: Action = Action.NONE  # what apply (or an agent's mail) did
     log: tuple[str, ...] = field(default=())
     cc_change: CcChange = field(default_factory=CcChange)  # what the Cc did to the request
 

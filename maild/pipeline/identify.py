@@ -11,6 +11,7 @@ from maild.ingest.parse import ParsedMail
 from maild.pipeline.base import Context, Work
 from maild.security.proof import DnsFunc, dkim_domains, dkim_pass_domains, proves_domain
 from maild.security.signing import verify_message_ids
+from maild.tickets.words import Role
 
 log = logging.getLogger(__name__)
 
@@ -84,9 +85,9 @@ class Identify:
         # Automatic mail is identified too: an agent's autoresponder becomes an internal note.
         sender = parsed.from_addr
         if ctx.config.agent(sender) is not None:
-            kind, role = "n", "agent"
+            kind, role = "n", Role.AGENT
         elif ctx.config.department(sender) is not None:
-            kind, role = "e", "department"
+            kind, role = "e", Role.DEPARTMENT
         else:
             return work
         ticket, how = _proof(work, ctx, kind)
@@ -97,7 +98,7 @@ class Identify:
             "treated as a customer message",
             work.inbound_id,
             sender,
-            "an" if role == "agent" else "a",
+            "an" if role == Role.AGENT else "a",
             role,
         )
-        return replace(work, role="customer", proof=f"unproven {role} From")
+        return replace(work, role=Role.CUSTOMER, proof=f"unproven {role} From")

@@ -33,6 +33,7 @@ from maild.tickets.incidents import (
     words,
 )
 from maild.tickets.status import change_status
+from maild.tickets.words import Action, Status
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +78,7 @@ class Incident:
         self.index.expire(since)
 
     def __call__(self, work: Work, ctx: Context) -> Work:
-        if work.action != "created" or work.role != "customer" or work.ticket_id is None:
+        if work.action != Action.CREATED or work.role != "customer" or work.ticket_id is None:
             return work
         assert work.parsed is not None
         ticket = ticket_of(ctx, work.ticket_id)
@@ -99,14 +100,14 @@ class Incident:
         problem = _open_problem_of(ctx, alike)
         if problem is not None:
             join(ctx, problem, ticket, work)
-            return replace(work, action="incident")
+            return replace(work, action=Action.INCIDENT)
         group = [t for t in alike if t.type != "problem" and t.problem_id is None]
         group = [t for t in group if t.status != "closed" and t.merged_into is None]
         group.append(ticket)
         if distinct_customers(t.requester for t in group) < cfg.threshold:
             return work
         open_problem(ctx, group, ticket, work)
-        return replace(work, action="incident")
+        return replace(work, action=Action.INCIDENT)
 
     def _alike_rows(self, ctx: Context, ticket: Ticket, found: list[int]) -> list[Ticket]:
         """The candidates as the database has them now, locked in id order, checked again."""
@@ -211,9 +212,9 @@ def answer_targets(ctx: Context, ticket: Ticket, agent: str, solved: bool) -> li
     for t in members:
         old = t.status
         if solved:
-            change_status(t, "solved", now, ctx.config.clock)
+            change_status(t, Status.SOLVED, now, ctx.config.clock)
         elif old in ("new", "pending", "solved"):
-            change_status(t, "open", now, ctx.config.clock)
+            change_status(t, Status.OPEN, now, ctx.config.clock)
         t.first_response_at = t.first_response_at or now
         t.assignee = t.assignee or agent
         add_event(

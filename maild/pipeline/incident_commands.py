@@ -21,6 +21,7 @@ from maild.store.models import Ticket, TicketCc
 from maild.tickets.commands import Command, ParsedCommands
 from maild.tickets.incidents import COMMANDS, NUMBER, word
 from maild.tickets.status import change_status
+from maild.tickets.words import Status
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +93,7 @@ def merge(ticket: Ticket, into: int, ctx: Context, agent: str) -> None:
             target.ccs.append(TicketCc(email=email))
             have.add(email)
     ticket.merged_into = into
-    change_status(ticket, "closed", ctx.clock(), ctx.config.clock)
+    change_status(ticket, Status.CLOSED, ctx.clock(), ctx.config.clock)
     add_event(ctx.session, ticket.id, ctx.clock(), "merged", agent, into=into)
     add_event(ctx.session, into, ctx.clock(), "merged-here", agent, ticket=ticket.id)
     out = mail(

@@ -15,6 +15,7 @@ from maild.pipeline.records import store_message
 from maild.replies.outbox import enqueue
 from maild.scheduler.digest import SUBJECTS, desk_mail
 from maild.security.signing import signed_message_id
+from maild.tickets.words import Action
 
 log = logging.getLogger(__name__)
 
@@ -99,4 +100,4 @@ def answer_query(work: Work, ctx: Context, query: Query) -> Work:
     enqueue(ctx, out, ticket_id=None, kind="agent-query", automatic=False)
     asked = f"{query.kind} {query.words}".strip()
     log.info("inbound %d: agent %s asked %s: %d line(s)", work.inbound_id, agent, asked, len(lines))
-    return replace(work, message_row_id=msg_id, action="agent-query")
+    return replace(work, message_row_id=msg_id, action=Action.AGENT_QUERY)

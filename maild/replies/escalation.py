@@ -13,6 +13,7 @@ from maild.security.signing import signed_message_id
 from maild.store.models import Blob, Message, Ticket
 from maild.tickets.hold import answer_window
 from maild.tickets.status import change_status
+from maild.tickets.words import Status
 
 
 def _history(ctx: MailContext, ticket: Ticket) -> tuple[list[dict[str, str]], Message | None]:
@@ -51,7 +52,7 @@ def escalate(
     """Put ``ticket`` on hold for ``dept``: mail the department, tell the customer when."""
     cfg, now = ctx.config, ctx.clock()
     history, last = _history(ctx, ticket)
-    if change_status(ticket, "hold", now, cfg.clock, department=dept.name) is None:
+    if change_status(ticket, Status.HOLD, now, cfg.clock, department=dept.name) is None:
         # Asked again while waiting for it: a new escalation, whose reminders start afresh.
         ticket.status_since, ticket.reminded_at = now, None
     to_dept = mail(

@@ -24,6 +24,7 @@ from maild.clock import as_utc
 from maild.replies.transport import SendError
 from maild.store.db import Database
 from maild.store.models import Outbox, SenderInstance
+from maild.tickets.words import OutboxState
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +70,7 @@ def claim_due(
     o = _OUTBOX.c
     stmt = (
         select(o.id, o.envelope_from, o.recipients, o.attempts, o.refused)
-        .where(o.state == "queued", o.next_attempt_at <= now)
+        .where(o.state == OutboxState.QUEUED, o.next_attempt_at <= now)
         .where((o.claimed_until.is_(None)) | (o.claimed_until < now))
         .order_by(o.id)
         .limit(limit)
@@ -119,12 +120,12 @@ def _outcome(
         "attempts": item.attempts + 1,
     }
     if error is None:  # a refusal of an earlier attempt stays on the row
-        values.update(state="sent", sent_at=now, last_error=_join(warning, item.refused))
+        values.update(state=OutboxState.SENT, sent_at=now, last_error=_join(warning, item.refused))
     elif error.permanent or item.attempts + 1 >= max_attempts:
-        values.update(state="failed", last_error=_join(str(error), item.refused))
+        values.update(state=OutboxState.FAILED, last_error=_join(str(error), item.refused))
     else:
         values.update(
-            state="queued",
+            state=OutboxState.QUEUED,
             last_error=_join(str(error)),
             next_attempt_at=now + backoff(item.attempts + 1),
         )
@@ -176,7 +177,7 @@ def renew(db: Database, owner: str, ids: Sequence[int], now: datetime, lease: ti
         if ids:
             conn.execute(
                 update(_OUTBOX)
-                .where(o.id.in_(list(ids)), o.claimed_by == owner, o.state == "queued")
+                .where(o.id.in_(list(ids)), o.claimed_by == owner, o.state == OutboxState.QUEUED)
                 .values(claimed_until=now + lease)
             )
 
@@ -227,13 +228,17 @@ def register(db: Database, owner: str, now: datetime, lease: timedelta) -> int:
         ]
         freed = 0
         if gone:
-            held = (o.state == "queued") & o.claimed_by.in_(gone)
+            held = (o.state == OutboxState.QUEUED) & o.claimed_by.in_(gone)
             freed += conn.execute(
                 update(_OUTBOX).where(held).values(claimed_until=None, claimed_by=None)
             ).rowcount
             conn.execute(delete(_SENDERS).where(c.instance.in_(gone)))
         if db.is_sqlite:  # one daemon per SQLite file: a lease of an older version is stale
-            stale = (o.state == "queued") & o.claimed_by.is_(None) & o.claimed_until.is_not(None)
+            stale = (
+                (o.state == OutboxState.QUEUED)
+                & o.claimed_by.is_(None)
+                & o.claimed_until.is_not(None)
+            )
             freed += conn.execute(update(_OUTBOX).where(stale).values(claimed_until=None)).rowcount
         conn.execute(insert(_SENDERS).values(_sender_row(owner, now)))
     if freed:
@@ -248,7 +253,7 @@ def retire(db: Database, owner: str) -> None:
         conn = s.connection()
         conn.execute(
             update(_OUTBOX)
-            .where(o.state == "queued", o.claimed_by == owner)
+            .where(o.state == OutboxState.QUEUED, o.claimed_by == owner)
             .values(claimed_until=None, claimed_by=None)
         )
         conn.execute(delete(_SENDERS).where(_SENDERS.c.instance == owner))
@@ -257,7 +262,7 @@ def retire(db: Database, owner: str) -> None:
 def retry_now(db: Database, now: datetime) -> int:
     """The relay works again: mail waiting out its back-off is due now; returns how many."""
     o = _OUTBOX.c
-    waiting = (o.state == "queued") & (o.attempts > 0) & (o.next_attempt_at > now)
+    waiting = (o.state == OutboxState.QUEUED) & (o.attempts > 0) & (o.next_attempt_at > now)
     with db.write() as s:
         result = s.connection().execute(update(_OUTBOX).where(waiting).values(next_attempt_at=now))
         return int(result.rowcount)

@@ -14,6 +14,7 @@ from maild.replies.compose import Outgoing, build, clean_header
 from maild.replies.kinds import MailContext
 from maild.replies.undeliverable import deliverable
 from maild.store.models import Message, Outbox
+from maild.tickets.words import OutboxState
 
 # Plain Core statements, compiled once: these run several times for every inbound message.
 _OUTBOX_INSERT = insert(Outbox.__table__)  # type: ignore[arg-type]
@@ -43,7 +44,7 @@ def _outbox_row(out: Outgoing, ticket_id: int | None, kind: str, automatic: bool
         rate_key=out.to[0].lower() if automatic and out.to else None,
         message_id=out.message_id,
         raw=build(out),
-        state="queued",
+        state=OutboxState.QUEUED,
         attempts=0,
         next_attempt_at=out.date,
         created_at=out.date,

@@ -23,6 +23,7 @@ from maild.store.events import MAILD, add_event
 from maild.store.models import Message, Ticket
 from maild.tickets.delay import new_time
 from maild.tickets.status import change_status
+from maild.tickets.words import Status
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,7 @@ def local_text(value: datetime, config: Config) -> str:
     return as_utc(value).astimezone(config.hours.zone).strftime("%Y-%m-%d %H:%M %Z")
 
 
-def _status(s: Session, t: Ticket, new: str, now: datetime, config: Config, why: str) -> None:
+def _status(s: Session, t: Ticket, new: Status, now: datetime, config: Config, why: str) -> None:
     change = change_status(t, new, now, config.clock)
     if change is not None:
         add_event(s, t.id, now, "status-changed", MAILD, old=change[0], new=change[1], reason=why)
@@ -85,7 +86,7 @@ def sweep_autoclose(
     since = now - timedelta(days=config.clock.autoclose_days)
 
     def close(s: Session, t: Ticket) -> bool:
-        _status(s, t, "closed", now, config, "autoclose")
+        _status(s, t, Status.CLOSED, now, config, "autoclose")
         return True
 
     where = [Ticket.status == "solved", Ticket.status_since <= since]
@@ -104,7 +105,7 @@ def sweep_pending(
     def act(s: Session, t: Ticket) -> bool:
         if t.status_since is not None and as_utc(t.status_since) <= solve_at:
             notices.to_customer(s, t, "pending_autosolved", days=config.clock.pending_solve_days)
-            _status(s, t, "solved", now, config, "no reply while pending")
+            _status(s, t, Status.SOLVED, now, config, "no reply while pending")
             return True
         if t.reminded_at is not None:
             return False

@@ -6,11 +6,10 @@ import re
 from dataclasses import dataclass
 from datetime import date, time
 
-from maild.config_sections import PRIORITIES, TYPES
 from maild.tickets.command_words import problem
 from maild.tickets.incidents import COMMANDS as INCIDENT_COMMANDS
 from maild.tickets.incidents import syntax_error as incident_syntax_error
-from maild.tickets.status import STATUSES
+from maild.tickets.words import PRIORITIES, STATUSES, TYPES
 
 _LINE = re.compile(r"^#([A-Za-z][A-Za-z-]*)(?:[ \t]+(.*?))?[ \t]*$")
 _EMAIL = re.compile(r"^[^@\s<>,;\"']+@[^@\s<>,;\"']+\.[^@\s<>,;\"']+$")

@@ -1,4 +1,5 @@
-"""The business-hours clock: add working hours to an instant, in the desk's time zone (pure)."""
+"""The desk's clocks: working hours added to an instant in its time zone, and the timings of
+survey, auto-close, pending and hold (pure)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,18 @@ from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+@dataclass(frozen=True)
+class ClockConfig:
+    """Survey, auto-close, pending and hold timings (``[survey]``, ``[autoclose]``, ...)."""
+
+    survey_delay_hours: float = 24.0
+    survey_valid_days: int = 30
+    autoclose_days: float = 7.0
+    pending_remind_days: float = 3.0
+    pending_solve_days: float = 7.0
+    hold_remind_hours: float = 24.0
 
 
 @dataclass(frozen=True)

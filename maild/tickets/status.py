@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from maild.config_sections import ClockConfig
 from maild.store.models import Ticket
-
-STATUSES = ("new", "open", "pending", "hold", "solved", "closed")
+from maild.tickets.sla import ClockConfig
+from maild.tickets.words import STATUSES, Status
 
 
 def change_status(
-    ticket: Ticket, new: str, now: datetime, clock: ClockConfig, department: str | None = None
+    ticket: Ticket, new: Status, now: datetime, clock: ClockConfig, department: str | None = None
 ) -> tuple[str, str] | None:
     """Move ``ticket`` to ``new``; returns (old, new), or None when nothing changes.
 

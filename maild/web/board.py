@@ -18,7 +18,6 @@ from aiohttp import web
 from maild import views
 from maild.clock import Clock
 from maild.config import Config
-from maild.config_sections import PRIORITIES, TYPES
 from maild.ops.digest import at_risk, line
 from maild.ops.queue import TicketFilter, find_tickets
 from maild.replies.render import Renderer
@@ -26,7 +25,7 @@ from maild.security.signing import LINK, LOGIN_PATTERN, SESSION, LinkError, make
 from maild.stats import desk_stats
 from maild.store.db import Database
 from maild.store.models import Ticket
-from maild.tickets.status import STATUSES
+from maild.tickets.words import PRIORITIES, STATUSES, TYPES
 from maild.web.survey import HEADERS
 
 log = logging.getLogger(__name__)
