@@ -14,10 +14,9 @@ from maild.pipeline.incident import answer_targets
 from maild.pipeline.records import set_due, store_message
 from maild.replies import breaker, escalation
 from maild.replies.compose import AUTO_REPLIED
-from maild.replies.kinds import mail
+from maild.replies.kinds import mail, staff_mail
 from maild.replies.outbox import enqueue
 from maild.replies.quotes import strip_quoted
-from maild.security.signing import signed_message_id
 from maild.store.events import add_event
 from maild.store.models import Ticket, TicketCc
 from maild.tickets.command_words import help_text, problem
@@ -69,17 +68,9 @@ def validate(cmds: ParsedCommands, ctx: Context, agent: str) -> list[str]:
 
 
 def _command_error(ticket: Ticket, ctx: Context, agent: str, errors: list[str]) -> None:
-    cfg = ctx.config
-    out = mail(
-        ctx,
-        ticket,
-        to=[agent],
-        template="command_error",
-        language=cfg.desk.language,
-        auto=AUTO_REPLIED,
-        errors=errors,
-        help=help_text(cfg.desk.language),
-        message_id=signed_message_id(cfg.secret_key, "n", ticket.id, agent, cfg.desk.domain),
+    hint = help_text(ctx.config.desk.language)
+    out = staff_mail(
+        ctx, ticket, agent, "command_error", auto=AUTO_REPLIED, errors=errors, help=hint
     )
     enqueue(ctx, out, ticket_id=ticket.id, kind="command-error")
 

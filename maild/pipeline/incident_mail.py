@@ -18,9 +18,8 @@ from maild.clock import as_utc
 from maild.pipeline.base import Context, Work
 from maild.pipeline.notify import notify_agents, recipients
 from maild.replies.compose import AUTO_GENERATED, AUTO_REPLIED, new_message_id
-from maild.replies.kinds import MailContext, mail
+from maild.replies.kinds import MailContext, mail, staff_mail
 from maild.replies.outbox import enqueue, enqueue_internal, may_auto_reply
-from maild.security.signing import signed_message_id
 from maild.store.events import add_event
 from maild.store.models import Message, Ticket
 from maild.threading.tags import tagged_subject
@@ -95,8 +94,7 @@ def _staff_mail(
 ) -> Any:
     cfg = ctx.config
     lang = cfg.desk.language
-    mid = signed_message_id(cfg.secret_key, "n", problem.id, to, cfg.desk.domain)
-    out = mail(ctx, problem, to=[to], template=template, language=lang, message_id=mid, **context)
+    out = staff_mail(ctx, problem, to, template, **context)
     tagged = tagged_subject(cfg.desk.tag, problem.id, problem.subject)
     return replace(out, subject=f"{SUBJECT[lang][label]}: {tagged}", auto_submitted=AUTO_GENERATED)
 

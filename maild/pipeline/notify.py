@@ -13,10 +13,9 @@ from maild.pipeline.records import ticket_of
 from maild.pipeline.related import related_lines
 from maild.replies.compose import AUTO_GENERATED, AUTO_REPLIED, Outgoing, new_message_id
 from maild.replies.customer import finish
-from maild.replies.kinds import mail, when
+from maild.replies.kinds import staff_mail, staff_message_id, when
 from maild.replies.outbox import enqueue, enqueue_internal, may_auto_reply
 from maild.replies.render import when_text
-from maild.security.signing import signed_message_id
 from maild.store.events import add_event
 from maild.store.models import Ticket
 from maild.threading.tags import tagged_subject
@@ -125,17 +124,15 @@ def notify_agents(
     cfg = ctx.config
     mails: list[Outgoing] = []
     for agent in recipients(ticket, ctx, author):
-        mid = signed_message_id(cfg.secret_key, "n", ticket.id, agent, cfg.desk.domain)
         if mails:  # the same text for every agent: rendered once
+            mid = staff_message_id(cfg, ticket.id, agent)
             mails.append(replace(mails[0], to=(agent,), message_id=mid))
             continue
-        out = mail(
+        out = staff_mail(
             ctx,
             ticket,
-            to=[agent],
-            template="notify",
-            language=cfg.desk.language,
-            message_id=mid,
+            agent,
+            "notify",
             auto=AUTO_GENERATED,
             event=event,
             author=author,

@@ -12,9 +12,9 @@ from maild.ops.digest import queue as open_queue
 from maild.ops.queue import TicketFilter, find_tickets
 from maild.pipeline.base import Context, Work
 from maild.pipeline.records import store_message
+from maild.replies.kinds import staff_message_id
 from maild.replies.outbox import enqueue
 from maild.scheduler.digest import SUBJECTS, desk_mail
-from maild.security.signing import signed_message_id
 from maild.tickets.words import Action
 
 log = logging.getLogger(__name__)
@@ -89,7 +89,7 @@ def answer_query(work: Work, ctx: Context, query: Query) -> Work:
         limit=LIST_LIMIT,
         listed=query.kind not in ("unknown", "help"),
     )[0]
-    mid = signed_message_id(cfg.secret_key, "n", 0, agent, cfg.desk.domain)
+    mid = staff_message_id(cfg, 0, agent)
     subject = SUBJECTS["query"][lang].format(what=query.words or query.kind)
     out = replace(
         desk_mail(cfg, agent, subject, mid, text, now),

@@ -5,11 +5,10 @@ from __future__ import annotations
 from sqlalchemy import select
 
 from maild.config_sections import Department
-from maild.replies.kinds import MailContext, mail
+from maild.replies.kinds import MailContext, mail, staff_mail
 from maild.replies.outbox import enqueue
 from maild.replies.render import day_text, local_time
 from maild.replies.words import name_of
-from maild.security.signing import signed_message_id
 from maild.store.models import Blob, Message, Ticket
 from maild.tickets.hold import answer_window
 from maild.tickets.status import change_status
@@ -55,19 +54,18 @@ def escalate(
     if change_status(ticket, Status.HOLD, now, cfg.clock, department=dept.name) is None:
         # Asked again while waiting for it: a new escalation, whose reminders start afresh.
         ticket.status_since, ticket.reminded_at = now, None
-    to_dept = mail(
+    to_dept = staff_mail(
         ctx,
         ticket,
-        to=[dept.email],
-        template="escalation",
-        language=cfg.desk.language,
+        dept.email,
+        "escalation",
+        proof="e",
         department=dept,
         agent_name=agent_name,
         note=note,
         history=history,
         last_text=last.text if last else "",
         attachments=_attachments(ctx, last),
-        message_id=signed_message_id(cfg.secret_key, "e", ticket.id, dept.email, cfg.desk.domain),
     )
     enqueue(
         ctx,

@@ -14,6 +14,7 @@ from maild.config import Config
 from maild.replies.compose import AUTO_GENERATED, Outgoing, new_message_id
 from maild.replies.customer import finish
 from maild.replies.render import Renderer
+from maild.security.signing import signed_message_id
 from maild.store.models import Message, Ticket
 from maild.threading.tags import tagged_subject
 
@@ -144,3 +145,22 @@ def when(ctx: MailContext, at: datetime | None, language: str) -> str:
     from maild.replies.render import when_text
 
     return when_text(at, ctx.clock(), language, ctx.config.desk.timezone) if at else "-"
+
+
+def staff_message_id(
+    config: Config, ticket_id: int, to: str, proof: str = "n", nonce: str | None = None
+) -> str:
+    """A Message-ID signed for ``to``: their reply to it proves who they are ("n" for an agent,
+    "e" for a department; request 0 for mail about no one request; ``nonce`` as in
+    maild.security.signing.signed_message_id)."""
+    return signed_message_id(config.secret_key, proof, ticket_id, to, config.desk.domain, nonce)
+
+
+def staff_mail(
+    ctx: MailContext, ticket: Ticket, to: str, template: str, *, proof: str = "n", **kw: Any
+) -> Outgoing:
+    """One mail about ``ticket`` to one agent or department, in the desk's language (unless
+    ``language`` is given), with a Message-ID signed for them; ``kw`` as for ``mail``."""
+    kw.setdefault("language", ctx.config.desk.language)
+    mid = staff_message_id(ctx.config, ticket.id, to, proof)
+    return mail(ctx, ticket, to=[to], template=template, message_id=mid, **kw)

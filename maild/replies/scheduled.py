@@ -13,10 +13,9 @@ from sqlalchemy.orm import Session
 from maild.clock import Clock, fixed_clock
 from maild.config import Config
 from maild.replies.compose import Outgoing, new_message_id
-from maild.replies.kinds import mail
+from maild.replies.kinds import mail, staff_mail
 from maild.replies.outbox import enqueue
 from maild.replies.render import Renderer
-from maild.security.signing import signed_message_id
 from maild.store.models import Ticket
 from maild.threading.tags import tagged_subject
 
@@ -88,6 +87,10 @@ class Notices:
         self, session: Session, ticket: Ticket, to: str, template: str, **kw: Any
     ) -> Outgoing:
         out = mail(self._ctx(session), ticket, to=[to], template=template, **kw)
+        return self._dated(out, ticket, template)
+
+    def _dated(self, out: Outgoing, ticket: Ticket, template: str) -> Outgoing:
+        """The sweep's subject label and, for a catch-up run, the date it was due."""
         return replace(
             out, subject=self.subject(ticket, template, out.language), date=self.dated or out.date
         )
@@ -125,13 +128,9 @@ class Notices:
         A reply to it proves its sender received it ("n": agent notification, "e": escalation).
         """
         sent = 0
-        secret, domain = self.config.secret_key, self.config.desk.domain
-        language = self.config.desk.language
         for rcpt in dict.fromkeys(r.lower() for r in recipients if r):
-            mid = signed_message_id(secret, proof, ticket.id, rcpt, domain)
-            out = self._mail(
-                session, ticket, rcpt, template, language=language, message_id=mid, **context
-            )
+            out = staff_mail(self._ctx(session), ticket, rcpt, template, proof=proof, **context)
+            out = self._dated(out, ticket, template)
             ctx, automatic = self._ctx(session), template in REMINDERS
             sent += enqueue(ctx, out, ticket_id=ticket.id, kind=template, automatic=automatic)
         if not sent:

@@ -20,10 +20,11 @@ from maild.clock import as_utc, fixed_clock
 from maild.config import Config
 from maild.ops.digest import desk_summary, previous_working_day, queue
 from maild.replies.compose import AUTO_GENERATED, Outgoing
+from maild.replies.kinds import staff_message_id
 from maild.replies.outbox import enqueue
 from maild.replies.render import Renderer, day_text
 from maild.replies.scheduled import SweepContext
-from maild.security.signing import board_url, signed_message_id
+from maild.security.signing import board_url
 from maild.store.db import Database
 from maild.store.models import Outbox
 
@@ -47,7 +48,7 @@ def due_day(config: Config, now: datetime) -> date | None:
 
 def digest_message_id(config: Config, to: str, template: str, day: date) -> str:
     nonce = hashlib.sha256(f"{template}|{day.isoformat()}".encode()).hexdigest()[:8]
-    return signed_message_id(config.secret_key, "n", 0, to, config.desk.domain, nonce)
+    return staff_message_id(config, 0, to, nonce=nonce)
 
 
 def desk_mail(
