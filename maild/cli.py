@@ -66,14 +66,14 @@ def ensure_schema(db: Database) -> None:
         upgrade(db)
 
 
-def cmd_init(config: Config, args: argparse.Namespace) -> int:
+def cmd_init(config: Config, _args: argparse.Namespace) -> int:
     db = _open(config)
     upgrade(db)
     print(f"maild: schema is up to date at {db.engine.url.render_as_string(hide_password=True)}")
     return EX_OK
 
 
-def cmd_run(config: Config, args: argparse.Namespace) -> int:
+def cmd_run(config: Config, _args: argparse.Namespace) -> int:
     from maild.daemon import Daemon
 
     try:

@@ -131,7 +131,7 @@ def _incidents(row: dict[str, Any]) -> str:
     return f"  [problem: {row['incidents']} incidents]" if row["incidents"] is not None else ""
 
 
-def cmd_check_config(config: Config, args: argparse.Namespace) -> int:
+def cmd_check_config(config: Config, _args: argparse.Namespace) -> int:
     """The config was loaded and validated before this runs (an error exits 78 in main)."""
     templates = config.desk.templates
     if templates is not None and not templates.is_dir():

@@ -135,7 +135,7 @@ def make_config(db_url: str, tmp_path: Path) -> Callable[..., Config]:
 
 
 @pytest.fixture
-def config(make_config: Callable[..., Config], db: Database) -> Config:
+def config(make_config: Callable[..., Config], db: Database) -> Config:  # noqa: ARG001 (set up before this fixture)
     return make_config()
 
 
@@ -146,7 +146,7 @@ class Sink:
         self.messages: list[tuple[str, list[str], bytes]] = []
         self.reply: str | None = None  # e.g. "550 5.1.1 no such user" to refuse
 
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+    async def handle_DATA(self, _server: Any, _session: Any, envelope: Any) -> str:
         if self.reply:
             return self.reply
         self.messages.append(

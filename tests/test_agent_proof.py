@@ -63,12 +63,14 @@ def _agent_replies(db: Database) -> int:
 # --- configuration ------------------------------------------------------------------
 
 
-def test_default_is_signed_id_only(make_config: Callable[..., Config], db: Database) -> None:
+@pytest.mark.usefixtures("db")
+def test_default_is_signed_id_only(make_config: Callable[..., Config]) -> None:
     config = make_config()
     assert config.agent_proof == ("signed-id",)
     assert config.smtp.behind_mta is False
 
 
+@pytest.mark.usefixtures("db")
 @pytest.mark.parametrize(
     ("security", "smtp", "message"),
     [
@@ -81,7 +83,6 @@ def test_default_is_signed_id_only(make_config: Callable[..., Config], db: Datab
 )
 def test_bad_values_name_the_key(
     make_config: Callable[..., Config],
-    db: Database,
     security: dict[str, Any],
     smtp: dict[str, Any],
     message: str,
@@ -194,7 +195,7 @@ class Keys:
         self.txt = (tmp_path / "dkim.dns").read_bytes()
         self.lookups: list[bytes] = []
 
-    def dnsfunc(self, name: bytes, timeout: int = 5) -> bytes | None:
+    def dnsfunc(self, name: bytes, timeout: int = 5) -> bytes | None:  # noqa: ARG002 (dkimpy passes timeout=)
         self.lookups.append(name)
         return self.txt if name == b"test._domainkey.example.com." else None
 

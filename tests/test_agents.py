@@ -28,7 +28,7 @@ PROOFS = ["signed-id", "authres"]
 
 
 @pytest.fixture
-def config(make_config: Callable[..., Config], db: Database) -> Config:
+def config(make_config: Callable[..., Config], db: Database) -> Config:  # noqa: ARG001 (set up before this fixture)
     return make_config(
         departments=DEPTS,
         security={"trusted_authserv_ids": ["mx.example.com"], "agent_proof": PROOFS},
@@ -140,8 +140,9 @@ def test_agent_reply_with_command_reaches_customer_without_it(
         assert stored is not None and "#priority high" in stored.text and "> It" in stored.text
 
 
+@pytest.mark.usefixtures("opened")
 def test_forged_agent_reply_changes_nothing(
-    db: Database, ingest: Ingest, opened: EmailMessage, caplog: pytest.LogCaptureFixture
+    db: Database, ingest: Ingest, caplog: pytest.LogCaptureFixture
 ) -> None:
     """An agent's From without proof is a stranger to the request (issue 9, item 7)."""
     forged = make_mail(
@@ -181,6 +182,7 @@ def test_reply_with_someone_elses_notification_is_no_proof(
     assert mails(db, "agent-reply") == []
 
 
+@pytest.mark.usefixtures("opened")
 @pytest.mark.parametrize(
     ("authres", "proven"),
     [
@@ -191,7 +193,7 @@ def test_reply_with_someone_elses_notification_is_no_proof(
     ],
 )
 def test_dkim_pass_from_a_trusted_server_proves_an_agent(
-    db: Database, ingest: Ingest, opened: EmailMessage, authres: str, proven: bool
+    db: Database, ingest: Ingest, authres: str, proven: bool
 ) -> None:
     raw = make_mail(
         "Re: [Support #1] Printer is broken",
@@ -369,9 +371,7 @@ def test_escalate_to_unknown_department_is_an_error(
     assert "unknown department" in text_of(msg)
 
 
-def test_russian_escalation_promise(
-    db: Database, make_config: Callable[..., Config], config: Config
-) -> None:
+def test_russian_escalation_promise(db: Database, config: Config) -> None:
     moment = datetime(2026, 11, 27, 18, 0, tzinfo=ZoneInfo("Europe/Moscow"))
     pipe = Pipeline(config, db, clock=fixed_clock(moment))
     pipe.process(

@@ -46,7 +46,7 @@ class Relay:
         self.times: list[float] = []
         self.mails: list[tuple[list[str], EmailMessage]] = []
 
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+    async def handle_DATA(self, _server: Any, _session: Any, envelope: Any) -> str:
         msg = message_from_bytes(envelope.original_content, policy=default)
         assert isinstance(msg, EmailMessage)
         self.times.append(time.monotonic())

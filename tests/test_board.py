@@ -50,7 +50,7 @@ def test_link_valid_expired_tampered_and_no_session_as_link() -> None:
 
 @pytest.fixture
 def board(
-    make_config: Callable[..., Config],
+    make_config: Callable[..., Config],  # noqa: ARG001 (set up before this fixture)
     db: Database,
     ingest: Callable[..., int],
     running: Callable[..., RunningDaemon],
@@ -150,8 +150,9 @@ def test_expired_tampered_and_stranger_links_open_nothing(
     assert _status(opener, base + "/board") == 401  # none of them left a session
 
 
+@pytest.mark.usefixtures("db")
 def test_cookie_is_secure_when_base_url_is_https(
-    make_config: Callable[..., Config], db: Database, running: Callable[..., RunningDaemon]
+    make_config: Callable[..., Config], running: Callable[..., RunningDaemon]
 ) -> None:
     daemon = running(make_config(web={"base_url": "https://desk.example.com"}))
     assert daemon.daemon is not None

@@ -6,6 +6,7 @@ from datetime import timedelta
 from email.message import EmailMessage
 from pathlib import Path
 
+import pytest
 from clockkit import (
     build_config,
     create_at,
@@ -103,7 +104,8 @@ def test_lead_gets_the_desk_summary_in_russian(db: Database, tmp_path: Path, db_
     assert oldest.index("#1 ") < oldest.index("#2 ") < oldest.index("#3 ")
 
 
-def test_maild_digest_now_sends_what_is_due_then(db: Database, tmp_path: Path, db_url: str) -> None:
+@pytest.mark.usefixtures("db")
+def test_maild_digest_now_sends_what_is_due_then(tmp_path: Path, db_url: str) -> None:
     data = mapping(db_url, tmp_path, digest={"at": "09:00"})
     path = write_toml(data, tmp_path / "config.toml")
     early = maild(path, "digest", "--now", MON_0830.isoformat())

@@ -19,7 +19,7 @@ AUTHRES = "Authentication-Results: mx.example.com; dkim=pass header.d=example.co
 
 
 @pytest.fixture
-def config(make_config: Callable[..., Config], db: Database) -> Config:
+def config(make_config: Callable[..., Config], db: Database) -> Config:  # noqa: ARG001 (set up before this fixture)
     return make_config(
         security={"trusted_authserv_ids": TRUSTED, "agent_proof": ["signed-id", "authres"]}
     )

@@ -31,7 +31,7 @@ VARIANTS = [
 
 
 @pytest.fixture
-def config(make_config: Callable[..., Config], db: Database) -> Config:
+def config(make_config: Callable[..., Config], db: Database) -> Config:  # noqa: ARG001 (set up before this fixture)
     return make_config(desk={"lead": LEAD}, incident={"notify": [SHIFT]})
 
 
@@ -250,8 +250,9 @@ def test_notification_lists_related_open_requests(db: Database, ingest: Ingest) 
     assert "Related open requests" not in first
 
 
+@pytest.mark.usefixtures("db")
 def test_show_json_and_tickets_list(
-    db: Database, ingest: Ingest, db_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ingest: Ingest, db_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from maild.cli import main
 
@@ -279,7 +280,7 @@ def test_show_json_and_tickets_list(
     assert line.endswith("[problem: 5 incidents]")
 
 
-def _open_three(db: Database, ingest: Ingest) -> None:
+def _open_three(ingest: Ingest) -> None:
     ingest(make_mail("Printer is broken", sender="a@a.example.org", body="It prints nothing."))
     ingest(make_mail("Scanner jams", sender="b@b.example.org", body="Paper stuck again."))
     ingest(make_mail("Invoice", sender="c@c.example.org", body="Please resend the invoice."))
@@ -288,7 +289,7 @@ def _open_three(db: Database, ingest: Ingest) -> None:
 def test_link_unlink_problem(db: Database, ingest: Ingest) -> None:
     from test_agents import notification, reply_to
 
-    _open_three(db, ingest)
+    _open_three(ingest)
     ingest(reply_to(notification(db, "anna@example.com", 2), "anna@example.com", "#link 1"))
     rows = tickets(db)
     assert rows[0].type == "problem" and (rows[1].type, rows[1].problem_id) == ("incident", 1)
@@ -307,7 +308,7 @@ def test_link_unlink_problem(db: Database, ingest: Ingest) -> None:
 def test_merge(db: Database, ingest: Ingest) -> None:
     from test_agents import notification, reply_to
 
-    _open_three(db, ingest)
+    _open_three(ingest)
     ingest(reply_to(notification(db, "anna@example.com", 2), "anna@example.com", "#merge 1"))
     rows = tickets(db)
     assert rows[1].status == "closed" and rows[1].merged_into == 1
@@ -415,7 +416,7 @@ def test_reply_to_a_merged_request_lands_on_the_one_that_continues(
 ) -> None:
     from test_agents import notification, reply_to
 
-    _open_three(db, ingest)
+    _open_three(ingest)
     ingest(reply_to(notification(db, "anna@example.com", 2), "anna@example.com", "#merge 1"))
     told = outbox(db, "merged")[0][1]
     ingest(reply_to(told, "b@b.example.org", "Any news on the scanner?"))

@@ -102,9 +102,7 @@ def test_notification_names_a_similar_solved_request(db: Database, ingest: Inges
     assert "Similar solved" not in text_of(notification(db, 2))  # nothing alike: no section
 
 
-def test_unsolved_or_unlike_requests_are_not_named(
-    db: Database, ingest: Ingest, make_config: Callable[..., object]
-) -> None:
+def test_unsolved_or_unlike_requests_are_not_named(db: Database, ingest: Ingest) -> None:
     ingest(make_mail("kinit fails", body="kinit: Cannot find KDC for realm EXAMPLE.COM."))
     ingest(make_mail("kinit fails too", sender="x@example.org", body="kinit: cannot find KDC."))
     assert "Similar solved" not in text_of(notification(db, 2))  # #1 is not solved

@@ -68,9 +68,8 @@ def test_metrics_move_when_mail_flows_through_worker_processes(
     assert scrape(daemon)[("maild_pipeline_latency_seconds_count", ())] == 3
 
 
-def test_landing_page_is_not_a_bare_404(
-    config: Config, running: Callable[..., RunningDaemon]
-) -> None:
+@pytest.mark.usefixtures("config")
+def test_landing_page_is_not_a_bare_404(running: Callable[..., RunningDaemon]) -> None:
     daemon = running()
     assert daemon.daemon is not None
     base = f"http://127.0.0.1:{daemon.daemon.web_port}"
@@ -85,8 +84,9 @@ def test_landing_page_is_not_a_bare_404(
     assert values[("maild_http_requests_total", (("status", "404"),))] == 1
 
 
+@pytest.mark.usefixtures("db")
 def test_refused_recipients_are_counted_by_code(
-    make_config: Callable[..., Config], db: Database, running: Callable[..., RunningDaemon]
+    make_config: Callable[..., Config], running: Callable[..., RunningDaemon]
 ) -> None:
     daemon = running(make_config(smtp={"listen": "127.0.0.1:0", "max_recipients": 1}))
     with smtplib.SMTP("127.0.0.1", daemon.port, timeout=30) as client:

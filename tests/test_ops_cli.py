@@ -29,7 +29,7 @@ def run(capsys: Capture, path: Path, *args: str) -> tuple[int, str, str]:
 
 
 @pytest.fixture
-def config_file(db_url: str, tmp_path: Path, db: Database) -> Path:
+def config_file(db_url: str, tmp_path: Path, db: Database) -> Path:  # noqa: ARG001 (set up before this fixture)
     return write_toml(config_mapping(db_url, tmp_path), tmp_path / "config.toml")
 
 
@@ -105,12 +105,12 @@ def test_check_config_exits_0_or_78(capsys: Capture, tmp_path: Path, db_url: str
     ]
 
 
+@pytest.mark.usefixtures("db")
 def test_backup_while_the_daemon_takes_mail_restores_and_opens(
     capsys: Capture,
     make_config: Callable[..., Config],
     db_url: str,
     tmp_path: Path,
-    db: Database,
     running: Callable[..., RunningDaemon],
 ) -> None:
     path = write_toml(config_mapping(db_url, tmp_path), tmp_path / "config.toml")

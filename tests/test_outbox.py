@@ -22,7 +22,7 @@ from maild.store.models import Outbox
 
 
 @pytest.fixture
-def config(make_config: Callable[..., Config], db: Database) -> Config:
+def config(make_config: Callable[..., Config], db: Database) -> Config:  # noqa: ARG001 (set up before this fixture)
     """No agents: the only mail in the outbox is the customer's acknowledgement."""
     return make_config(agents=[])
 
@@ -128,7 +128,12 @@ def test_deferred_recipient_is_retried_alone(
         greylisting = True
 
         async def handle_RCPT(
-            self, server: object, session: object, envelope: Any, address: str, options: list[str]
+            self,
+            _server: object,
+            _session: object,
+            envelope: Any,
+            address: str,
+            _options: list[str],
         ) -> str:
             if address == "grey@example.net" and self.greylisting:
                 return "450 4.7.1 greylisted, try later"

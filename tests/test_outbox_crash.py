@@ -35,7 +35,7 @@ class SlowRelay:
         self.lock = threading.Lock()
         self.arrivals: list[tuple[str, float]] = []  # (Message-ID, monotonic time)
 
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+    async def handle_DATA(self, _server: Any, _session: Any, envelope: Any) -> str:
         import asyncio
 
         await asyncio.sleep(self.delay)

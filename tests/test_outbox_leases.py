@@ -27,7 +27,7 @@ LEASE = timedelta(seconds=60)
 
 
 @pytest.fixture
-def config(make_config: Callable[..., Config], db: Database) -> Config:
+def config(make_config: Callable[..., Config], db: Database) -> Config:  # noqa: ARG001 (set up before this fixture)
     """No agents: one acknowledgement per request."""
     return make_config(agents=[])
 

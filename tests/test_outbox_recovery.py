@@ -27,7 +27,7 @@ from maild.store.models import Outbox
 
 
 @pytest.fixture
-def config(make_config: Callable[..., Config], db: Database) -> Config:
+def config(make_config: Callable[..., Config], db: Database) -> Config:  # noqa: ARG001 (set up before this fixture)
     """No agents: the only mail in the outbox is the customer's acknowledgement."""
     return make_config(agents=[])
 
@@ -238,7 +238,12 @@ def test_refusal_stays_on_the_row_after_a_later_delivery(
         greylisting = True
 
         async def handle_RCPT(
-            self, server: object, session: object, envelope: Any, address: str, options: list[str]
+            self,
+            _server: object,
+            _session: object,
+            envelope: Any,
+            address: str,
+            _options: list[str],
         ) -> str:
             if address == "gone@example.net":
                 return "550 5.1.1 no such user"

@@ -207,10 +207,11 @@ def test_spool_written_by_an_old_version_is_re_digested(tmp_path: Path) -> None:
         spool.dispose()
 
 
+@pytest.mark.usefixtures("db")
 @pytest.mark.skipif(not CORPUS.is_dir(), reason="corpus missing (set MAILD_CORPUS)")
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 def test_every_real_message_is_accepted_over_smtp(
-    make_config: Callable[..., Config], db: Database, running: Callable[..., RunningDaemon]
+    make_config: Callable[..., Config], running: Callable[..., RunningDaemon]
 ) -> None:
     """As an MTA sends it (CRLF): only the empty file and a binary Outlook .msg are refused."""
     files = sorted(

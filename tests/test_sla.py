@@ -197,7 +197,8 @@ def test_breach_mail_by_maild_sweep_now(db: Database, tmp_path: Path, db_url: st
     assert len(outbox(db, "sla_breach")) == 1
 
 
-def test_sweep_refuses_a_bad_time(tmp_path: Path, db_url: str, db: Database) -> None:
+@pytest.mark.usefixtures("db")
+def test_sweep_refuses_a_bad_time(tmp_path: Path, db_url: str) -> None:
     config_path = write_toml(mapping(db_url, tmp_path), tmp_path / "config.toml")
     result = maild(config_path, "sweep", "--now", "next tuesday")
     assert result.returncode == 64 and "ISO-8601" in result.stderr

@@ -22,7 +22,9 @@ GUARDED = {"command_timeout": 1, "data_timeout": 2, "max_connections_per_address
 
 @pytest.fixture
 def daemon(
-    make_config: Callable[..., Config], db: Database, running: Callable[..., RunningDaemon]
+    make_config: Callable[..., Config],
+    db: Database,  # noqa: ARG001 (set up before this fixture)
+    running: Callable[..., RunningDaemon],
 ) -> RunningDaemon:
     return running(make_config(smtp=GUARDED))
 

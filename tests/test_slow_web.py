@@ -59,7 +59,9 @@ def trickle(sock: socket.socket, data: bytes, pause: float, limit: float) -> Non
 
 @pytest.fixture
 def guarded(
-    make_config: Callable[..., Config], db: Database, running: Callable[..., RunningDaemon]
+    make_config: Callable[..., Config],
+    db: Database,  # noqa: ARG001 (set up before this fixture)
+    running: Callable[..., RunningDaemon],
 ) -> int:
     return web_port(running(make_config(web=GUARDED)))
 
@@ -113,9 +115,9 @@ MALFORMED = [
 ]
 
 
+@pytest.mark.usefixtures("db")
 def test_malformed_requests_log_one_line_each(
     make_config: Callable[..., Config],
-    db: Database,
     running: Callable[..., RunningDaemon],
     caplog: pytest.LogCaptureFixture,
 ) -> None:

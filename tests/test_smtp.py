@@ -63,9 +63,8 @@ def test_message_becomes_request_and_ack_reaches_the_relay(
     assert len(to_customer()) == 1
 
 
-def test_maildir_outbox_by_default(
-    config: Config, running: Callable[..., RunningDaemon], tmp_path: Path
-) -> None:
+@pytest.mark.usefixtures("config")
+def test_maildir_outbox_by_default(running: Callable[..., RunningDaemon], tmp_path: Path) -> None:
     d = running()
     d.send(make_mail("Где мой заказ?", body="Заказ 123 не пришёл."))
     new = tmp_path / "outbox" / "new"
@@ -100,8 +99,9 @@ def test_oversize_is_refused_with_552_and_size_is_advertised(
     assert count(db, Inbound) == 0
 
 
+@pytest.mark.usefixtures("config")
 def test_same_message_twice_is_stored_once(
-    config: Config, db: Database, running: Callable[..., RunningDaemon]
+    db: Database, running: Callable[..., RunningDaemon]
 ) -> None:
     d = running()
     raw = make_mail("Retry me", message_id="<retry@client.example.org>")
@@ -111,9 +111,8 @@ def test_same_message_twice_is_stored_once(
     assert count(db, Inbound) == 1 and count(db, Ticket) == 1
 
 
-def test_header_injection_in_envelope_is_refused(
-    config: Config, running: Callable[..., RunningDaemon]
-) -> None:
+@pytest.mark.usefixtures("config")
+def test_header_injection_in_envelope_is_refused(running: Callable[..., RunningDaemon]) -> None:
     d = running()
     with smtplib.SMTP("127.0.0.1", d.port) as client:
         client.ehlo()

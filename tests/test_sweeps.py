@@ -336,7 +336,7 @@ def test_scheduler_stop_waits_for_the_sweep_in_hand(
     config = build_config(db_url, tmp_path)
     started, finished = threading.Event(), threading.Event()
 
-    def slow(db: Database, config: Config, now: datetime) -> int:
+    def slow(_db: Database, _config: Config, _now: datetime) -> int:
         started.set()
         time.sleep(0.5)
         finished.set()

@@ -134,9 +134,8 @@ def test_signals_to_and_from_workers_never_block_on_a_full_pipe() -> None:
     writer.close()
 
 
-def test_a_worker_is_woken_without_blocking(
-    make_config: Callable[..., Config], db: Database
-) -> None:
+@pytest.mark.usefixtures("db")
+def test_a_worker_is_woken_without_blocking(make_config: Callable[..., Config]) -> None:
     worker = ProcessWorker(make_config(pipeline={"workers": 1}))
     try:
         assert not os.get_blocking(worker._to_child.fileno())

@@ -77,8 +77,8 @@ class Handler:
 
     async def handle_MAIL(
         self,
-        server: SMTP,
-        session: Session,
+        _server: SMTP,
+        _session: Session,
         envelope: Envelope,
         address: str,
         mail_options: list[str],
@@ -91,11 +91,11 @@ class Handler:
 
     async def handle_RCPT(
         self,
-        server: SMTP,
-        session: Session,
+        _server: SMTP,
+        _session: Session,
         envelope: Envelope,
         address: str,
-        rcpt_options: list[str],
+        _rcpt_options: list[str],
     ) -> str:
         if _clean_address(address) is None:
             return self._refused("553 5.1.3 Bad recipient address syntax")
@@ -104,7 +104,7 @@ class Handler:
         envelope.rcpt_tos.append(address)
         return "250 2.1.5 OK"
 
-    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+    async def handle_DATA(self, server: SMTP, _session: Session, envelope: Envelope) -> str:
         status = await self._store(envelope)
         if self.on_reply is not None:
             self.on_reply(self.source, status)

@@ -41,7 +41,7 @@ def department_in(ctx: Context, arg: str) -> tuple[Department | None, str]:
     return best
 
 
-def validate(cmds: ParsedCommands, ctx: Context, agent: str) -> list[str]:
+def validate(cmds: ParsedCommands, ctx: Context) -> list[str]:
     """Errors that depend on the desk's configuration (agents, departments)."""
     errors, lang = list(cmds.errors), ctx.config.desk.language
     assign = cmds.get("assign")
@@ -183,7 +183,7 @@ def handle_agent(work: Work, ctx: Context, ticket: Ticket) -> Work:
     agent, now = parsed.from_addr, ctx.clock()
     breaker.release(ctx, ticket, agent)  # a person acted: the request's mail may flow again
     cmds = parse_commands(parsed.text, ctx.config.desk.language)
-    errors = validate(cmds, ctx, agent) + incident_commands.errors(cmds, ctx, ticket)
+    errors = validate(cmds, ctx) + incident_commands.errors(cmds, ctx, ticket)
     note = cmds.get("note") is not None
     msg_id = store_message(work, ctx, ticket.id, "note" if note and not errors else "agent")
     if errors:

@@ -13,7 +13,7 @@ from maild.store.models import Ticket, TicketCc
 from maild.threading.tags import find_ticket_number
 
 
-def is_member(session: Session, ticket: Ticket, work: Work, ctx: Context) -> bool:
+def is_member(session: Session, ticket: Ticket, work: Work) -> bool:
     """Requester, a CC of the request, or a proven agent or department.
 
     A bare agent From (no proof) is a stranger here: its mail becomes a new request linked to
@@ -56,10 +56,10 @@ class MatchTicket:
             assert ticket is not None
         if verdict.automatic:
             # A bounce or auto-reply joins by answering mail we sent; a copied tag is not enough.
-            if is_member(s, ticket, work, ctx) or answers_us(ctx, ticket, parsed):
+            if is_member(s, ticket, work) or answers_us(ctx, ticket, parsed):
                 return replace(work, match=Match(ticket.id, reason=how))
             return replace(work, match=Match(None, reason=f"{how}: automatic mail from a stranger"))
-        if is_member(s, ticket, work, ctx):
+        if is_member(s, ticket, work):
             return replace(work, match=Match(ticket.id, reason=how))
         return replace(
             work,

@@ -127,7 +127,11 @@ class MaildirTransport:
             raise
 
     async def send(
-        self, sender: str, recipients: Sequence[str], raw: bytes, handoff: HandOff | None = None
+        self,
+        sender: str,
+        recipients: Sequence[str],
+        raw: bytes,
+        handoff: HandOff | None = None,  # noqa: ARG002 (the Transport protocol; a file has no hand-off)
     ) -> str | None:
         (error,) = await self.send_many([(sender, recipients, raw)])
         if error is not None:

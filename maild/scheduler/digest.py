@@ -116,7 +116,11 @@ def _send(db: Database, config: Config, to: str, template: str, day: date, now: 
 
 
 def sweep_digest(
-    db: Database, config: Config, now: datetime, *, dated: datetime | None = None
+    db: Database,
+    config: Config,
+    now: datetime,
+    *,
+    dated: datetime | None = None,  # noqa: ARG001 (every sweep's signature; see jobs.SWEEPS)
 ) -> int:
     """Every digest due at ``now`` that has not gone yet: one per agent, and the lead's.
 

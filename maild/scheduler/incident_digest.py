@@ -23,7 +23,11 @@ log = logging.getLogger(__name__)
 
 
 def sweep_incident_digest(
-    db: Database, config: Config, now: datetime, *, dated: datetime | None = None
+    db: Database,
+    config: Config,
+    now: datetime,
+    *,
+    dated: datetime | None = None,  # noqa: ARG001 (every sweep's signature; see jobs.SWEEPS)
 ) -> int:
     now = as_utc(now)
     renderer = Renderer(config.desk.templates)

@@ -79,7 +79,11 @@ def sweep_survey(
 
 
 def sweep_autoclose(
-    db: Database, config: Config, now: datetime, *, dated: datetime | None = None
+    db: Database,
+    config: Config,
+    now: datetime,
+    *,
+    dated: datetime | None = None,  # noqa: ARG001 (every sweep's signature; see SWEEPS)
 ) -> int:
     """Solved with no reply for ``[autoclose] days``: closed (a later reply is a follow-up)."""
     now = as_utc(now)

@@ -56,7 +56,7 @@ async def metrics_page(request: web.Request) -> web.Response:
 def landing(name: str, address: str) -> Handler:
     page = LANDING.format(name=html.escape(name), address=html.escape(address))
 
-    async def show(request: web.Request) -> web.Response:
+    async def show(_request: web.Request) -> web.Response:
         return web.Response(text=page, content_type="text/html", charset="utf-8", headers=HEADERS)
 
     return show
