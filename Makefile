@@ -18,6 +18,7 @@ lint: $(BIN)/maild
 	$(BIN)/ruff check maild tests bench
 	$(BIN)/ruff format --check maild tests bench
 	$(BIN)/mypy
+	$(BIN)/vulture
 
 test: lint
 	$(BIN)/pytest -q $(PYTEST_ARGS)

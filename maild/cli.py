@@ -33,15 +33,7 @@ from maild.store.models import Inbound, Ticket
 
 log = logging.getLogger("maild")
 
-EX_OK, EX_USAGE, EX_DATAERR, EX_NOINPUT, EX_SOFTWARE, EX_TEMPFAIL, EX_CONFIG = (
-    0,
-    64,
-    65,
-    66,
-    70,
-    75,
-    78,
-)
+EX_OK, EX_USAGE, EX_DATAERR, EX_NOINPUT, EX_TEMPFAIL, EX_CONFIG = 0, 64, 65, 66, 75, 78
 EX_CANTCREAT = 73
 
 

@@ -15,7 +15,6 @@ from maild.store.models import Outbox, Ticket, TicketCc
 
 Ingest = Callable[..., int]
 TRUSTED = ["mx.example.com"]
-AUTHRES = "Authentication-Results: mx.example.com; dkim=pass header.d=example.com\r\n"
 
 
 @pytest.fixture

@@ -50,13 +50,6 @@ def _codec(charset: str | None) -> str | None:
     return info.name if getattr(info, "_is_text_encoding", True) else None
 
 
-def charset_name(charset: str | None) -> str:
-    """A codec name Python knows for a MIME charset label, utf-8 if it is unknown."""
-    if not (charset or "").strip():
-        return "ascii"
-    return _codec(charset) or "utf-8"
-
-
 def guess_8bit(data: bytes) -> str:
     """Decode bytes of no (or an unusable) declared charset: utf-8, else Cyrillic or Western.
 

@@ -22,6 +22,7 @@ from maild.clock import as_utc
 from maild.ingest.spool import Spool
 from maild.store.db import Database
 from maild.store.models import Inbound, Outbox, Ticket
+from maild.tickets.words import InboundState, OutboxState
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,9 @@ class LatencyFeed:
 
     def prime(self, s: Session) -> None:
         """Start after what is already processed: the histogram counts from the start."""
-        pending = s.scalar(select(func.min(Inbound.id)).where(Inbound.state == "pending"))
+        pending = s.scalar(
+            select(func.min(Inbound.id)).where(Inbound.state == InboundState.PENDING)
+        )
         last = s.scalar(select(func.max(Inbound.id)))
         self.mark = int(pending) - 1 if pending is not None else int(last or 0)
 
@@ -61,7 +64,7 @@ class LatencyFeed:
         ).all()
         first_open: int | None = None
         for ident, state, received, processed in rows:
-            if state == "pending" or processed is None:
+            if state == InboundState.PENDING or processed is None:
                 first_open = ident if first_open is None else first_open
                 continue
             if ident not in self.seen:
@@ -105,8 +108,8 @@ def _inbound(s: Session, spooled: int) -> Iterator[Metric]:
     for source, state, count in _grouped(s, Inbound.source, Inbound.state):
         states.add_metric([str(source), str(state)], float(str(count)))
         n = int(str(count))
-        processed += n if state in ("done", "duplicate") else 0
-        quarantined += n if state == "quarantined" else 0
+        processed += n if state in (InboundState.DONE, InboundState.DUPLICATE) else 0
+        quarantined += n if state == InboundState.QUARANTINED else 0
     states.add_metric(["smtp", "spooled"], float(spooled))
     yield states
     yield CounterMetricFamily(
@@ -122,7 +125,7 @@ def _outbox(s: Session) -> Iterator[Metric]:
         "maild_outbox_messages", "Outgoing mail by state (queued, sent, failed)", labels=["state"]
     )
     found = {str(state): int(str(count)) for state, count in _grouped(s, Outbox.state)}
-    for state in sorted({"queued", "sent", "failed", *found}):
+    for state in sorted({*(s.value for s in OutboxState), *found}):
         gauge.add_metric([state], float(found.get(state, 0)))
     yield gauge
 

@@ -204,7 +204,7 @@ def handle_agent(work: Work, ctx: Context, ticket: Ticket) -> Work:
             ticket.id,
             "; ".join(errors),
         )
-        return replace(work, ticket_id=ticket.id, message_row_id=msg_id, action=Action.AGENT_ERROR)
+        return replace(work, ticket_id=ticket.id, action=Action.AGENT_ERROR)
     dept = _execute(ticket, cmds, ctx, agent)
     if cmds.get("kb") is not None:  # the answer becomes (or updates) an article
         record_article(ctx, ticket, cmds, agent)
@@ -240,4 +240,4 @@ def handle_agent(work: Work, ctx: Context, ticket: Ticket) -> Work:
         ticket.id,
         ", ".join(f"#{c.name} {c.arg}".strip() for c in cmds.commands) or "reply",
     )
-    return replace(work, ticket_id=ticket.id, message_row_id=msg_id, action=Action.AGENT)
+    return replace(work, ticket_id=ticket.id, action=Action.AGENT)

@@ -45,7 +45,7 @@ def _automatic(work: Work, ctx: Context, parsed: ParsedMail) -> Work:
         verdict.reason,
         f"on #{match.ticket_id}" if match.ticket_id else "kept unattached",
     )
-    return replace(work, ticket_id=match.ticket_id, message_row_id=msg_id, action=Action.AUTOMATIC)
+    return replace(work, ticket_id=match.ticket_id, action=Action.AUTOMATIC)
 
 
 def _left_out_detail(ccs: CcChange) -> dict[str, object]:
@@ -95,7 +95,6 @@ def _create(work: Work, ctx: Context, parsed: ParsedMail, parent: int | None) ->
     return replace(
         work,
         ticket_id=ticket.id,
-        message_row_id=msg_id,
         created=True,
         action=Action.CREATED,
         cc_change=ccs,
@@ -139,7 +138,6 @@ def _customer_reply(work: Work, ctx: Context, parsed: ParsedMail, ticket: Ticket
     return replace(
         work,
         ticket_id=ticket.id,
-        message_row_id=msg_id,
         action=Action.CUSTOMER_REPLY,
         cc_change=ccs,
     )
@@ -162,7 +160,7 @@ def _department(work: Work, ctx: Context, parsed: ParsedMail, ticket: Ticket) ->
     log.info(
         "inbound %d: department %s answered on #%d", work.inbound_id, parsed.from_addr, ticket.id
     )
-    return replace(work, ticket_id=ticket.id, message_row_id=msg_id, action=Action.DEPARTMENT)
+    return replace(work, ticket_id=ticket.id, action=Action.DEPARTMENT)
 
 
 class Apply:

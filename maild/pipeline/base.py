@@ -49,7 +49,6 @@ class Work:
     dkim: frozenset[str] = frozenset()  # DKIM d= domains maild verified (staff From only)
     match: Match | None = None
     ticket_id: int | None = None
-    message_row_id: int | None = None
     created: bool = False
     action: Action = Action.NONE  # what apply (or an agent's mail) did
     log: tuple[str, ...] = field(default=())

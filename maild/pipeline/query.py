@@ -96,8 +96,8 @@ def answer_query(work: Work, ctx: Context, query: Query) -> Work:
         in_reply_to=parsed.message_id,
         references=(parsed.message_id,) if parsed.message_id else (),
     )
-    msg_id = store_message(work, ctx, None, "agent")
+    store_message(work, ctx, None, "agent")
     enqueue(ctx, out, ticket_id=None, kind="agent-query", automatic=False)
     asked = f"{query.kind} {query.words}".strip()
     log.info("inbound %d: agent %s asked %s: %d line(s)", work.inbound_id, agent, asked, len(lines))
-    return replace(work, message_row_id=msg_id, action=Action.AGENT_QUERY)
+    return replace(work, action=Action.AGENT_QUERY)

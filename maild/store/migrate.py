@@ -40,10 +40,3 @@ def upgrade(db: Database, revision: str = "head") -> None:
         finally:
             if sqlite:
                 conn.connection.driver_connection.execute("PRAGMA foreign_keys=ON")  # type: ignore[union-attr]
-
-
-def current(db: Database) -> str | None:
-    from alembic.runtime.migration import MigrationContext
-
-    with db.engine.connect() as conn:
-        return MigrationContext.configure(conn).get_current_revision()
