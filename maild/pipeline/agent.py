@@ -14,7 +14,7 @@ from maild.pipeline.incident import answer_targets
 from maild.pipeline.records import set_due, store_message
 from maild.replies import breaker, escalation
 from maild.replies.compose import AUTO_REPLIED
-from maild.replies.kinds import mail, staff_mail
+from maild.replies.kinds import customer_mail, staff_mail
 from maild.replies.outbox import enqueue
 from maild.replies.quotes import strip_quoted
 from maild.store.events import add_event
@@ -154,17 +154,14 @@ def _relay(ticket: Ticket, work: Work, ctx: Context, agent: str, text: str, solv
     assert parsed is not None
     name = agent_name(ctx, agent)
     atts = tuple((a.filename, a.content_type, a.data) for a in parsed.attachments)
-    out = mail(
+    out = customer_mail(
         ctx,
         ticket,
-        to=[ticket.requester],
-        cc=[c.email for c in ticket.ccs],
-        template="resolution" if solved else "",
+        "resolution" if solved else "",
         prefix=text,
         auto=None,
         sender_name=f"{name} ({ctx.config.desk.name})",
         attachments=atts,
-        customer=True,
         quote=True,
     )
     enqueue(

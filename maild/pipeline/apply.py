@@ -75,16 +75,8 @@ def _create(work: Work, ctx: Context, parsed: ParsedMail, parent: int | None) ->
         **_left_out_detail(ccs),
     )
     if parent is not None:
-        reason = work.match.reason if work.match else ""
-        add_event(
-            ctx.session,
-            parent,
-            ctx.clock(),
-            "linked",
-            parsed.from_addr,
-            ticket=ticket.id,
-            reason=reason,
-        )
+        why = {"ticket": ticket.id, "reason": work.match.reason if work.match else ""}
+        add_event(ctx.session, parent, ctx.clock(), "linked", parsed.from_addr, **why)
     log.info(
         "inbound %d: new request #%d from %s%s",
         work.inbound_id,

@@ -14,7 +14,7 @@ from maild.pipeline.base import Context
 from maild.pipeline.incident import make_incident
 from maild.pipeline.records import ticket_of
 from maild.replies.compose import AUTO_GENERATED
-from maild.replies.kinds import mail
+from maild.replies.kinds import customer_mail
 from maild.replies.outbox import enqueue
 from maild.store.events import add_event
 from maild.store.models import Ticket, TicketCc
@@ -96,16 +96,8 @@ def merge(ticket: Ticket, into: int, ctx: Context, agent: str) -> None:
     change_status(ticket, Status.CLOSED, ctx.clock(), ctx.config.clock)
     add_event(ctx.session, ticket.id, ctx.clock(), "merged", agent, into=into)
     add_event(ctx.session, into, ctx.clock(), "merged-here", agent, ticket=ticket.id)
-    out = mail(
-        ctx,
-        ticket,
-        to=[ticket.requester],
-        cc=[c.email for c in ticket.ccs],
-        template="merged",
-        auto=AUTO_GENERATED,
-        customer=True,
-        name=ticket.requester_name,
-        into=target,
+    out = customer_mail(
+        ctx, ticket, "merged", auto=AUTO_GENERATED, name=ticket.requester_name, into=target
     )
     enqueue(ctx, out, ticket_id=ticket.id, kind="merged")
     log.info("request #%d merged into #%d by %s", ticket.id, into, agent)

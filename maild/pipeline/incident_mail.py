@@ -18,7 +18,8 @@ from maild.clock import as_utc
 from maild.pipeline.base import Context, Work
 from maild.pipeline.notify import notify_agents, recipients
 from maild.replies.compose import AUTO_GENERATED, AUTO_REPLIED, new_message_id
-from maild.replies.kinds import MailContext, mail, staff_mail
+from maild.replies.context import MailContext
+from maild.replies.kinds import mail, staff_mail
 from maild.replies.outbox import enqueue, enqueue_internal, may_auto_reply
 from maild.store.events import add_event
 from maild.store.models import Message, Ticket

@@ -23,7 +23,8 @@ from sqlalchemy import Select, bindparam, func, or_, select
 from maild.clock import as_utc
 from maild.config import Config
 from maild.replies.compose import AUTO_GENERATED, Outgoing, new_message_id
-from maild.replies.kinds import MailContext, mail
+from maild.replies.context import MailContext
+from maild.replies.kinds import mail
 from maild.store.events import MAILD, add_event
 from maild.store.models import Outbox, Ticket
 

@@ -11,14 +11,15 @@ import logging
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
 
 from markupsafe import Markup, escape
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from maild.config import Config
-from maild.replies.render import Renderer, local_time
+from maild.replies.context import MailContext
+from maild.replies.render import local_time
 from maild.security.signing import page_url
 from maild.store.models import Message, Ticket
 
@@ -26,15 +27,6 @@ log = logging.getLogger(__name__)
 
 _URL = re.compile(r"https?://[^\s<>\"']+[^\s<>\"'.,;:!?)]")
 QUOTE_LINES = 40
-
-
-class _Ctx(Protocol):
-    @property
-    def session(self) -> Session: ...
-    @property
-    def config(self) -> Config: ...
-    @property
-    def renderer(self) -> Renderer: ...
 
 
 @dataclass(frozen=True)
@@ -82,7 +74,7 @@ def _link(m: re.Match[str]) -> str:
 
 
 def finish(
-    ctx: _Ctx,
+    ctx: MailContext,
     ticket: Ticket,
     language: str,
     body: str,

@@ -5,7 +5,8 @@ from __future__ import annotations
 from sqlalchemy import select
 
 from maild.config_sections import Department
-from maild.replies.kinds import MailContext, mail, staff_mail
+from maild.replies.context import MailContext
+from maild.replies.kinds import customer_mail, staff_mail
 from maild.replies.outbox import enqueue
 from maild.replies.render import day_text, local_time
 from maild.replies.words import name_of
@@ -81,15 +82,12 @@ def escalate(
 def _tell_customer(ticket: Ticket, ctx: MailContext, dept: Department, text: str) -> None:
     """The agent's words and the practice's promise for the hour of the day."""
     window, day = answer_window(ctx.clock(), ctx.config.hours)
-    to_customer = mail(
+    to_customer = customer_mail(
         ctx,
         ticket,
-        to=[ticket.requester],
-        cc=[c.email for c in ticket.ccs],
-        template="hold_interim",
+        "hold_interim",
         prefix=text,
         auto=None,
-        customer=True,
         quote=True,
         department=dept,
         window=window,

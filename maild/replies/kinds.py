@@ -4,34 +4,20 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
 from sqlalchemy import Table, select
 from sqlalchemy.orm import Session
 
-from maild.clock import Clock
 from maild.config import Config
 from maild.replies.compose import AUTO_GENERATED, Outgoing, new_message_id
+from maild.replies.context import MailContext
 from maild.replies.customer import finish
-from maild.replies.render import Renderer
 from maild.security.signing import signed_message_id
 from maild.store.models import Message, Ticket
 from maild.threading.tags import tagged_subject
 
 _MESSAGES: Table = Message.__table__  # type: ignore[assignment]
-
-
-class MailContext(Protocol):
-    """The part of a pipeline or sweep context a reply kind needs."""
-
-    @property
-    def session(self) -> Session: ...
-    @property
-    def config(self) -> Config: ...
-    @property
-    def renderer(self) -> Renderer: ...
-    @property
-    def clock(self) -> Clock: ...
 
 
 def thread_of(ctx: MailContext, ticket: Ticket) -> tuple[str | None, tuple[str, ...]]:
@@ -164,3 +150,10 @@ def staff_mail(
     kw.setdefault("language", ctx.config.desk.language)
     mid = staff_message_id(ctx.config, ticket.id, to, proof)
     return mail(ctx, ticket, to=[to], template=template, message_id=mid, **kw)
+
+
+def customer_mail(ctx: MailContext, ticket: Ticket, template: str, **kw: Any) -> Outgoing:
+    """One mail about ``ticket`` to its requester, copied to its CCs, in the customer layout
+    (``kw`` as for ``mail``)."""
+    cc = [c.email for c in ticket.ccs]
+    return mail(ctx, ticket, to=[ticket.requester], cc=cc, template=template, customer=True, **kw)

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from maild.replies import breaker
 from maild.replies.compose import Outgoing, build, clean_header
-from maild.replies.kinds import MailContext
+from maild.replies.context import MailContext
 from maild.replies.undeliverable import deliverable
 from maild.store.models import Message, Outbox
 from maild.tickets.words import OutboxState
