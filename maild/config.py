@@ -8,16 +8,18 @@ import zoneinfo
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from maild import config_sections as sections
 from maild.config_incident import IncidentConfig, incident
 from maild.config_sections import Department, DigestConfig, SlaConfig
 from maild.config_table import Table, hostport, is_email, positive, resolve
 from maild.errors import ConfigError
-from maild.ingest.imap_config import ImapConfig
 from maild.tickets.sla import BusinessHours, ClockConfig
 from maild.tickets.words import AgentProof
+
+if TYPE_CHECKING:  # ingest imports config: only the type, no import cycle
+    from maild.ingest.imap_config import ImapConfig
 
 T = TypeVar("T")
 _MISSING = object()

@@ -5,12 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date, time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from maild.config_table import Table, hostport, is_email, resolve
 from maild.errors import ConfigError
-from maild.ingest.imap_config import ImapConfig, imap_configs_from_toml
 from maild.tickets.sla import DAY_NAMES, BusinessHours, ClockConfig
 from maild.tickets.words import AGENT_PROOFS, PRIORITIES, TYPES, AgentProof, Priority, TicketType
+
+if TYPE_CHECKING:
+    from maild.ingest.imap_config import ImapConfig
 
 
 @dataclass(frozen=True)
@@ -225,6 +228,8 @@ def agent_proof(t: Table) -> tuple[AgentProof, ...]:
 
 
 def imap(items: object) -> tuple[ImapConfig, ...]:
+    from maild.ingest.imap_config import imap_configs_from_toml  # ingest imports config
+
     return imap_configs_from_toml(items)
 
 

@@ -10,7 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from maild.knowledge.index import index_article
-from maild.pipeline.base import Context
+from maild.replies.context import MailContext
 from maild.replies.quotes import strip_quoted
 from maild.store.events import add_event
 from maild.store.models import KbArticle, KbArticleVersion, Ticket
@@ -63,7 +63,7 @@ def _version(session: Session, article: KbArticle, ticket_id: int, now: datetime
     )
 
 
-def record_article(ctx: Context, ticket: Ticket, cmds: ParsedCommands, agent: str) -> int:
+def record_article(ctx: MailContext, ticket: Ticket, cmds: ParsedCommands, agent: str) -> int:
     """Create or update the article the reply's ``#kb`` line asks for; returns its number."""
     kb, s, now = cmds.get("kb"), ctx.session, ctx.clock()
     assert kb is not None
