@@ -11,7 +11,7 @@ from maild.ingest.parse import ParsedMail
 from maild.pipeline.base import Context, Work
 from maild.security.proof import DnsFunc, dkim_domains, dkim_pass_domains, proves_domain
 from maild.security.signing import verify_message_ids
-from maild.tickets.words import Role
+from maild.tickets.words import AgentProof, Role
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ def staff_dkim(
 ) -> frozenset[str]:
     """DKIM domains verified on mail whose From is an agent or a department, when "dkim" is an
     accepted proof; nothing for anyone else (DNS lookups cost time, in the parse step)."""
-    if parsed is None or "dkim" not in config.agent_proof:
+    if parsed is None or AgentProof.DKIM not in config.agent_proof:
         return frozenset()
     sender = parsed.from_addr
     if not sender or (config.agent(sender) is None and config.department(sender) is None):
@@ -49,7 +49,7 @@ def staff_dkim(
 def authres_trusted(work: Work, config: Config) -> bool:
     """Authentication-Results count only where our own MTA wrote them: LMTP, the pipe, IMAP,
     or maild's SMTP listener when it sits behind that MTA (``[smtp] behind_mta``)."""
-    if "authres" not in config.agent_proof or not config.trusted_authserv_ids:
+    if AgentProof.AUTHRES not in config.agent_proof or not config.trusted_authserv_ids:
         return False
     return work.source in MTA_SOURCES or (work.source == "smtp" and config.smtp.behind_mta)
 
@@ -61,12 +61,12 @@ def _proof(work: Work, ctx: Context, kind: str) -> tuple[int | None, str]:
     cfg = ctx.config
     if not single_from(parsed):
         return None, ""
-    if "signed-id" in cfg.agent_proof:
+    if AgentProof.SIGNED_ID in cfg.agent_proof:
         refs = (*parsed.in_reply_to, *parsed.references)
         ticket = verify_message_ids(cfg.secret_key, kind, refs, parsed.from_addr, cfg.desk.domain)
         if ticket is not None:
             return ticket, "signed Message-ID"
-    if "dkim" in cfg.agent_proof and proves_domain(set(work.dkim), parsed.from_addr):
+    if AgentProof.DKIM in cfg.agent_proof and proves_domain(set(work.dkim), parsed.from_addr):
         return None, "DKIM signature verified by maild"
     if authres_trusted(work, cfg):
         results = [v for k, v in parsed.headers if k.lower() == "authentication-results"]

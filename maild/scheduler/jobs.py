@@ -17,13 +17,13 @@ from maild.replies.scheduled import Notices, staff_for
 from maild.scheduler.claim import for_each_due
 from maild.scheduler.elapsed import sla_progress
 from maild.scheduler.incident_digest import sweep_incident_digest
-from maild.security.signing import RATINGS, rating_url
+from maild.security.signing import rating_url
 from maild.store.db import Database
 from maild.store.events import MAILD, add_event
 from maild.store.models import Message, Ticket
 from maild.tickets.delay import new_time
 from maild.tickets.status import change_status
-from maild.tickets.words import Status
+from maild.tickets.words import RATINGS, Status
 
 log = logging.getLogger(__name__)
 

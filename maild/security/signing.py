@@ -16,6 +16,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from maild.tickets.words import RATINGS
+
 # --- Message-IDs that prove, when someone replies to them, who received them -----------------
 
 _SIGNED = re.compile(r"^<([a-z])\.(\d{1,12})\.([0-9a-f]{8})\.([0-9a-f]{24})@([^>]+)>$")
@@ -87,7 +89,6 @@ def _check(expected: str, given: str, expires: int, now: datetime) -> None:
 
 
 # The survey: /rate/<request>/<rating>/<expires>/<signature>.
-RATINGS = ("good", "bad")
 PATH_PATTERN = (
     r"/rate/{ticket:\d{1,12}}/{rating:[a-z]{1,8}}/{expires:\d{1,12}}/{sig:[A-Za-z0-9_-]{1,100}}"
 )
