@@ -38,6 +38,7 @@ def main() -> int:
     p.add_argument("--config", default=str(REPO / "config.toml"))
     p.add_argument("--top", type=int, default=40)
     p.add_argument("--sort", default="cumulative")
+    p.add_argument("--dump", help="also write the raw cProfile data here (for pstats/snakeviz)")
     args = p.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="maild-prof-"))
@@ -76,6 +77,8 @@ def main() -> int:
     prof.disable()
     cpu = time.process_time() - cpu0
     print(f"{done} messages ({measured} expected), {cpu * 1000 / max(done, 1):.2f} ms CPU each")
+    if args.dump:
+        prof.dump_stats(args.dump)
     stats = pstats.Stats(prof)
     stats.sort_stats(args.sort).print_stats(args.top)
     db.dispose()
