@@ -75,10 +75,11 @@ def _answer(conn: Connection, number: int) -> tuple[str, ...]:
     return tuple(line[:200] for line in lines if line)[:ANSWER_LINES]
 
 
+_ANY_SOLVED = select(_TICKETS.c.id).where(_TICKETS.c.status.in_(("solved", "closed"))).limit(1)
+
+
 def _any_solved(conn: Connection) -> bool:
-    t = _TICKETS.c
-    found = conn.execute(select(t.id).where(t.status.in_(("solved", "closed"))).limit(1))
-    return found.first() is not None
+    return conn.execute(_ANY_SOLVED).first() is not None
 
 
 def similar_solved(

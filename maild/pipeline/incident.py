@@ -126,29 +126,41 @@ class Incident:
         ctx.cache[("alike", ticket.id)] = found  # best first: the notification's related list
         if not found:
             return work
-        alike = _alike_rows(ctx, mine, found)
-        problem = _open_problem_of(ctx, alike)
+        rows = _candidates(ctx, ticket, found)
+        level = cfg.similarity
+
+        def alike(t: Row[Any]) -> bool:  # checked again against the stored words
+            return jaccard(mine, frozenset((t.fingerprint or "").split())) >= level
+
+        in_problems = [t for t in rows if t.type == "problem" or t.problem_id is not None]
+        problem = _open_problem_of(ctx, [t for t in in_problems if alike(t)])
         if problem is not None:
             join(ctx, problem, ticket, work)
             return replace(work, action="incident")
-        rows = [t for t in alike if t.type != "problem" and t.problem_id is None]
+        rows = [t for t in rows if t.type != "problem" and t.problem_id is None]
         rows = [t for t in rows if t.status != "closed" and t.merged_into is None]
-        customers = distinct_customers([ticket.requester, *(t.requester for t in rows)])
-        if customers < cfg.threshold:
+        if distinct_customers([ticket.requester, *(t.requester for t in rows)]) < cfg.threshold:
+            return work  # not enough even if all are still alike
+        rows = [t for t in rows if alike(t)]
+        if distinct_customers([ticket.requester, *(t.requester for t in rows)]) < cfg.threshold:
             return work
         group = [t for t in (ticket_of(ctx, r.id) for r in rows) if t is not None]
         open_problem(ctx, [*group, ticket], ticket, work)
         return replace(work, action="incident")
 
 
-def _alike_rows(ctx: Context, mine: frozenset[str], found: list[int]) -> list[Row[Any]]:
-    """The candidates as the database has them now, locked in id order, checked again.
+def _candidates(ctx: Context, ticket: Ticket, found: list[int]) -> list[Row[Any]]:
+    """The candidates as the database has them now, locked in id order: plain rows, only a
+    problem's group is loaded as objects.
 
-    Through the session (it flushes first: a request changed earlier in this transaction is
-    read as changed), as plain rows: only a problem's group is loaded as objects."""
-    rows = ctx.session.execute(_CANDIDATES, {"ids": found})
-    level = ctx.config.incident.similarity
-    return [t for t in rows if jaccard(mine, frozenset((t.fingerprint or "").split())) >= level]
+    Requests this transaction changed are written first (the session's own changes must be
+    read as changed); the new request's own words wait, to go out with its other changes in
+    one UPDATE."""
+    session = ctx.session
+    if session.new or any(obj is not ticket for obj in session.dirty):
+        session.flush()
+    with session.no_autoflush:
+        return list(session.execute(_CANDIDATES, {"ids": found}))
 
 
 def _open_problem_of(ctx: Context, alike: list[Row[Any]]) -> Ticket | None:
