@@ -164,14 +164,18 @@ def _candidates(ctx: Context, ticket: Ticket, found: list[int]) -> list[Row[Any]
 
 
 def _open_problem_of(ctx: Context, alike: list[Row[Any]]) -> Ticket | None:
-    """The open problem the alike requests are (or belong to), if any."""
-    for t in alike:
-        ident = t.id if t.type == "problem" else t.problem_id
-        if ident is None:
-            continue
-        problem = ticket_of(ctx, ident)
-        if problem is not None and is_open_problem(problem):
-            return problem
+    """The open problem the alike requests are (or belong to), if any.
+
+    Without a flush: :func:`_candidates` has just written every other change, and the new
+    request's own changes go out later with its joining, in one UPDATE."""
+    with ctx.session.no_autoflush:
+        for t in alike:
+            ident = t.id if t.type == "problem" else t.problem_id
+            if ident is None:
+                continue
+            problem = ticket_of(ctx, ident)
+            if problem is not None and is_open_problem(problem):
+                return problem
     return None
 
 
