@@ -142,13 +142,23 @@ def _pg_capped(tsquery: str) -> str:
     )
 
 
-def _is_rare(conn: Connection, word: str) -> bool:
-    if conn.dialect.name == "sqlite":
-        found = conn.execute(text(_SQLITE_CAPPED), {"q": fts5_query([word], True)})
-    else:
-        tsquery, params = pg_query([word], True)
-        found = conn.execute(text(_pg_capped(tsquery)), params)
-    return int(found.scalar_one()) < RARE
+def _rare(conn: Connection, words: list[str]) -> list[str]:
+    """Those of ``words`` fewer than RARE messages hold: each counted (up to RARE), all in
+    one statement."""
+    parts: list[str] = []
+    params: dict[str, str] = {}
+    for i, word in enumerate(words):
+        if conn.dialect.name == "sqlite":
+            capped = _SQLITE_CAPPED.replace(":q", f":q{i}")
+            params[f"q{i}"] = fts5_query([word], True)
+        else:
+            tsquery, one = pg_query([word], True)
+            capped = _pg_capped(tsquery.replace(":t0", f":q{i}"))
+            params[f"q{i}"] = one["t0"]
+        parts.append(f"SELECT {i} AS word, ({capped}) AS found")
+    rows = conn.execute(text(" UNION ALL ".join(parts)), params)
+    counts = {int(i): int(n) for i, n in rows}
+    return [w for i, w in enumerate(words) if counts[i] < RARE]
 
 
 def _distinctive_hits(
@@ -160,7 +170,7 @@ def _distinctive_hits(
     found = query_words(words, ANY_TERMS)
     if not found:
         return []
-    rare = [w for w in found if _is_rare(conn, w)]
+    rare = _rare(conn, found)
     asked = rare or found
     if conn.dialect.name == "sqlite":
         sql = _sqlite_messages(solved, window=not rare)

@@ -75,10 +75,11 @@ def _answer(conn: Connection, number: int) -> tuple[str, ...]:
     return tuple(line[:200] for line in lines if line)[:ANSWER_LINES]
 
 
+_ANY_SOLVED = select(_TICKETS.c.id).where(_TICKETS.c.status.in_(("solved", "closed"))).limit(1)
+
+
 def _any_solved(conn: Connection) -> bool:
-    t = _TICKETS.c
-    found = conn.execute(select(t.id).where(t.status.in_(("solved", "closed"))).limit(1))
-    return found.first() is not None
+    return conn.execute(_ANY_SOLVED).first() is not None
 
 
 def similar_solved(
@@ -105,10 +106,9 @@ def similar_solved(
     ]
 
 
-def matching_articles(
-    conn: Connection, words: str, threshold: float, *, internal: bool, base_url: str, limit: int
-) -> list[Article]:
-    """Articles like ``words`` above ``threshold``, best first (internal ones only if asked)."""
+def scored_articles(conn: Connection, words: str, base_url: str) -> list[Article]:
+    """Every article the search finds for ``words``, scored, best first: one search that both
+    the acknowledgement's suggestions and the notification's list are cut from."""
     ids = [i for i, _ in article_hits(conn, words, any_term=True, limit=20)]
     if not ids:
         return []
@@ -124,9 +124,26 @@ def matching_articles(
             f"{base_url.rstrip('/')}/kb/{r.id}",
         )
         for r in rows
-        if internal or not r.internal
     ]
     found.sort(key=lambda x: -x.score)
+    return found
+
+
+def matching_articles(
+    conn: Connection,
+    words: str,
+    threshold: float,
+    *,
+    internal: bool,
+    base_url: str,
+    limit: int,
+    scored: list[Article] | None = None,
+) -> list[Article]:
+    """Articles like ``words`` above ``threshold``, best first (internal ones only if asked);
+    ``scored``: what :func:`scored_articles` found for these words already."""
+    if scored is None:
+        scored = scored_articles(conn, words, base_url)
+    found = [x for x in scored if internal or not x.internal]
     return [x for x in found if x.score >= threshold][:limit]
 
 
@@ -136,12 +153,24 @@ _WORDS = {
 }
 
 
-def similar_lines(conn: Connection, config: Config, number: int, words: str) -> list[str]:
+def similar_lines(
+    conn: Connection,
+    config: Config,
+    number: int,
+    words: str,
+    scored: list[Article] | None = None,
+) -> list[str]:
     """The notification's section on what the desk already knows, in the desk's language."""
     kb = config.kb
     solved = similar_solved(conn, number, words, kb.similar_threshold)
     articles = matching_articles(
-        conn, words, kb.similar_threshold, internal=True, base_url=config.web.base_url, limit=3
+        conn,
+        words,
+        kb.similar_threshold,
+        internal=True,
+        base_url=config.web.base_url,
+        limit=3,
+        scored=scored,
     )
     head, arts, sim, inner = _WORDS.get(config.desk.language, _WORDS["en"])
     lines: list[str] = []
@@ -158,7 +187,9 @@ def similar_lines(conn: Connection, config: Config, number: int, words: str) -> 
     return lines
 
 
-def suggestions(conn: Connection, config: Config, words: str) -> list[Article]:
+def suggestions(
+    conn: Connection, config: Config, words: str, scored: list[Article] | None = None
+) -> list[Article]:
     """Up to two public articles for the acknowledgement, above ``[kb] suggest_threshold``."""
     return matching_articles(
         conn,
@@ -167,4 +198,5 @@ def suggestions(conn: Connection, config: Config, words: str) -> list[Article]:
         internal=False,
         base_url=config.web.base_url,
         limit=2,
+        scored=scored,
     )

@@ -40,18 +40,28 @@ def words(text: str) -> list[str]:
     return _WORD.findall(text.lower().replace("ё", "е"))
 
 
-def stem(word: str) -> str:
+# Stems already computed, shared by the threads (a dict's get and set are atomic): a desk's
+# mail keeps using the same few thousand words, and each is stemmed once per process.
+_STEMS: dict[str, str] = {}
+STEM_CACHE = 200_000  # words remembered at most (a few tens of MB in the worst case)
+
+
+def _new_stem(word: str) -> str:
     ru, en = _stemmers()
-    return str(ru.stemWord(word) if _CYRILLIC.search(word) else en.stemWord(word))
+    found = str(ru.stemWord(word) if _CYRILLIC.search(word) else en.stemWord(word))
+    if len(_STEMS) < STEM_CACHE:
+        _STEMS[word] = found
+    return found
+
+
+def stem(word: str) -> str:
+    return _STEMS.get(word) or _new_stem(word)
 
 
 def stems(text: str) -> list[str]:
     """Every word of ``text`` as its stem, in order (what the SQLite index holds)."""
-    ru, en = _stemmers()
-    return [
-        str(ru.stemWord(w) if _CYRILLIC.search(w) else en.stemWord(w))
-        for w in words(text[:MAX_INDEXED_CHARS])
-    ]
+    known = _STEMS.get
+    return [known(w) or _new_stem(w) for w in words(text[:MAX_INDEXED_CHARS])]
 
 
 def indexed(*parts: str) -> str:

@@ -15,8 +15,9 @@ import logging
 from collections import Counter
 from dataclasses import replace
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import Row, bindparam, or_, select
 
 from maild.clock import as_utc
 from maild.pipeline import incident_mail as tell
@@ -28,6 +29,7 @@ from maild.tickets.incidents import (
     MIN_WORDS,
     AlikeIndex,
     Entry,
+    band_keys,
     distinct_customers,
     jaccard,
     words,
@@ -47,8 +49,32 @@ def is_open_problem(t: Ticket) -> bool:
     return t.type == "problem" and t.status not in DONE and t.merged_into is None
 
 
-def fingerprint_of(t: Ticket) -> frozenset[str]:
-    return frozenset((t.fingerprint or "").split())
+_TICKETS = Ticket.__table__.c
+# Compiled once: both run for every new request.
+_NEW_ROWS = (
+    select(_TICKETS.id, _TICKETS.fingerprint, _TICKETS.created_at, _TICKETS.type, _TICKETS.status)
+    .where(
+        _TICKETS.id > bindparam("watermark"),
+        _TICKETS.fingerprint.is_not(None),
+        or_(_TICKETS.created_at >= bindparam("since"), _TICKETS.type == "problem"),
+    )
+    .order_by(_TICKETS.id)
+)
+# The candidates' columns the decision needs (no ORM objects), locked in id order.
+_CANDIDATES = (
+    select(
+        _TICKETS.id,
+        _TICKETS.fingerprint,
+        _TICKETS.type,
+        _TICKETS.status,
+        _TICKETS.problem_id,
+        _TICKETS.merged_into,
+        _TICKETS.requester,
+    )
+    .where(_TICKETS.id.in_(bindparam("ids", expanding=True)))
+    .order_by(_TICKETS.id)
+    .with_for_update()
+)
 
 
 class Incident:
@@ -58,23 +84,26 @@ class Incident:
         self.index = AlikeIndex(0.6)
         self.watermark = 0  # the highest request number read into the index
 
-    def refresh(self, ctx: Context, since: datetime) -> None:
-        """Read the requests numbered above the watermark into the index; forget old ones."""
-        c = Ticket.__table__.c
-        rows = ctx.session.execute(
-            select(c.id, c.fingerprint, c.created_at, c.type, c.status).where(
-                c.id > self.watermark,
-                c.fingerprint.is_not(None),
-                or_(c.created_at >= since, c.type == "problem"),
-            )
-        )
-        for ident, text, stored, kind, status in rows:
+    def refresh(self, ctx: Context, since: datetime, own: int) -> None:
+        """Read the requests numbered above the watermark into the index (all but ``own``,
+        which the caller adds); forget old ones.
+
+        Plain Core, no autoflush: only committed rows of other workers and rows this worker
+        flushed are read, and this worker's own requests are indexed as they are decided.
+        Other workers' numbers below ours are committed already (the request counter stays
+        locked until commit), so the watermark never skips one.
+        """
+        params = {"watermark": self.watermark, "since": since}
+        for ident, text, stored, kind, status in ctx.session.connection().execute(
+            _NEW_ROWS, params
+        ):
+            self.watermark = max(self.watermark, int(ident))
+            if ident == own:
+                continue
             created = as_utc(stored)  # SQLite gives it back without the zone
             pinned = kind == "problem" and status not in DONE
             if pinned or created >= since:
-                entry = Entry(int(ident), frozenset(text.split()), created, pinned)
-                self.index.add(entry)
-            self.watermark = max(self.watermark, int(ident))
+                self.index.add(Entry(int(ident), frozenset(text.split()), created, pinned))
         self.index.expire(since)
 
     def __call__(self, work: Work, ctx: Context) -> Work:
@@ -90,42 +119,65 @@ class Incident:
         cfg = ctx.config.incident
         if self.index.threshold != cfg.similarity:  # built for another config: start again
             self.index, self.watermark = AlikeIndex(cfg.similarity), 0
-        self.refresh(ctx, ctx.clock() - timedelta(minutes=cfg.window_minutes))
+        self.refresh(ctx, ctx.clock() - timedelta(minutes=cfg.window_minutes), ticket.id)
+        keys = band_keys(mine)
         cap = max(MAX_CANDIDATES, 2 * cfg.threshold)  # enough to reach the threshold
-        found = [i for i, _ in self.index.alike(mine) if i != ticket.id][:cap]
+        found = [i for i, _ in self.index.alike(mine, keys) if i != ticket.id][:cap]
+        self.index.add(Entry(ticket.id, mine, as_utc(ticket.created_at)), keys)
+        self.watermark = max(self.watermark, ticket.id)
         ctx.cache[("alike", ticket.id)] = found  # best first: the notification's related list
         if not found:
             return work
-        alike = self._alike_rows(ctx, ticket, found)
-        problem = _open_problem_of(ctx, alike)
+        rows = _candidates(ctx, ticket, found)
+        level = cfg.similarity
+
+        def alike(t: Row[Any]) -> bool:  # checked again against the stored words
+            return jaccard(mine, frozenset((t.fingerprint or "").split())) >= level
+
+        in_problems = [t for t in rows if t.type == "problem" or t.problem_id is not None]
+        problem = _open_problem_of(ctx, [t for t in in_problems if alike(t)])
         if problem is not None:
             join(ctx, problem, ticket, work)
             return replace(work, action=Action.INCIDENT)
-        group = [t for t in alike if t.type != "problem" and t.problem_id is None]
-        group = [t for t in group if t.status != "closed" and t.merged_into is None]
-        group.append(ticket)
-        if distinct_customers(t.requester for t in group) < cfg.threshold:
+        rows = [t for t in rows if t.type != "problem" and t.problem_id is None]
+        rows = [t for t in rows if t.status != "closed" and t.merged_into is None]
+        if distinct_customers([ticket.requester, *(t.requester for t in rows)]) < cfg.threshold:
+            return work  # not enough even if all are still alike
+        rows = [t for t in rows if alike(t)]
+        if distinct_customers([ticket.requester, *(t.requester for t in rows)]) < cfg.threshold:
             return work
-        open_problem(ctx, group, ticket, work)
+        group = [t for t in (ticket_of(ctx, r.id) for r in rows) if t is not None]
+        open_problem(ctx, [*group, ticket], ticket, work)
         return replace(work, action=Action.INCIDENT)
 
-    def _alike_rows(self, ctx: Context, ticket: Ticket, found: list[int]) -> list[Ticket]:
-        """The candidates as the database has them now, locked in id order, checked again."""
-        stmt = select(Ticket).where(Ticket.id.in_(found)).order_by(Ticket.id).with_for_update()
-        rows = list(ctx.session.scalars(stmt))
-        mine, level = fingerprint_of(ticket), ctx.config.incident.similarity
-        return [t for t in rows if jaccard(mine, fingerprint_of(t)) >= level]
+
+def _candidates(ctx: Context, ticket: Ticket, found: list[int]) -> list[Row[Any]]:
+    """The candidates as the database has them now, locked in id order: plain rows, only a
+    problem's group is loaded as objects.
+
+    Requests this transaction changed are written first (the session's own changes must be
+    read as changed); the new request's own words wait, to go out with its other changes in
+    one UPDATE."""
+    session = ctx.session
+    if session.new or any(obj is not ticket for obj in session.dirty):
+        session.flush()
+    with session.no_autoflush:
+        return list(session.execute(_CANDIDATES, {"ids": found}))
 
 
-def _open_problem_of(ctx: Context, alike: list[Ticket]) -> Ticket | None:
-    """The open problem the alike requests are (or belong to), if any."""
-    for t in alike:
-        ident = t.id if t.type == "problem" else t.problem_id
-        if ident is None:
-            continue
-        problem = ticket_of(ctx, ident)
-        if problem is not None and is_open_problem(problem):
-            return problem
+def _open_problem_of(ctx: Context, alike: list[Row[Any]]) -> Ticket | None:
+    """The open problem the alike requests are (or belong to), if any.
+
+    Without a flush: :func:`_candidates` has just written every other change, and the new
+    request's own changes go out later with its joining, in one UPDATE."""
+    with ctx.session.no_autoflush:
+        for t in alike:
+            ident = t.id if t.type == "problem" else t.problem_id
+            if ident is None:
+                continue
+            problem = ticket_of(ctx, ident)
+            if problem is not None and is_open_problem(problem):
+                return problem
     return None
 
 

@@ -12,7 +12,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 
 from maild.clock import as_utc
 from maild.pipeline.base import Context, Work
@@ -48,9 +48,11 @@ def incidents(session: Any, problem_id: int, after: datetime | None = None) -> l
     return list(session.scalars(stmt.order_by(Ticket.id)))
 
 
+_COUNT = select(func.count(Ticket.id)).where(Ticket.problem_id == bindparam("problem"))
+
+
 def incident_count(ctx: MailContext, problem: Ticket) -> int:
-    stmt = select(func.count(Ticket.id)).where(Ticket.problem_id == problem.id)
-    return int(ctx.session.scalar(stmt) or 0)
+    return int(ctx.session.scalar(_COUNT, {"problem": problem.id}) or 0)
 
 
 def known_ack(ctx: Context, ticket: Ticket, problem: Ticket, work: Work | None) -> None:

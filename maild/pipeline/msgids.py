@@ -12,7 +12,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Table, or_, select
+from sqlalchemy import Table, bindparam, or_, select
 
 from maild.config import Config
 from maild.ingest.parse import ParsedMail
@@ -98,6 +98,16 @@ def ticket_by_refs(ctx: Context, refs: Sequence[str], sender: str) -> int | None
     return None
 
 
+_HELD = (  # compiled once: asked for every inbound mail
+    select(_MESSAGES.c.ticket_id, _MESSAGES.c.direction)
+    .where(
+        _MESSAGES.c.message_id == bindparam("mid"),
+        or_(_MESSAGES.c.direction == "out", _MESSAGES.c.from_addr != bindparam("sender")),
+    )
+    .limit(1)
+)
+
+
 def unclaimable(ctx: Context, parsed: ParsedMail) -> dict[str, object] | None:
     """Why this mail's Message-ID must not be indexed for threading, or None if it may be.
 
@@ -109,19 +119,8 @@ def unclaimable(ctx: Context, parsed: ParsedMail) -> dict[str, object] | None:
         return None
     if is_own_msgid(mid, ctx.config.desk.domain):
         return {"message_id": mid, "reason": "a Message-ID of the desk's own domain"}
-    m = _MESSAGES.c
-    other = (
-        ctx.session.connection()
-        .execute(
-            select(m.ticket_id, m.direction)
-            .where(
-                m.message_id == mid,
-                or_(m.direction == "out", m.from_addr != parsed.from_addr),
-            )
-            .limit(1)
-        )
-        .first()
-    )
+    params = {"mid": mid, "sender": parsed.from_addr}
+    other = ctx.session.connection().execute(_HELD, params).first()
     if other is None:
         return None
     who = "the desk" if other.direction == "out" else "another sender"

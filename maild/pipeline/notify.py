@@ -6,7 +6,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import replace
 
-from maild.knowledge.similar import similar_lines, suggestions
+from maild.knowledge.similar import Article, scored_articles, similar_lines, suggestions
 from maild.pipeline.base import Context, Work
 from maild.pipeline.ccs import left_out_note
 from maild.pipeline.records import ticket_of
@@ -49,7 +49,9 @@ def acknowledgement(ticket: Ticket, work: Work, ctx: Context) -> Outgoing:
         due_text=due_text,
         manager=(manager.name if manager else ticket.assignee) or "",
         parent_id=_closed_parent(ticket, ctx),
-        articles=suggestions(ctx.session.connection(), ctx.config, _words(ticket, work)),
+        articles=suggestions(
+            ctx.session.connection(), ctx.config, _words(ticket, work), _articles(ticket, work, ctx)
+        ),
     )
     text, html = finish(ctx, ticket, ticket.language, body, body_html, now, automatic=True)
     return Outgoing(
@@ -72,6 +74,17 @@ def acknowledgement(ticket: Ticket, work: Work, ctx: Context) -> Outgoing:
 def _words(ticket: Ticket, work: Work) -> str:
     """What the new request is about, for the knowledge base (maild.knowledge.similar)."""
     return f"{ticket.subject}\n{work.parsed.text if work.parsed else ''}"
+
+
+def _articles(ticket: Ticket, work: Work, ctx: Context) -> list[Article]:
+    """The articles found for a new request: searched once for the acknowledgement and the
+    agents' notification."""
+    key = ("articles", ticket.id)
+    found = ctx.cache.get(key)
+    if not isinstance(found, list):
+        conn, words = ctx.session.connection(), _words(ticket, work)
+        found = ctx.cache[key] = scored_articles(conn, words, ctx.config.web.base_url)
+    return found
 
 
 def _acknowledge(ticket: Ticket, work: Work, ctx: Context) -> None:
@@ -167,7 +180,10 @@ class Notify:
         cc_note = left_out_note(work.cc_change, ctx.config.limits.max_cc, ctx.config.desk.language)
         warning = "\n!! ".join(w for w in (warning, cc_note) if w)
         # The sections of what the desk already knows about a new request, assembled here.
-        known = similar_lines(conn, ctx.config, ticket.id, _words(ticket, work)) if new else []
+        known = []
+        if new:
+            scored = _articles(ticket, work, ctx)
+            known = similar_lines(conn, ctx.config, ticket.id, _words(ticket, work), scored)
         notify_agents(
             ticket,
             ctx,

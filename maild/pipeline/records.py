@@ -6,7 +6,7 @@ import hashlib
 import logging
 import re
 
-from sqlalchemy import Table, insert, select, update
+from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -202,10 +202,16 @@ def answers_us(ctx: Context, ticket: Ticket, parsed: ParsedMail) -> bool:
     refs = (*parsed.in_reply_to, *parsed.references)
     if not refs:
         return False
-    m = _MESSAGES.c
-    found = ctx.session.connection().execute(
-        select(m.id)
-        .where(m.ticket_id == ticket.id, m.direction == "out", m.message_id.in_(refs))
-        .limit(1)
-    )
+    found = ctx.session.connection().execute(_ANSWERS_US, {"ticket": ticket.id, "refs": refs})
     return found.first() is not None
+
+
+_ANSWERS_US = (
+    select(_MESSAGES.c.id)
+    .where(
+        _MESSAGES.c.ticket_id == bindparam("ticket"),
+        _MESSAGES.c.direction == "out",
+        _MESSAGES.c.message_id.in_(bindparam("refs", expanding=True)),
+    )
+    .limit(1)
+)

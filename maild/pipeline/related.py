@@ -49,6 +49,9 @@ _SAME = (
     .limit(bindparam("limit"))
 )
 _STILL_OPEN = select(Ticket.id).where(Ticket.id.in_(bindparam("ids", expanding=True)), *_NOT_FAMILY)
+_LINES = select(Ticket.id, Ticket.requester, Ticket.subject).where(
+    Ticket.id.in_(bindparam("ids", expanding=True))
+)
 
 
 def related_ids(
@@ -98,9 +101,7 @@ def related_lines(
     ids = related_ids(session, ticket, config, alike=alike)
     if not ids:
         return []
-    rows = session.execute(
-        select(Ticket.id, Ticket.requester, Ticket.subject).where(Ticket.id.in_(ids))
-    )
+    rows = session.connection().execute(_LINES, {"ids": ids})  # never changed: no flush
     by_id = {int(i): f"#{i}  {who}  {subject[:80]}" for i, who, subject in rows}
     return [by_id[i] for i in ids if i in by_id]
 

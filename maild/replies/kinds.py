@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, select
+from sqlalchemy import Table, bindparam, select
 from sqlalchemy.orm import Session
 
 from maild.config import Config
@@ -32,23 +32,21 @@ def thread_of(ctx: MailContext, ticket: Ticket) -> tuple[str | None, tuple[str, 
     return found
 
 
-def _thread_query(session: Session, ticket: Ticket) -> tuple[str | None, tuple[str, ...]]:
-    m = _MESSAGES.c
-    ids = list(
-        session.connection()
-        .execute(
-            select(m.message_id)
-            .where(
-                m.ticket_id == ticket.id,
-                m.direction == "in",
-                m.kind == "customer",
-                m.message_id.is_not(None),
-            )
-            .order_by(m.id.desc())
-            .limit(10)
-        )
-        .scalars()
+_THREAD = (  # compiled once: asked for most mail to a customer
+    select(_MESSAGES.c.message_id)
+    .where(
+        _MESSAGES.c.ticket_id == bindparam("ticket"),
+        _MESSAGES.c.direction == "in",
+        _MESSAGES.c.kind == "customer",
+        _MESSAGES.c.message_id.is_not(None),
     )
+    .order_by(_MESSAGES.c.id.desc())
+    .limit(10)
+)
+
+
+def _thread_query(session: Session, ticket: Ticket) -> tuple[str | None, tuple[str, ...]]:
+    ids = list(session.connection().execute(_THREAD, {"ticket": ticket.id}).scalars())
     last = ids[0] if ids else ticket.root_message_id
     refs = [r for r in (ticket.root_message_id, *reversed(ids)) if r]
     return last, tuple(dict.fromkeys(refs))

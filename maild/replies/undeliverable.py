@@ -8,7 +8,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, delete, select
+from sqlalchemy import Table, bindparam, delete, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -20,15 +20,17 @@ log = logging.getLogger(__name__)
 
 _TABLE: Table = Undeliverable.__table__  # type: ignore[assignment]
 
+# Compiled once: these run for every inbound and every outgoing mail.
+_AMONG = select(_TABLE.c.address).where(_TABLE.c.address.in_(bindparam("wanted", expanding=True)))
+_WROTE_AGAIN = delete(_TABLE).where(_TABLE.c.address == bindparam("address"))
+
 
 def undeliverable_among(session: Session, addresses: Iterable[str]) -> set[str]:
     """Which of ``addresses`` are marked undeliverable."""
     wanted = {a.lower() for a in addresses if a}
     if not wanted:
         return set()
-    rows = session.connection().execute(
-        select(_TABLE.c.address).where(_TABLE.c.address.in_(wanted))
-    )
+    rows = session.connection().execute(_AMONG, {"wanted": list(wanted)})
     return {str(address) for (address,) in rows}
 
 
@@ -58,7 +60,7 @@ def mark_undeliverable(
 
 def wrote_again(session: Session, address: str) -> bool:
     """The address wrote to us: mail may go to it again. True if it was marked."""
-    result = session.connection().execute(delete(_TABLE).where(_TABLE.c.address == address))
+    result = session.connection().execute(_WROTE_AGAIN, {"address": address})
     return bool(result.rowcount)
 
 
