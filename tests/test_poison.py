@@ -161,7 +161,7 @@ def test_worker_deaths_are_counted_in_the_database(config: Config, db: Database)
     from maild.pipeline.poison import count_attempt
     from maild.pipeline.runner import INBOUND
 
-    iid = store_raw(db, make_mail("Deadly"), source="deliver").inbound_id
+    iid = store_raw(db, make_mail("Deadly"), source="deliver").ident
     assert count_attempt(db, None, INBOUND, iid) == (iid, 1)
     daemon = Daemon(config)  # another daemon, as after a restart: nothing in its memory
     try:

@@ -20,7 +20,7 @@ from sqlalchemy import func, select
 from test_deliver import write_config
 
 from maild.config import Config
-from maild.ingest.accept import digest
+from maild.ingest.queue import digest
 from maild.ingest.spool import Spool
 from maild.store.db import Database
 from maild.store.migrate import upgrade

@@ -15,6 +15,7 @@ from sqlalchemy import func, select
 
 from maild.config import Config
 from maild.ingest.accept import Acceptor
+from maild.ingest.inbound import TableQueue
 from maild.ingest.smtp import Handler, start_server
 from maild.store.db import Database
 from maild.store.models import Inbound, Outbox, Ticket
@@ -133,7 +134,7 @@ def test_database_down_answers_451_never_500() -> None:
     port = free_port()
 
     async def scenario() -> str:
-        acceptor = Acceptor(db)
+        acceptor = Acceptor(TableQueue(db))
         server = await start_server(
             Handler(acceptor, max_size=10_000_000), "127.0.0.1", port, hostname="test"
         )

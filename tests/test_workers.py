@@ -14,7 +14,7 @@ from conftest import RunningDaemon, make_mail, wait_for
 from sqlalchemy import func, select
 
 from maild.config import Config
-from maild.ingest.accept import thread_key
+from maild.threading.rawids import thread_key
 from maild.pipeline.worker import ProcessWorker
 from maild.store.db import Database
 from maild.store.models import Inbound, Message, Outbox, Ticket
