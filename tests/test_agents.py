@@ -380,9 +380,7 @@ def test_russian_escalation_promise(
     anna = notification(db, "anna@example.com")
     pipe.process(
         ids=[
-            store_raw(
-                db, reply_to(anna, "anna@example.com", "#escalate billing"), source="t"
-            ).ident
+            store_raw(db, reply_to(anna, "anna@example.com", "#escalate billing"), source="t").ident
         ]
     )
     ((_, interim),) = mails(db, "hold-interim")

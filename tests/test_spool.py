@@ -14,8 +14,8 @@ from sqlalchemy import func, select
 
 from maild.config import Config
 from maild.ingest.accept import Acceptor
-from maild.ingest.smtp import Handler, start_server
 from maild.ingest.queue import InboundQueue
+from maild.ingest.smtp import Handler, start_server
 from maild.ingest.spool import SpoolQueue, spool_path
 from maild.pipeline.runner import Pipeline
 from maild.store.db import Database
@@ -143,7 +143,9 @@ def test_crash_before_the_spool_delete_processes_nothing_twice(
 
 
 @sqlite_only
-def test_smtp_and_pipe_mail_share_the_spool(config: Config, db: Database, spool: SpoolQueue) -> None:
+def test_smtp_and_pipe_mail_share_the_spool(
+    config: Config, db: Database, spool: SpoolQueue
+) -> None:
     from maild.ingest.accept import store_raw
 
     smtp_send(spool, [make_mail("By SMTP", sender="s@example.org")])
@@ -181,7 +183,9 @@ def test_take_respects_the_batch_limits(config: Config, db: Database, spool: Spo
 
 
 @sqlite_only
-def test_a_broken_spool_answers_451_not_250(config: Config, db: Database, spool: SpoolQueue) -> None:
+def test_a_broken_spool_answers_451_not_250(
+    config: Config, db: Database, spool: SpoolQueue
+) -> None:
     spool.dispose()
     for extra in spool.path.parent.glob(spool.path.name + "-*"):
         extra.unlink()
@@ -207,7 +211,9 @@ def test_thread_key_puts_a_reply_with_the_mail_it_answers() -> None:
 
 
 @sqlite_only
-def test_health_counts_spooled_mail_as_pending(config: Config, db: Database, spool: SpoolQueue) -> None:
+def test_health_counts_spooled_mail_as_pending(
+    config: Config, db: Database, spool: SpoolQueue
+) -> None:
     from maild.web.app import _counts
 
     smtp_send(spool, [make_mail(f"H {i}", sender=f"h{i}@example.org") for i in range(3)])
