@@ -15,7 +15,8 @@ nothing is lost. A worker's deaths on a message are counted in the spool row (``
 
 The spool is a queue file, not part of the schema: its one table is created (or brought up to
 date) on open. ``inbound`` rows left ``pending`` (by versions that queued ``deliver`` and IMAP
-mail there, or a retry cut short) are put into the spool on open, and processed in turn.
+mail there or moved the spool there on stop, or a retry cut short) are taken into the spool
+when the daemon starts (:meth:`SpoolQueue.adopt`), and processed in turn.
 """
 
 from __future__ import annotations
