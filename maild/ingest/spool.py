@@ -128,16 +128,17 @@ class SpoolQueue:
         self.main = main
         self.db = Database(f"sqlite:///{path}")
         try:
-            _META.create_all(self.db.engine)
             self._upgrade()
         except DBAPIError as exc:
             self.db.dispose()
             raise CannotCreate("spool", path, str(exc.orig).splitlines()[0]) from exc
 
     def _upgrade(self) -> None:
-        """Bring a spool file written by an earlier version up to this table (its rows stay)."""
+        """Create the table, or bring one an earlier version wrote up to date (its rows stay),
+        under the spool's write lock: ``deliver`` processes open it side by side."""
         with self.db.write() as s:
             conn = s.connection()
+            _META.create_all(conn)
             have = {row[1] for row in conn.exec_driver_sql("PRAGMA table_info(spool)")}
             if "thread_key" not in have:  # those rows are shared out by id, as before
                 conn.exec_driver_sql(
