@@ -14,6 +14,7 @@ line_length_limit  # maild/ingest/smtp.py
 _.handle_data  # bench/html_nesting.py
 _.collect  # maild/ops/metrics.py
 pytest_report_header  # tests/conftest.py
+pytestmark  # tests/test_inbound_queue.py
 
 # aiohttp's TCPSite reads them: the listening server, the bound port.
 _._server  # maild/web/guard.py

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
-from sqlalchemy import inspect, update
+from sqlalchemy import inspect
 from sqlalchemy.exc import DBAPIError
 
 from maild import cli_clock, cli_kb, cli_ops, views
@@ -24,7 +24,7 @@ from maild.errors import (
     TemporaryFailure,
     UnsafeStorage,
 )
-from maild.ingest.accept import check_acceptable, store_raw, strip_mbox_line
+from maild.ingest.accept import check_acceptable, open_queue, store_raw, strip_mbox_line
 from maild.pipeline.related import incident_fields
 from maild.pipeline.runner import Pipeline
 from maild.store.db import Database, sqlite_path
@@ -99,8 +99,9 @@ def cmd_deliver(config: Config, args: argparse.Namespace) -> int:
         check_acceptable(raw, config.smtp.max_message_size)
         db = _open(config)
         ensure_schema(db)
+        queue = open_queue(db)
         stored = store_raw(
-            db,
+            queue,
             raw,
             source="pipe",
             envelope_from=args.sender,
@@ -115,9 +116,12 @@ def cmd_deliver(config: Config, args: argparse.Namespace) -> int:
         return EX_TEMPFAIL
     # Stored durably: from here on, a failure only delays processing (the daemon picks it up).
     try:
-        Pipeline(config, db).process(ids=[stored.inbound_id])
+        if not stored.duplicate:
+            Pipeline(config, db, queue=queue).process(ids=[stored.ident])
     except Exception as exc:  # processing is retried later; the message is safe
-        log.warning("deliver: stored as %d, processing deferred: %s", stored.inbound_id, exc)
+        log.warning("deliver: queued as %s, processing deferred: %s", stored.queue_id, exc)
+    finally:
+        queue.dispose()
     return EX_OK
 
 
@@ -185,10 +189,13 @@ def _quarantine_one(config: Config, db: Database, args: argparse.Namespace) -> i
             sys.stdout.flush()
             sys.stdout.buffer.write(raw)
         return EX_OK
-    with db.write() as s:
-        # A fresh start: the worker deaths counted against it (maild.pipeline.poison) go.
-        s.execute(update(Inbound).where(Inbound.id == args.id).values(state="pending", attempts=0))
-    Pipeline(config, db).process(ids=[args.id])
+    queue = open_queue(db)
+    try:  # back into the queue, the worker deaths counted against it forgotten
+        ident = queue.retry(args.id)
+        if ident is not None:
+            Pipeline(config, db, queue=queue).process(ids=[ident])
+    finally:
+        queue.dispose()
     with db.session() as s:
         row = s.get(Inbound, args.id)
         assert row is not None

@@ -48,7 +48,7 @@ def build_config(db_url: str, tmp_path: Path, **sections: dict[str, Any]) -> Con
 def deliver_at(db: Database, config: Config, raw: bytes, at: datetime) -> None:
     """One mail through the real pipeline with the clock at ``at``."""
     stored = store_raw(db, raw, source="test", envelope_from=None)
-    Pipeline(config, db, clock=fixed_clock(at)).process(ids=[stored.inbound_id])
+    Pipeline(config, db, clock=fixed_clock(at)).process(ids=[stored.ident])
 
 
 def create_at(

@@ -253,8 +253,8 @@ def ingest(db: Database, config: Config) -> Callable[..., int]:
         raw: bytes, envelope_from: str | None = "customer@example.org", source: str = "pipe"
     ) -> int:
         stored = store_raw(db, raw, source=source, envelope_from=envelope_from)
-        pipeline.process(ids=[stored.inbound_id])
-        return stored.inbound_id
+        pipeline.process(ids=[stored.ident])
+        return stored.ident
 
     return run
 

@@ -177,7 +177,7 @@ def test_authres_by_source(
     pipeline = Pipeline(make_config(security=_security(*proofs)), db)
     for raw in (make_mail("Printer is broken"), _agent_mail(FORGED)):
         stored = store_raw(db, raw, source=source)
-        pipeline.process(ids=[stored.inbound_id])
+        pipeline.process(ids=[stored.ident])
     assert (_ticket(db).priority == "urgent") is proven
 
 
@@ -218,7 +218,7 @@ def _run_dkim(
     config = make_config(security={"agent_proof": list(proofs)})
     pipeline = Pipeline(config, db, dnsfunc=keys.dnsfunc)
     for raw in (make_mail("Printer is broken"), agent_raw):
-        pipeline.process(ids=[store_raw(db, raw, source="smtp").inbound_id])
+        pipeline.process(ids=[store_raw(db, raw, source="smtp").ident])
     return _ticket(db)
 
 

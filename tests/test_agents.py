@@ -315,7 +315,7 @@ def at(db: Database, config: Config) -> Iterator[Callable[[str, bytes], None]]:
     def ingest_at(when: str, raw: bytes) -> None:
         moment = datetime.fromisoformat(when).replace(tzinfo=ZoneInfo("Europe/Moscow"))
         stored = store_raw(db, raw, source="test")
-        Pipeline(config, db, clock=fixed_clock(moment)).process(ids=[stored.inbound_id])
+        Pipeline(config, db, clock=fixed_clock(moment)).process(ids=[stored.ident])
 
     yield ingest_at
 
@@ -375,14 +375,12 @@ def test_russian_escalation_promise(db: Database, config: Config) -> None:
     moment = datetime(2026, 11, 27, 18, 0, tzinfo=ZoneInfo("Europe/Moscow"))
     pipe = Pipeline(config, db, clock=fixed_clock(moment))
     pipe.process(
-        ids=[store_raw(db, make_mail("Не приходит счёт", body="Где счёт?"), source="t").inbound_id]
+        ids=[store_raw(db, make_mail("Не приходит счёт", body="Где счёт?"), source="t").ident]
     )
     anna = notification(db, "anna@example.com")
     pipe.process(
         ids=[
-            store_raw(
-                db, reply_to(anna, "anna@example.com", "#escalate billing"), source="t"
-            ).inbound_id
+            store_raw(db, reply_to(anna, "anna@example.com", "#escalate billing"), source="t").ident
         ]
     )
     ((_, interim),) = mails(db, "hold-interim")
@@ -442,7 +440,7 @@ def test_departments_answer_ends_the_hold_reminders_until_a_new_escalation(
 ) -> None:
     def at(moment: datetime, raw: bytes) -> None:  # UTC, as the daemon's clock is
         stored = store_raw(db, raw, source="test")
-        Pipeline(config, db, clock=fixed_clock(moment)).process(ids=[stored.inbound_id])
+        Pipeline(config, db, clock=fixed_clock(moment)).process(ids=[stored.ident])
 
     day, mon = timedelta(days=1), datetime(2026, 11, 23, 8, 0, tzinfo=UTC)  # 11:00 in Moscow
     at(mon, make_mail("Invoice is wrong", message_id="<inv@client.example.org>"))

@@ -73,7 +73,7 @@ def _run_corpus(config: Config, db: Database) -> Outcome:
     rejected: dict[Path, str] = {}
     for path in corpus_files():
         try:
-            stored[store_raw(db, path.read_bytes(), source="corpus").inbound_id] = path
+            stored[store_raw(db, path.read_bytes(), source="corpus").ident] = path
         except RejectedMessage as exc:
             rejected[path] = str(exc)
     pipeline = Pipeline(config, db)
@@ -119,7 +119,7 @@ def test_flanker_3043_parts_quarantined_by_part_limit(config: Config, db: Databa
     if not path.exists():
         pytest.skip(f"{ENDLESS} not in the corpus")
     started = time.monotonic()
-    inbound_id = store_raw(db, path.read_bytes(), source="corpus").inbound_id
+    inbound_id = store_raw(db, path.read_bytes(), source="corpus").ident
     Pipeline(config, db).process(ids=[inbound_id])
     elapsed = time.monotonic() - started
     with db.session() as s:

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import event, text
 
 from maild.errors import UnsafeStorage
-from maild.ingest.spool import Spool
+from maild.ingest.spool import SpoolQueue
 from maild.store.db import Database
 
 
@@ -48,7 +48,8 @@ def test_a_connect_hook_lowering_durability_makes_opening_fail(db_url: str) -> N
 
 
 def test_the_spool_is_guarded_too(tmp_path: Path) -> None:
-    spool = Spool(tmp_path / "maild.db.spool")
+    main = Database(f"sqlite:///{tmp_path}/maild.db")
+    spool = SpoolQueue(tmp_path / "maild.db.spool", main)
     try:
         spool.db.dispose()  # its next connection is a new one
         event.listen(spool.db.engine, "connect", _lower)
@@ -56,3 +57,4 @@ def test_the_spool_is_guarded_too(tmp_path: Path) -> None:
             spool.count()
     finally:
         spool.dispose()
+        main.dispose()

@@ -210,7 +210,7 @@ def test_stored_but_not_acknowledged_is_absorbed(dovecot: Dovecot, db: Database)
     assert dovecot.folder_uids("INBOX") == []
     assert len(dovecot.folder_uids("Processed")) == 1
     assert wake.calls == 0  # nothing new for the pipeline
-    assert store_raw(db, raw, source="imap").inbound_id == first.inbound_id
+    assert store_raw(db, raw, source="imap").ident == first.ident
 
 
 def test_rejected_message_is_flagged_and_left(dovecot: Dovecot, db: Database) -> None:

@@ -337,7 +337,7 @@ def test_merge_tells_in_russian(make_config: Callable[..., Config], db: Database
     pipeline = Pipeline(make_config(desk={"language": "ru"}), db)
 
     def run(raw: bytes) -> None:
-        pipeline.process(ids=[store_raw(db, raw, source="test", envelope_from=None).inbound_id])
+        pipeline.process(ids=[store_raw(db, raw, source="test", envelope_from=None).ident])
 
     run(make_mail("Принтер", sender="a@a.example.ru", body="Принтер не печатает совсем."))
     run(make_mail("Сканер", sender="b@b.example.ru", body="Сканер зажевал бумагу."))
@@ -380,7 +380,7 @@ def test_russian_desk_alert_and_notification(
     body = "Здравствуйте!\n\nНе могу войти в личный кабинет, ошибка 403 доступ запрещён.\n"
     for n in range(5):
         raw = make_mail("Ошибка 403 при входе", sender=f"k{n}@c{n}.example.ru", body=body)
-        pipeline.process(ids=[store_raw(db, raw, source="test", envelope_from=None).inbound_id])
+        pipeline.process(ids=[store_raw(db, raw, source="test", envelope_from=None).ident])
     alert = outbox(db, "incident-alert")[0][1]
     assert alert["Subject"] == "Проблема: [Support #6] Ошибка 403 при входе"
     text = text_of(alert)

@@ -144,7 +144,7 @@ def test_a_reused_id_cannot_move_the_owners_replies_to_another_worker(db: Databa
     def key(raw: bytes) -> int:
         stored = store_raw(db, raw, source="test")
         with db.session() as s:
-            row = s.get(Inbound, stored.inbound_id)
+            row = s.get(Inbound, stored.ident)
             assert row is not None and row.thread_key is not None
             return row.thread_key
 

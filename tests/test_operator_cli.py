@@ -132,7 +132,7 @@ def test_tickets_json_into_head_ends_quietly(tmp_path: Path) -> None:
         tmp_path,
     )
     ids = [
-        store_raw(db, make_mail(f"{i} " + "long subject " * 70), source="test").inbound_id
+        store_raw(db, make_mail(f"{i} " + "long subject " * 70), source="test").ident
         for i in range(120)
     ]
     Pipeline(config, db).process(ids=ids)

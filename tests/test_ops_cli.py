@@ -139,7 +139,7 @@ def test_backup_while_the_daemon_takes_mail_restores_and_opens(
     copy = tmp_path / "copy.db"
     with sqlite3.connect(copy) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
-    # The copy is a working desk: a daemon on it imports what was spooled and processes all.
+    # The copy is a working desk: a daemon on it processes what was spooled, each once.
     restored = make_config(storage={"url": f"sqlite:///{copy}"})
     again = running(restored)
     copy_db = Database(f"sqlite:///{copy}")
@@ -148,7 +148,7 @@ def test_backup_while_the_daemon_takes_mail_restores_and_opens(
         with copy_db.session() as s:
             pending = s.scalar(select(func.count()).where(Inbound.state == "pending"))
             done = s.scalar(select(func.count()).where(Inbound.state == "done"))
-            spooled = again.daemon.spool.count() if again.daemon and again.daemon.spool else 0
+            spooled = again.daemon.queue.count() if again.daemon else 0
         return int(done or 0) if not pending and not spooled else 0
 
     done = wait_for(settled)

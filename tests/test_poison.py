@@ -153,28 +153,30 @@ def test_a_message_over_its_budget_goes_to_quarantine(
 
 
 def test_worker_deaths_are_counted_in_the_database(config: Config, db: Database) -> None:
-    """On both backends (``inbound`` is the only queue on PostgreSQL): each counted death adds
-    to ``inbound.attempts``, which a new daemon reads as the old one left it; ``maild
-    quarantine retry`` starts the count again."""
+    """On both backends (the spool on SQLite, ``inbound`` on PostgreSQL): each counted death
+    adds to the queue row's attempts, which a new daemon reads as the old one left it; the
+    quarantined row keeps them, and ``maild quarantine retry`` starts the count again."""
     from maild.daemon import POISON_DEATHS, Daemon
-    from maild.ingest.accept import store_raw
-    from maild.pipeline.poison import count_attempt
-    from maild.pipeline.runner import INBOUND
+    from maild.ingest.accept import open_queue, store_raw
 
-    iid = store_raw(db, make_mail("Deadly"), source="deliver").inbound_id
-    assert count_attempt(db, None, INBOUND, iid) == (iid, 1)
+    queue = open_queue(db)
+    try:
+        qid = store_raw(queue, make_mail("Deadly"), source="deliver").ident
+        assert queue.attempt(qid) == 1
+    finally:
+        queue.dispose()
     daemon = Daemon(config)  # another daemon, as after a restart: nothing in its memory
     try:
         for _ in range(POISON_DEATHS - 1):
-            daemon._count_death(INBOUND, iid)
+            daemon._count_death(qid)
+        assert daemon.queue.attempt(qid) == 0  # no longer waiting
     finally:
+        daemon.queue.dispose()
         daemon.db.dispose()
-        if daemon.spool is not None:
-            daemon.spool.dispose()
     with db.session() as s:
-        row = s.get(Inbound, iid)
+        row = s.scalar(select(Inbound))
         assert row is not None and (row.state, row.attempts) == ("quarantined", POISON_DEATHS)
-    assert count_attempt(db, None, INBOUND, iid) == (0, 0)  # no longer waiting
+        iid = row.id
     assert cmd_quarantine(config, argparse.Namespace(action="retry", id=iid, json=False)) == 0
     with db.session() as s:
         row = s.get(Inbound, iid)

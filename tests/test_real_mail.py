@@ -20,8 +20,8 @@ from sqlalchemy import func, select
 from test_deliver import write_config
 
 from maild.config import Config
-from maild.ingest.accept import digest
-from maild.ingest.spool import Spool
+from maild.ingest.queue import digest
+from maild.ingest.spool import SpoolQueue
 from maild.store.db import Database
 from maild.store.migrate import upgrade
 from maild.store.models import Inbound, Ticket
@@ -115,7 +115,7 @@ def test_same_mail_through_deliver_and_the_readme_smtplib_line_is_one_request(
     with smtplib.SMTP("127.0.0.1", d.port, timeout=30) as client:
         client.sendmail("you@example.org", ["support@example.com"], raw)
     wait_for(lambda: count(db, Inbound) >= 1 and count(db, Ticket) == 1)
-    d.stop()  # a clean stop moves anything still spooled into the database
+    d.stop()
     assert count(db, Inbound) == 1 and count(db, Ticket) == 1
 
 
@@ -189,7 +189,8 @@ def test_upgrade_keeps_old_digests_deduplicating(db_url: str) -> None:
 def test_spool_written_by_an_old_version_is_re_digested(tmp_path: Path) -> None:
     path = tmp_path / "maild.db.spool"
     raw = make_mail("Spooled before the upgrade").replace(b"\r\n", b"\n") + b"\r\n"
-    Spool(path).dispose()
+    main = Database(f"sqlite:///{tmp_path}/maild.db")
+    SpoolQueue(path, main).dispose()
     con = sqlite3.connect(path)
     con.execute("PRAGMA user_version = 0")
     con.execute(
@@ -199,12 +200,13 @@ def test_spool_written_by_an_old_version_is_re_digested(tmp_path: Path) -> None:
     )
     con.commit()
     con.close()
-    spool = Spool(path)
+    spool = SpoolQueue(path, main)
     try:
-        rows, _ = spool.take(10, 1 << 20)
-        assert [r["digest"] for r in rows] == [digest(raw)]
+        entries, _ = spool.take(10, 1 << 20)
+        assert [e.row["digest"] for e in entries] == [digest(raw)]
     finally:
         spool.dispose()
+        main.dispose()
 
 
 @pytest.mark.usefixtures("db")

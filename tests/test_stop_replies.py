@@ -13,8 +13,10 @@ from conftest import make_mail
 from sqlalchemy import select
 from test_durability import start, write_config
 
+from maild.ingest.accept import open_queue
 from maild.store.db import Database
 from maild.store.models import Inbound
+from maild.threading.rawids import message_id
 
 
 class Client(threading.Thread):
@@ -56,6 +58,10 @@ def test_sigterm_answers_every_stored_mail(tmp_path: Path, db_url: str) -> None:
     db = Database(db_url)
     with db.session() as s:
         stored = set(s.scalars(select(Inbound.message_id)))
+    queue = open_queue(db)  # and what waits in the queue (the spool on SQLite)
+    waiting, _ = queue.take(100_000, 1 << 40)
+    stored |= {message_id(bytes(e.row["raw"])) for e in waiting}
+    queue.dispose()
     db.dispose()
     answered = {mid: how for c in clients for mid, how in c.answered.items()}
     accepted = {mid for mid, how in answered.items() if how == "250"}

@@ -14,10 +14,10 @@ from conftest import RunningDaemon, make_mail, wait_for
 from sqlalchemy import func, select
 
 from maild.config import Config
-from maild.ingest.accept import thread_key
 from maild.pipeline.worker import ProcessWorker
 from maild.store.db import Database
 from maild.store.models import Inbound, Message, Outbox, Ticket
+from maild.threading.rawids import thread_key
 
 # Many customers with one text would make a problem (issue 12); these tests are about workers.
 NO_INCIDENTS = {"threshold": 1000}
@@ -179,11 +179,11 @@ def test_a_message_a_worker_keeps_dying_on_goes_to_quarantine(
 ) -> None:
     """The first death may have hit any message of a batch: it only makes the next worker
     take messages one at a time. Deaths of such a careful worker count against the message,
-    in ``inbound.attempts``: a restart of the whole daemon does not forget them."""
+    in its spool row (committed): a restart of the whole daemon does not forget them."""
     from maild.daemon import POISON_DEATHS
-    from maild.ingest.accept import Incoming
-    from maild.ingest.spool import Spool, spool_path
-    from maild.pipeline.runner import INBOUND, SPOOLED
+    from maild.ingest.queue import Incoming
+    from maild.ingest.spool import SPOOL, SpoolQueue, spool_path
+    from maild.pipeline.runner import HELD
 
     assert POISON_DEATHS == 3
     config = make_config(pipeline={"workers": 1})
@@ -192,29 +192,31 @@ def test_a_message_a_worker_keeps_dying_on_goes_to_quarantine(
     poison = make_mail("Poison", sender="p@example.org")
     path = spool_path(config.storage_url)
     assert path is not None
-    spool = Spool(path)
-    (stored,) = spool.put(db, [Incoming(poison, "smtp")])
-    sid = stored.spool_id  # type: ignore[union-attr]
-    die_on(d, SPOOLED, sid, careful=False)
-    assert spool.count() == 1  # not counted: it might have been bad luck
-    die_on(d, SPOOLED, sid, careful=True)
-    assert spool.count() == 0  # counted: moved into inbound with its first attempt
-    with db.session() as s:
-        row = s.scalar(select(Inbound))
-    assert row is not None and (row.state, row.attempts, row.raw) == ("pending", 1, poison)
-    iid = row.id
+    spool = SpoolQueue(path, db)
+    (queued,) = spool.put([Incoming(poison, "smtp")])
+    sid = queued.ident
+
+    def attempts() -> int:
+        with spool.db.session() as s:
+            return int(s.scalar(select(SPOOL.c.attempts).where(SPOOL.c.id == sid)) or 0)
+
+    die_on(d, HELD, sid, careful=False)
+    assert attempts() == 0  # not counted: it might have been bad luck
+    die_on(d, HELD, sid, careful=True)
+    assert attempts() == 1 and spool.count() == 1  # counted, and still waiting
     os.kill(d.daemon.workers[0].proc.pid, signal.SIGKILL)  # type: ignore[union-attr]
     d.stop()  # a restart of the whole daemon
     d = running(config)
     take_over(d)
-    die_on(d, INBOUND, iid, careful=False)
-    die_on(d, INBOUND, iid, careful=True)
+    die_on(d, HELD, sid, careful=False)
+    die_on(d, HELD, sid, careful=True)
+    assert attempts() == 2
+    die_on(d, HELD, sid, careful=True)  # the third counted death, two since the restart
+    assert spool.count() == 0
     with db.session() as s:
-        assert s.scalar(select(Inbound.attempts).where(Inbound.id == iid)) == 2
-    die_on(d, INBOUND, iid, careful=True)  # the third counted death, two since the restart
-    with db.session() as s:
-        row = s.get(Inbound, iid)
+        row = s.scalar(select(Inbound))
     assert row is not None and row.state == "quarantined" and row.raw == poison
+    assert row.attempts == POISON_DEATHS
     assert row.error == f"the pipeline worker died {POISON_DEATHS} times on this message"
     assert count(db, Ticket) == 0
     # The restarted worker is not frozen: the queue moves again.

@@ -1,56 +1,38 @@
-"""The durable accept step: raw bytes committed (fsync) before any source says "accepted"."""
+"""The durable accept step: raw bytes committed (fsync) before any source says "accepted".
+
+Every source puts into the store's one inbound queue (maild/ingest/queue.py): SMTP and LMTP
+through :class:`Acceptor` (concurrent sessions share one commit), ``deliver``, IMAP and
+``maild quarantine retry`` directly.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import re
-import zlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-from sqlalchemy import Connection, Table, insert, select
-from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.exc import DBAPIError
 
 from maild.clock import Clock, system_clock
 from maild.errors import RejectedMessage, TemporaryFailure
+from maild.ingest.inbound import TableQueue
+from maild.ingest.queue import InboundQueue, Incoming, Queued
+from maild.ingest.spool import SpoolQueue, spool_path
 from maild.store.db import Database
-from maild.store.models import Inbound
-
-if TYPE_CHECKING:
-    from maild.ingest.spool import Spool, Spooled
 
 log = logging.getLogger(__name__)
 
-_TRACE = (b"received:", b"return-path:", b"delivered-to:", b"x-original-to:")
 _HEADER_LINE = re.compile(rb"^[!-9;-~]+[ \t]*:")
-_MSGID = re.compile(rb"(?im)^message-id[ \t]*:[ \t]*((?:.*)(?:\r?\n[ \t].*)*)")
-_REFERENCES = re.compile(rb"(?im)^references[ \t]*:[ \t]*((?:.*)(?:\r?\n[ \t].*)*)")
-_IN_REPLY_TO = re.compile(rb"(?im)^in-reply-to[ \t]*:[ \t]*((?:.*)(?:\r?\n[ \t].*)*)")
-_FIRST_ID = re.compile(rb"<[^<>\s]+>")
 _MBOX_FROM = re.compile(rb"From [^\s:]")  # "From sender date", never "From : x"
 
 
-@dataclass(frozen=True)
-class Stored:
-    inbound_id: int
-    duplicate: bool
-
-    @property
-    def queue_id(self) -> str:
-        return str(self.inbound_id)
-
-
-@dataclass(frozen=True)
-class Incoming:
-    raw: bytes
-    source: str
-    envelope_from: str | None = None
-    recipients: tuple[str, ...] = ()
+def open_queue(db: Database) -> InboundQueue:
+    """The store's inbound queue: the spool beside a SQLite file, else the ``inbound`` table."""
+    path = spool_path(db.url)
+    return TableQueue(db) if path is None else SpoolQueue(path, db)
 
 
 def strip_mbox_line(raw: bytes) -> bytes:
@@ -60,128 +42,6 @@ def strip_mbox_line(raw: bytes) -> bytes:
         end = raw.find(b"\n")
         return raw[end + 1 :] if end >= 0 else b""
     return raw
-
-
-def header_block(raw: bytes) -> bytes:
-    for sep in (b"\r\n\r\n", b"\n\n"):
-        end = raw.find(sep)
-        if end >= 0:
-            return raw[: end + len(sep)]
-    return raw
-
-
-def _after_trace(raw: bytes) -> int:
-    """Where the message starts below the trace headers (Received, Return-Path...) on top."""
-    pos, skipping = 0, False
-    while pos < len(raw):
-        end = raw.find(b"\n", pos)
-        if end < 0:
-            break
-        line = raw[pos : end + 1]
-        if skipping and line[:1] in (b" ", b"\t"):
-            pos = end + 1
-            continue
-        skipping = line[:16].lower().startswith(_TRACE)
-        if not skipping:
-            break
-        pos = end + 1
-    return pos
-
-
-def digest(raw: bytes) -> str:
-    """SHA-256 of the message without its leading trace headers, in one line-ending form.
-
-    The same message retried by an MTA, or seen again over IMAP after a crash, has the same
-    digest even when a relay put another Received line on top. CRLF counts as LF, and the
-    message ends in exactly one line end: a pipe hands over bare LF, SMTP ends with CRLF, and a
-    client that sends bare LF gets a CRLF added at the end (smtplib), so one mail sent both
-    ways is one request. A message that already ended in one line end keeps the digest the
-    first versions gave it (migration ``h10edge`` updates the others).
-    """
-    text = raw[_after_trace(raw) :].replace(b"\r\n", b"\n")
-    end = len(text)
-    while end and text[end - 1] == 0x0A:  # no copy of the message just to drop its last LF
-        end -= 1
-    h = hashlib.sha256(memoryview(text)[:end])
-    h.update(b"\n")
-    return h.hexdigest()
-
-
-def quick_message_id(raw: bytes) -> str | None:
-    m = _MSGID.search(header_block(raw))
-    if not m:
-        return None
-    value = re.sub(rb"\s+", b"", m.group(1)).decode("ascii", "replace")
-    return value[:998] or None
-
-
-def thread_key(raw: bytes) -> int:
-    """A number shared by a message and the replies to it, for sharing work among workers.
-
-    The root of the thread: the first References entry (RFC 5322 puts the thread's first
-    message there), else In-Reply-To, else the message's own Message-ID. A customer's quick
-    follow-up to their own first mail then goes to the same worker as that mail, which
-    processes both in order, so the follow-up finds the request it belongs to.
-    """
-    head = header_block(raw)
-    for pattern in (_REFERENCES, _IN_REPLY_TO, _MSGID):
-        m = pattern.search(head)
-        if m:
-            first = _FIRST_ID.search(m.group(1))
-            if first:
-                return zlib.crc32(first.group(0)) & 0x7FFFFFFF
-    return zlib.crc32(raw[:4096]) & 0x7FFFFFFF
-
-
-def parent_ids(raw: bytes) -> tuple[str, ...]:
-    """The Message-IDs a message answers, nearest first: In-Reply-To, then References from
-    the end (at most 20)."""
-    head = header_block(raw)
-    ids: list[bytes] = []
-    m = _IN_REPLY_TO.search(head)
-    if m:
-        ids.extend(_FIRST_ID.findall(m.group(1))[:3])
-    m = _REFERENCES.search(head)
-    if m:
-        ids.extend(reversed(_FIRST_ID.findall(m.group(1))[-20:]))
-    return tuple(dict.fromkeys(i.decode("ascii", "replace") for i in ids))[:20]
-
-
-def inherit_thread_keys(
-    rows: Sequence[dict[str, object]],
-    parents: Sequence[tuple[str, ...]],
-    known: dict[str, int],
-) -> None:
-    """A message answering one we hold (``known``: Message-ID -> thread key, or an earlier
-    row of this batch) takes that message's thread key, so a whole thread keeps one key even
-    when its first message itself answered something older."""
-    batch: dict[str, int] = {}
-    for row, ids in zip(rows, parents, strict=True):
-        for pid in ids:
-            key = batch.get(pid, known.get(pid))
-            if key is not None:
-                row["thread_key"] = key
-                break
-        if row["message_id"]:  # the first holder of a Message-ID keeps it
-            batch.setdefault(str(row["message_id"]), int(str(row["thread_key"])))
-
-
-def thread_keys_of(conn: Connection, table: Table, ids: Iterable[str]) -> dict[str, int]:
-    """Message-ID -> thread key of the rows of ``table`` (inbound or spool) with those ids.
-
-    Anyone can reuse a Message-ID: the first row that had it keeps it, so a stranger's copy
-    cannot move the owner's replies to another worker, ahead of the mail they answer.
-    """
-    wanted = list(set(ids))
-    if not wanted:
-        return {}
-    c = table.c
-    rows = conn.execute(
-        select(c.message_id, c.thread_key)
-        .where(c.message_id.in_(wanted), c.thread_key.is_not(None))
-        .order_by(c.id.desc())
-    )
-    return {str(mid): int(key) for mid, key in rows}  # the earliest row is written last
 
 
 def check_acceptable(raw: bytes, max_size: int | None = None) -> None:
@@ -196,74 +56,13 @@ def check_acceptable(raw: bytes, max_size: int | None = None) -> None:
         raise RejectedMessage("not a mail: the first line is not a header")
 
 
-def inbound_row(item: Incoming, clock: Clock) -> dict[str, object]:
-    return {
-        "received_at": clock(),
-        "source": item.source,
-        "envelope_from": item.envelope_from,
-        "recipients": ",".join(item.recipients),
-        "digest": digest(item.raw),
-        "message_id": quick_message_id(item.raw),
-        "thread_key": thread_key(item.raw),
-        "size": len(item.raw),
-        "raw": item.raw,
-        "state": "pending",
-        "attempts": 0,
-        "processed_at": None,
-        "error": None,
-    }
-
-
-INBOUND: Table = Inbound.__table__  # type: ignore[assignment]
-_INSERT = insert(INBOUND).returning(INBOUND.c.id, sort_by_parameter_order=True)
-
-
-def _store_batch(db: Database, items: Sequence[Incoming], clock: Clock) -> list[Stored]:
-    rows = [inbound_row(i, clock) for i in items]  # digests are computed before the write lock
-    parents = [parent_ids(i.raw) for i in items]
-    with db.write() as s:
-        conn = s.connection()
-        wanted = list({p for ids in parents for p in ids})
-        known_keys = thread_keys_of(conn, INBOUND, wanted)
-        if db.is_sqlite and wanted:  # an SMTP original may still wait in the spool
-            from maild.ingest.spool import spooled_thread_keys
-
-            known_keys = {**spooled_thread_keys(db.url, wanted), **known_keys}
-        inherit_thread_keys(rows, parents, known_keys)
-        digests = list({str(r["digest"]) for r in rows})
-        found = conn.execute(
-            select(INBOUND.c.digest, INBOUND.c.id).where(INBOUND.c.digest.in_(digests))
-        )
-        known: dict[str, int] = {str(d): int(i) for d, i in found}
-        fresh = list({str(r["digest"]): r for r in rows if r["digest"] not in known}.values())
-        if fresh:
-            ids = conn.execute(_INSERT, fresh).scalars().all()
-            new = {str(r["digest"]): int(i) for r, i in zip(fresh, ids, strict=True)}
-        else:
-            new = {}
-        out, seen = [], set()
-        for r in rows:
-            d = str(r["digest"])
-            if d in known:
-                out.append(Stored(known[d], True))
-            else:
-                out.append(Stored(new[d], d in seen))
-                seen.add(d)
-        return out
-
-
-def store_many(
-    db: Database, items: Sequence[Incoming], clock: Clock = system_clock
-) -> list[Stored]:
-    """Commit every item in one transaction (group commit); dedupe by digest."""
+def put(
+    queue: InboundQueue, items: Sequence[Incoming], clock: Clock = system_clock
+) -> list[Queued]:
+    """``queue.put``, with the store's trouble as a TemporaryFailure (answered 451/75)."""
     try:
-        return _store_batch(db, items, clock)
-    except IntegrityError:
-        # Another process stored one of these between our check and our insert.
-        if len(items) == 1:
-            return _store_batch(db, items, clock)
-        return [r for item in items for r in _store_batch(db, [item], clock)]
-    except (OperationalError, DBAPIError) as exc:
+        return queue.put(items, clock)
+    except DBAPIError as exc:
         raise TemporaryFailure(f"database unavailable: {_short(exc)}") from exc
 
 
@@ -273,7 +72,7 @@ def _short(exc: BaseException) -> str:
 
 
 def store_raw(
-    db: Database,
+    target: Database | InboundQueue,
     raw: bytes,
     *,
     source: str,
@@ -281,14 +80,17 @@ def store_raw(
     recipients: Sequence[str] = (),
     max_size: int | None = None,
     clock: Clock = system_clock,
-) -> Stored:
-    """Durably store one raw message; returns only once it is committed."""
+) -> Queued:
+    """Durably queue one raw message; returns only once it is committed. Given a database,
+    it goes into its ``inbound`` table (tests, tools: process it with ``Pipeline(config,
+    db)``)."""
     raw = strip_mbox_line(raw)
     check_acceptable(raw, max_size)
-    return store_many(db, [Incoming(raw, source, envelope_from, tuple(recipients))], clock)[0]
+    queue = TableQueue(target) if isinstance(target, Database) else target
+    return put(queue, [Incoming(raw, source, envelope_from, tuple(recipients))], clock)[0]
 
 
-_Waiting = tuple[Incoming, "asyncio.Future[Stored | Spooled]"]
+_Waiting = tuple[Incoming, "asyncio.Future[Queued]"]
 
 
 class Acceptor:
@@ -296,41 +98,32 @@ class Acceptor:
 
     def __init__(
         self,
-        db: Database,
+        queue: InboundQueue,
         *,
-        spool: Spool | None = None,
         on_stored: Callable[[], None] = lambda: None,
         max_batch: int = 128,
         clock: Clock = system_clock,
     ) -> None:
-        self.db = db
-        self.spool = spool
+        self.queue = queue
         self.on_stored = on_stored
         self.max_batch = max_batch
         self.clock = clock
-        self._queue: asyncio.Queue[tuple[Incoming, asyncio.Future[Stored | Spooled]]] = (
-            asyncio.Queue()
-        )
+        self._queue: asyncio.Queue[tuple[Incoming, asyncio.Future[Queued]]] = asyncio.Queue()
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="maild-accept")
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self._busy = False  # the writer is storing a batch: a stop lets it finish
 
-    def _store(self, items: Sequence[Incoming]) -> Sequence[Stored | Spooled]:
-        if self.spool is None:
-            return store_many(self.db, items, self.clock)
-        try:
-            return self.spool.put(self.db, items, self.clock)
-        except (OperationalError, DBAPIError) as exc:
-            raise TemporaryFailure(f"spool unavailable: {_short(exc)}") from exc
+    def _store(self, items: Sequence[Incoming]) -> Sequence[Queued]:
+        return put(self.queue, items, self.clock)
 
-    async def accept(self, item: Incoming) -> Stored | Spooled:
+    async def accept(self, item: Incoming) -> Queued:
         if self._closing:
             raise TemporaryFailure("shutting down")
         loop = asyncio.get_running_loop()
         if self._task is None or self._task.done():
             self._task = loop.create_task(self._writer(), name="maild-accept")
-        fut: asyncio.Future[Stored | Spooled] = loop.create_future()
+        fut: asyncio.Future[Queued] = loop.create_future()
         self._queue.put_nowait((item, fut))
         return await fut
 

@@ -1,11 +1,12 @@
 """IMAP source: IDLE on (or poll) a mailbox, commit each message, then move or flag it.
 
-Exactly-once rests on the order of two steps: ``store_many`` commits the raw bytes (a batch at
-a time), and only then is the message moved to ``processed_folder`` (or flagged ``\\Seen`` +
-keyword). A crash between the two leaves the message in the folder; the next scan stores it
-again and the store reports a duplicate, so no second request is made. Every scan searches the whole
-folder for unprocessed messages rather than trusting a remembered UID, so a UIDVALIDITY change
-needs nothing more than a log line: the folder is simply scanned again.
+Exactly-once rests on the order of two steps: the inbound queue's ``put`` commits the raw
+bytes (a batch at a time), and only then is the message moved to ``processed_folder`` (or
+flagged ``\\Seen`` + keyword). A crash between the two leaves the message in the folder; the
+next scan stores it again and the store reports a duplicate, so no second request is made.
+Every scan searches the whole folder for unprocessed messages rather than trusting a
+remembered UID, so a UIDVALIDITY change needs nothing more than a log line: the folder is
+simply scanned again.
 """
 
 from __future__ import annotations
@@ -16,17 +17,17 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from imapclient import IMAPClient, SocketTimeout
 from imapclient.exceptions import IMAPClientError
 
 from maild.errors import MaildError, RejectedMessage, TemporaryFailure
-from maild.ingest.accept import Incoming, check_acceptable, store_many, strip_mbox_line
+from maild.ingest.accept import check_acceptable, put, strip_mbox_line
 from maild.ingest.imap_config import REJECTED_KEYWORD, ImapConfig
-
-if TYPE_CHECKING:
-    from maild.store.db import Database
+from maild.ingest.inbound import TableQueue
+from maild.ingest.queue import InboundQueue, Incoming
+from maild.store.db import Database
 
 log = logging.getLogger(__name__)
 
@@ -64,9 +65,11 @@ class ImapSource:
     Use one or the other at a time: the IMAP connection belongs to whichever is running.
     """
 
-    def __init__(self, cfg: ImapConfig, db: Database, on_stored: Callable[[], None]) -> None:
+    def __init__(
+        self, cfg: ImapConfig, queue: InboundQueue | Database, on_stored: Callable[[], None]
+    ) -> None:
         self.cfg = cfg
-        self._db = db
+        self._queue = TableQueue(queue) if isinstance(queue, Database) else queue
         self._on_stored = on_stored
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -250,7 +253,7 @@ class ImapSource:
             batch.append((uid, Incoming(raw, SOURCE)))
         try:
             # One transaction (one fsync) for the whole batch; nothing is acknowledged before.
-            results = store_many(self._db, [item for _, item in batch]) if batch else []
+            results = put(self._queue, [item for _, item in batch]) if batch else []
             done = [uid for uid, _ in batch]
             new = sum(not r.duplicate for r in results)
         finally:  # on TemporaryFailure only the rejected ones are flagged

@@ -17,9 +17,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiosmtpd.lmtp import LMTP
-from aiosmtpd.smtp import SMTP
+from aiosmtpd.smtp import MISSING, SMTP, syntax
 
 from maild.config import Config
+from maild.ingest.smtp_data import read_data, unstuff
 from maild.security.peers import PeerLimit, address_of
 
 log = logging.getLogger(__name__)
@@ -89,13 +90,43 @@ class GuardedSMTP(SMTP):
         log.info("smtp: %s: over the deadline, disconnected", peer)
         super()._timeout_cb()
 
+    @syntax("DATA")
     async def smtp_DATA(self, arg: str) -> None:
         self._reset_timeout(self.guard.data_timeout)
         try:
-            await super().smtp_DATA(arg)
+            await self._data(arg)
         finally:
             if self.transport is not None:
                 self._reset_timeout()  # the next command gets the command deadline again
+
+    async def _data(self, arg: str) -> None:
+        """aiosmtpd's DATA, with the message read in chunks (maild/ingest/smtp_data.py)."""
+        if await self.check_helo_needed() or await self.check_auth_needed("DATA"):
+            return
+        assert self.envelope is not None
+        if not self.envelope.rcpt_tos:
+            await self.push("503 Error: need RCPT command")
+            return
+        if arg:
+            await self.push("501 Syntax: DATA")
+            return
+        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        try:
+            got = await read_data(self._reader, self.data_size_limit, self.line_length_limit)
+        except asyncio.IncompleteReadError:  # the client went away
+            return
+        except asyncio.CancelledError:
+            log.info("Connection lost during DATA")
+            self._writer.close()
+            raise
+        if got.error is not None:
+            await self.push(got.error)
+            self._set_post_data_state()
+            return
+        self.envelope.content = self.envelope.original_content = unstuff(got.data)
+        status = await self._call_handler_hook("DATA")
+        self._set_post_data_state()
+        await self.push("250 OK" if status is MISSING else status)
 
 
 class GuardedLMTP(GuardedSMTP, LMTP):

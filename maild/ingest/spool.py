@@ -1,27 +1,29 @@
-"""The SMTP spool: on SQLite, mail accepted over SMTP/LMTP is committed to a file of its own.
+"""The inbound queue on SQLite: the spool, a file of its own beside the database.
 
 SQLite has one writer per database file. With the raw bytes going into the main database, an
 SMTP session waiting for its ``250`` also waited for the pipeline's write transaction (tens of
 milliseconds of Python work), and the two sides took turns on one core each. The spool gives
 the accept path its own file, its own write lock and its own fsync, like Postfix's incoming
-queue: "store raw, fsync, 250" never waits for the pipeline.
+queue: "store raw, fsync, 250" never waits for the pipeline. Every source writes here: SMTP,
+LMTP, ``deliver``, IMAP and ``maild quarantine retry``.
 
-The pipeline moves spooled mail into ``inbound`` (:func:`import_spool`): one write transaction
-in the main database inserts the rows, then the spool rows are deleted. A crash in between
-leaves rows in both; the next import finds their digests in ``inbound`` (the column is unique)
-and only deletes them, so nothing is processed twice and nothing is lost.
+A message is claimed in the transaction that processes it, by its insert into ``inbound``
+(one upsert: a digest already there and no longer ``pending`` means an earlier run got it),
+and deleted from the spool after that commits. A crash in between leaves it in both; the
+next claim finds its digest done and only deletes it, so nothing is processed twice and
+nothing is lost. A worker's deaths on a message are counted in the spool row (``attempts``).
 
-The spool is a queue file, not part of the schema: its one table is created on open, and an
-empty spool may be deleted while the daemon is stopped. PostgreSQL needs none of this (row
-locks, no single writer), so there the accept path inserts into ``inbound`` directly.
+The spool is a queue file, not part of the schema: its one table is created (or brought up to
+date) on open. ``inbound`` rows left ``pending`` (by versions that queued ``deliver`` and IMAP
+mail there or moved the spool there on stop, or a retry cut short) are taken into the spool
+when the daemon starts (:meth:`SpoolQueue.adopt`), and processed in turn.
 """
 
 from __future__ import annotations
 
 import logging
-import sqlite3
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -41,21 +43,26 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError
 
 from maild.clock import Clock, system_clock
 from maild.errors import CannotCreate
-from maild.ingest.accept import (
+from maild.ingest.queue import (
+    COLUMNS,
     INBOUND,
+    MAX_BATCH_BYTES,
+    Entry,
     Incoming,
-    Stored,
+    Queued,
+    answers,
     digest,
-    inbound_row,
-    inherit_thread_keys,
-    parent_ids,
+    pick_batch,
+    queue_row,
     thread_keys_of,
 )
 from maild.store.db import Database, sqlite_path
+from maild.threading.rawids import inherit_thread_keys, parent_ids
 
 log = logging.getLogger(__name__)
 
@@ -72,61 +79,22 @@ SPOOL = Table(
     Column("message_id", String(998), index=True),
     Column("size", Integer, nullable=False),
     Column("raw", LargeBinary, nullable=False),
-    Column("thread_key", Integer, nullable=False),  # see accept.thread_key: shards by thread
+    Column("thread_key", Integer, nullable=False),  # see rawids.thread_key: shards by thread
+    Column("attempts", Integer, nullable=False, server_default="0"),  # worker deaths on it
     sqlite_autoincrement=True,  # a spool id is never reused, so "queued as S12" stays unique
 )
-# What a spool row gives its inbound row (all but the spool's own id).
-SPOOL_COLUMNS = (
-    "received_at",
-    "source",
-    "envelope_from",
-    "recipients",
-    "digest",
-    "message_id",
-    "size",
-    "raw",
-    "thread_key",
-)
-_PUT = insert(SPOOL).returning(SPOOL.c.id, sort_by_parameter_order=True)
-# 1: digests in one line-ending form (accept.digest); a spool of version 0 is re-digested.
+_S = SPOOL.c
+_PUT = insert(SPOOL).returning(_S.id, sort_by_parameter_order=True)
+# 1: digests in one line-ending form (queue.digest); a spool of version 0 is re-digested.
 SPOOL_VERSION = 1
-
-
-def _redigest(conn: Connection) -> None:
-    """Give rows spooled by an earlier version today's digest, so the import still finds the
-    copy of each that may already be in ``inbound`` (a clean stop leaves no rows at all)."""
-    rows = conn.execute(select(SPOOL.c.id, SPOOL.c.digest, SPOOL.c.raw)).all()
-    for row_id, old, raw in rows:
-        new = digest(bytes(raw))
-        if new != old:
-            conn.execute(update(SPOOL).where(SPOOL.c.id == row_id).values(digest=new))
-
-
-@dataclass(frozen=True)
-class Spooled:
-    """Committed to the spool; the pipeline gives it an inbound id when it imports it."""
-
-    spool_id: int
-    duplicate: bool = False
-
-    @property
-    def queue_id(self) -> str:
-        return f"S{self.spool_id}"
-
-
-def pick_batch(
-    sizes: Iterable[tuple[int, int]], limit: int, max_bytes: int
-) -> tuple[list[int], bool]:
-    """Ids (in order) of up to ``limit`` rows of ``(id, size)`` within ``max_bytes`` (at least
-    one, however big), and whether more rows may be waiting behind them."""
-    chosen: list[int] = []
-    total = 0
-    for rid, size in sizes:
-        if chosen and total + size > max_bytes:
-            return chosen, True
-        chosen.append(rid)
-        total += size
-    return chosen, len(chosen) >= limit
+# The claim. A row left ``pending`` in inbound (a retry, an older version's queue) is taken
+# over; a digest there in any other state was processed already: no row comes back.
+_INSERT_INBOUND = sqlite_insert(INBOUND)
+_CLAIM = _INSERT_INBOUND.on_conflict_do_update(
+    index_elements=[INBOUND.c.digest],
+    set_={k: _INSERT_INBOUND.excluded[k] for k in ("state", "error", "processed_at", "attempts")},
+    where=INBOUND.c.state == "pending",
+).returning(INBOUND.c.id)
 
 
 def spool_path(storage_url: str) -> Path | None:
@@ -135,173 +103,212 @@ def spool_path(storage_url: str) -> Path | None:
     return path.with_name(path.name + ".spool") if path is not None else None
 
 
-def spooled_thread_keys(storage_url: str, ids: Sequence[str]) -> dict[str, int]:
-    """Message-ID -> thread key of mail still in the spool, for a source that stores into
-    ``inbound`` directly (``deliver``, IMAP): its replies must go to the same worker too.
-    Read-only and best effort: no spool file, or trouble reading it, is simply no answer."""
-    path = spool_path(storage_url)
-    if not ids or path is None or not path.exists():
-        return {}
-    try:
-        con = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=5)
-        try:
-            marks = ",".join("?" * len(ids))
-            rows = con.execute(
-                f"SELECT message_id, thread_key FROM spool WHERE message_id IN ({marks}) "
-                "ORDER BY id DESC",  # the earliest holder of an id wins
-                list(ids),
-            ).fetchall()
-        finally:
-            con.close()
-    except sqlite3.Error as exc:
-        log.warning("spool: thread keys not read: %s", exc)
-        return {}
-    return {str(mid): int(key) for mid, key in rows}
+def _from_inbound() -> list[Any]:
+    """The columns of an ``inbound`` row as a spool row (old rows may lack a thread key)."""
+    key = func.coalesce(INBOUND.c.thread_key, INBOUND.c.id).label("thread_key")
+    return [INBOUND.c[k] for k in COLUMNS if k != "thread_key"] + [key]
 
 
-class Spool:
+def _redigest(conn: Connection) -> None:
+    """Give rows spooled by an earlier version today's digest, so the claim still finds the
+    copy of each that may already be in ``inbound``."""
+    for row_id, old, raw in conn.execute(select(_S.id, _S.digest, _S.raw)).all():
+        new = digest(bytes(raw))
+        if new != old:
+            conn.execute(update(SPOOL).where(_S.id == row_id).values(digest=new))
+
+
+class SpoolQueue:
     """The spool file: WAL, ``synchronous=FULL`` and its own flock, like the main database."""
 
-    def __init__(self, path: Path) -> None:
+    prefix = "S"
+
+    def __init__(self, path: Path, main: Database) -> None:
         self.path = path
+        self.main = main
         self.db = Database(f"sqlite:///{path}")
         try:
-            _META.create_all(self.db.engine)
             self._upgrade()
         except DBAPIError as exc:
             self.db.dispose()
             raise CannotCreate("spool", path, str(exc.orig).splitlines()[0]) from exc
 
     def _upgrade(self) -> None:
-        """Bring a spool file written by an earlier version up to this table (its rows stay)."""
+        """Create the table, or bring one an earlier version wrote up to date (its rows stay),
+        under the spool's write lock: ``deliver`` processes open it side by side."""
         with self.db.write() as s:
             conn = s.connection()
+            _META.create_all(conn)
             have = {row[1] for row in conn.exec_driver_sql("PRAGMA table_info(spool)")}
             if "thread_key" not in have:  # those rows are shared out by id, as before
                 conn.exec_driver_sql(
                     "ALTER TABLE spool ADD COLUMN thread_key INTEGER NOT NULL DEFAULT 0"
                 )
                 conn.exec_driver_sql("UPDATE spool SET thread_key = id")
+            if "attempts" not in have:
+                conn.exec_driver_sql(
+                    "ALTER TABLE spool ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0"
+                )
             for index in SPOOL.indexes:
                 index.create(conn, checkfirst=True)
             if conn.exec_driver_sql("PRAGMA user_version").scalar_one() < SPOOL_VERSION:
                 _redigest(conn)
                 conn.exec_driver_sql(f"PRAGMA user_version = {SPOOL_VERSION}")
 
-    @classmethod
-    def for_storage(cls, storage_url: str) -> Spool | None:
-        path = spool_path(storage_url)
-        return cls(path) if path is not None else None
+    def adopt(self) -> int:
+        """Spool the ``inbound`` rows left ``pending`` that the spool does not hold yet (oldest
+        first); the claim then takes their rows over. Returns how many."""
+        with self.main.session() as s:
+            rows = s.execute(
+                select(*_from_inbound(), INBOUND.c.attempts)
+                .where(INBOUND.c.state == "pending")
+                .order_by(INBOUND.c.received_at, INBOUND.c.id)
+            ).all()
+        if not rows:
+            return 0
+        with self.db.write() as s:
+            conn = s.connection()
+            held = set(conn.execute(select(_S.digest)).scalars())
+            fresh = [dict(r._mapping) for r in rows if r.digest not in held]
+            if fresh:
+                conn.execute(insert(SPOOL), fresh)
+        log.info("spool: %d message(s) waiting in inbound taken into the spool", len(fresh))
+        return len(fresh)
 
-    def put(
-        self, main: Database, items: Sequence[Incoming], clock: Clock = system_clock
-    ) -> list[Stored | Spooled]:
+    def put(self, items: Sequence[Incoming], clock: Clock = system_clock) -> list[Queued]:
         """Commit every item in one transaction (group commit); answer duplicates as such.
 
         A duplicate is a digest already in ``inbound`` (read without the main write lock: WAL
-        readers never wait) or already spooled. A copy that slips past both (imported between
-        the two looks) is caught by the import, which is the final word.
+        readers never wait) or already spooled. A copy that slips past both (processed between
+        the two looks) is caught by the claim, which is the final word.
         """
-        rows = [inbound_row(i, clock) for i in items]
+        now = clock()
+        rows = [queue_row(i, now) for i in items]
         parents = [parent_ids(i.raw) for i in items]
         wanted = [p for ids in parents for p in ids]
         digests = list({str(r["digest"]) for r in rows})
-        known: dict[str, Stored | Spooled] = {}
+        known: dict[str, Queued] = {}
         keys: dict[str, int] = {}
         try:
-            with main.session() as s:
-                found = s.execute(
+            with self.main.session() as s:
+                conn = s.connection()
+                found = conn.execute(
                     select(INBOUND.c.digest, INBOUND.c.id).where(INBOUND.c.digest.in_(digests))
                 )
-                known.update((str(d), Stored(int(i), True)) for d, i in found)
-                keys = thread_keys_of(s.connection(), INBOUND, wanted)
+                known.update((str(d), Queued(int(i), True)) for d, i in found)
+                keys = thread_keys_of(conn, INBOUND, wanted)
         except DBAPIError as exc:
             # Only an answer's "(duplicate)" note depends on this look: the spool still takes
-            # the mail while the main database is in trouble, and the import dedupes it.
+            # the mail while the main database is in trouble, and the claim dedupes it.
             log.warning("spool: duplicate check skipped, database unavailable: %s", exc.orig)
         with self.db.write() as s:
             conn = s.connection()
-            spooled = conn.execute(
-                select(SPOOL.c.digest, SPOOL.c.id).where(SPOOL.c.digest.in_(digests))
-            )
-            for d, i in spooled:
-                known.setdefault(str(d), Spooled(int(i), True))
+            found = conn.execute(select(_S.digest, _S.id).where(_S.digest.in_(digests)))
+            for d, i in found:
+                known.setdefault(str(d), Queued(int(i), True, "S"))
             keys.update(thread_keys_of(conn, SPOOL, wanted))
             inherit_thread_keys(rows, parents, keys)
             fresh = list({str(r["digest"]): r for r in rows if r["digest"] not in known}.values())
-            new: dict[str, int] = {}
-            if fresh:
-                values = [{k: r[k] for k in SPOOL_COLUMNS} for r in fresh]
-                ids = conn.execute(_PUT, values).scalars().all()
-                new = {str(r["digest"]): int(i) for r, i in zip(fresh, ids, strict=True)}
-        out: list[Stored | Spooled] = []
-        seen: set[str] = set()
-        for r in rows:
-            d = str(r["digest"])
-            out.append(known[d] if d in known else Spooled(new[d], d in seen))
-            seen.add(d)
-        return out
+            ids = conn.execute(_PUT, fresh).scalars().all() if fresh else []
+            new = {str(r["digest"]): int(i) for r, i in zip(fresh, ids, strict=True)}
+        return answers(rows, known, new, "S")
+
+    def take(
+        self,
+        limit: int,
+        max_bytes: int = MAX_BATCH_BYTES,
+        shard: tuple[int, int] = (0, 1),
+        ids: Sequence[int] | None = None,
+    ) -> tuple[list[Entry], bool]:
+        """The oldest spooled rows of this shard (or just ``ids``), at least one however big,
+        without removing them, and whether more may be waiting behind them."""
+        with self.db.session() as s:
+            stmt = select(_S.id, _S.size)
+            if ids is not None:
+                stmt = stmt.where(_S.id.in_(list(ids)))
+            elif shard[1] > 1:
+                stmt = stmt.where(_S.thread_key % shard[1] == shard[0])
+            sizes = ((int(i), int(n)) for i, n in s.execute(stmt.order_by(_S.id).limit(limit)))
+            chosen, more = pick_batch(sizes, limit, max_bytes)
+            if not chosen:
+                return [], False
+            rows = s.execute(select(SPOOL).where(_S.id.in_(chosen)).order_by(_S.id))
+            return [Entry(int(r.id), r._mapping) for r in rows], more and ids is None
+
+    def claim(
+        self, conn: Connection, entry: Entry, state: str, error: str | None, now: datetime
+    ) -> int | None:
+        """Insert (or take over) the message's ``inbound`` row as ``state``; None if an earlier
+        run processed it already. This run is one more attempt."""
+        return self._claim(conn, entry, state, error, now, int(entry.row["attempts"]) + 1)
+
+    def _claim(
+        self,
+        conn: Connection,
+        entry: Entry,
+        state: str,
+        error: str | None,
+        now: datetime,
+        attempts: int,
+    ) -> int | None:
+        row = {k: entry.row[k] for k in COLUMNS}
+        row.update(state=state, error=error, processed_at=now, attempts=attempts)
+        iid = conn.execute(_CLAIM, row).scalar()
+        return int(iid) if iid is not None else None
+
+    def done(self, entries: Sequence[Entry]) -> None:
+        if entries:
+            with self.db.write() as s:
+                ids = [e.ident for e in entries]
+                s.connection().execute(delete(SPOOL).where(_S.id.in_(ids)))
+
+    def quarantine(self, ident: int, reason: str, now: datetime) -> bool:
+        """Into ``inbound`` as quarantined, raw bytes and reason kept; False if it is no
+        longer waiting (processed after all)."""
+        entries, _ = self.take(1, ids=[ident])
+        if not entries:
+            return False
+        (entry,) = entries
+        with self.main.write() as s:
+            conn = s.connection()
+            iid = self._claim(conn, entry, "quarantined", reason, now, int(entry.row["attempts"]))
+        self.done(entries)
+        return iid is not None
+
+    def attempt(self, ident: int) -> int:
+        """One more attempt (a worker died on it): the count so far, 0 if no longer waiting."""
+        with self.db.write() as s:
+            stmt = (
+                update(SPOOL)
+                .where(_S.id == ident)
+                .values(attempts=_S.attempts + 1)
+                .returning(_S.attempts)
+            )
+            attempts = s.connection().execute(stmt).scalar()
+        return int(attempts or 0)
+
+    def retry(self, inbound_id: int) -> int | None:
+        """A quarantined message back in the spool (its ``inbound`` row ``pending`` again,
+        attempts forgotten; the claim takes the row over): its spool id."""
+        with self.main.write() as s:
+            moved = s.connection().execute(
+                update(INBOUND)
+                .where(INBOUND.c.id == inbound_id, INBOUND.c.state == "quarantined")
+                .values(state="pending", attempts=0)
+            )
+            row = (
+                s.connection()
+                .execute(select(*_from_inbound()).where(INBOUND.c.id == inbound_id))
+                .first()
+            )
+        if not moved.rowcount or row is None:
+            return None
+        with self.db.write() as s:
+            return int(s.connection().execute(_PUT, [dict(row._mapping)]).scalar_one())
 
     def count(self) -> int:
         with self.db.session() as s:
             return int(s.scalar(select(func.count()).select_from(SPOOL)) or 0)
 
-    def take(
-        self, limit: int, max_bytes: int, shard: tuple[int, int] = (0, 1)
-    ) -> tuple[list[dict[str, Any]], bool]:
-        """The oldest spooled rows (at least one, however big), without removing them, and
-        whether more may be waiting behind them. With ``shard = (index, count)`` only those
-        whose thread key is ``index`` modulo ``count``, so a thread's mail goes to one worker."""
-        with self.db.session() as s:
-            stmt = select(SPOOL.c.id, SPOOL.c.size)
-            if shard[1] > 1:
-                stmt = stmt.where(SPOOL.c.thread_key % shard[1] == shard[0])
-            sizes = ((int(i), int(n)) for i, n in s.execute(stmt.order_by(SPOOL.c.id).limit(limit)))
-            chosen, more = pick_batch(sizes, limit, max_bytes)
-            if not chosen:
-                return [], False
-            result = s.execute(select(SPOOL).where(SPOOL.c.id.in_(chosen)).order_by(SPOOL.c.id))
-            return [dict(row._mapping) for row in result], more
-
-    def rows(self, ids: Sequence[int]) -> list[dict[str, Any]]:
-        """The spooled rows with these ids (those still there)."""
-        with self.db.session() as s:
-            result = s.execute(select(SPOOL).where(SPOOL.c.id.in_(list(ids))).order_by(SPOOL.c.id))
-            return [dict(row._mapping) for row in result]
-
-    def remove(self, ids: Sequence[int]) -> None:
-        with self.db.write() as s:
-            s.connection().execute(delete(SPOOL).where(SPOOL.c.id.in_(list(ids))))
-
     def dispose(self) -> None:
         self.db.dispose()
-
-
-def import_spool(main: Database, spool: Spool, *, limit: int, max_bytes: int) -> int:
-    """Move up to ``limit`` spooled messages into ``inbound`` (state pending); returns how many
-    spool rows were consumed (imported or found to be duplicates)."""
-    rows, _more = spool.take(limit, max_bytes)
-    if not rows:
-        return 0
-    digests = list({str(r["digest"]) for r in rows})
-    with main.write() as s:
-        conn = s.connection()
-        known = set(
-            conn.execute(select(INBOUND.c.digest).where(INBOUND.c.digest.in_(digests))).scalars()
-        )
-        fresh: dict[str, dict[str, Any]] = {}
-        for r in rows:
-            if r["digest"] not in known and r["digest"] not in fresh:
-                fresh[r["digest"]] = {
-                    **{k: r[k] for k in SPOOL_COLUMNS},
-                    "state": "pending",
-                    "attempts": 0,
-                    "processed_at": None,
-                    "error": None,
-                }
-        if fresh:
-            conn.execute(insert(INBOUND), list(fresh.values()))
-    spool.remove([int(r["id"]) for r in rows])
-    if len(fresh) < len(rows):
-        log.info("spool: %d duplicate(s) dropped on import", len(rows) - len(fresh))
-    return len(rows)

@@ -9,7 +9,7 @@ process itself is counted in memory: SMTP/LMTP replies and HTTP responses.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from datetime import datetime
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -19,7 +19,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from maild.clock import as_utc
-from maild.ingest.spool import Spool
+from maild.ingest.inbound import TableQueue
+from maild.ingest.queue import InboundQueue
 from maild.store.db import Database
 from maild.store.models import Inbound, Outbox, Ticket
 from maild.tickets.words import InboundState, OutboxState
@@ -82,13 +83,14 @@ def _seconds(start: datetime, end: datetime) -> float:
 class DeskCollector(Collector):
     """Figures read from the database at each scrape (shared by every worker and instance)."""
 
-    def __init__(self, db: Database, spools: Iterable[Spool]) -> None:
+    def __init__(self, db: Database, queue: InboundQueue) -> None:
         self.db = db
-        self.spools = tuple(spools)
+        self.queue = queue
 
     def collect(self) -> Iterator[Metric]:
+        waiting = self.queue.count()
         with self.db.session() as s:
-            yield from _inbound(s, sum(spool.count() for spool in self.spools))
+            yield from _inbound(s, waiting)
             yield from _outbox(s)
             yield from _tickets(s)
 
@@ -98,19 +100,21 @@ def _grouped(s: Session, *columns: object) -> list[tuple[object, ...]]:
     return [tuple(row) for row in s.execute(stmt)]
 
 
-def _inbound(s: Session, spooled: int) -> Iterator[Metric]:
+def _inbound(s: Session, waiting: int) -> Iterator[Metric]:
     states = GaugeMetricFamily(
         "maild_inbound_messages",
-        "Accepted mail by source and state (pending, done, duplicate, quarantined, spooled)",
+        "Accepted mail by source and state (done, duplicate, quarantined); waiting: the queue",
         labels=["source", "state"],
     )
     processed = quarantined = 0
     for source, state, count in _grouped(s, Inbound.source, Inbound.state):
+        if state == InboundState.PENDING:  # counted as the queue's, below
+            continue
         states.add_metric([str(source), str(state)], float(str(count)))
         n = int(str(count))
         processed += n if state in (InboundState.DONE, InboundState.DUPLICATE) else 0
         quarantined += n if state == InboundState.QUARANTINED else 0
-    states.add_metric(["smtp", "spooled"], float(spooled))
+    states.add_metric(["all", "waiting"], float(waiting))
     yield states
     yield CounterMetricFamily(
         "maild_mail_processed", "Messages the pipeline has processed", value=processed
@@ -151,7 +155,7 @@ def _tickets(s: Session) -> Iterator[Metric]:
 class Metrics:
     """One daemon's registry: in-process counters plus the database collector."""
 
-    def __init__(self, db: Database, spools: Iterable[Spool] = ()) -> None:
+    def __init__(self, db: Database, queue: InboundQueue | None = None) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         self.accepted = Counter(
             "maild_mail_accepted",
@@ -176,7 +180,7 @@ class Metrics:
         )
         self.feed = LatencyFeed(latency)
         self.db = db
-        self.registry.register(DeskCollector(db, spools))
+        self.registry.register(DeskCollector(db, queue or TableQueue(db)))
 
     def mail_reply(self, source: str, reply: str) -> None:
         """Count an SMTP/LMTP reply to DATA (or a refused MAIL/RCPT) by its code."""

@@ -6,9 +6,9 @@ CPU time from ``/proc``: a message that has had more than ``[limits] message_sec
 is over its budget. CPU, not wall time: a worker waiting for a locked or frozen database uses
 none, and the message it holds is not to blame. (Without ``/proc`` wall time is used.)
 
-A worker death on a message counts as an attempt in ``inbound.attempts``, in the database, so
-that a restart of the whole daemon does not forget it; a spooled message is moved into
-``inbound`` first, with its first attempt, as the spool is only a queue.
+A worker death on a message counts as an attempt in its queue row (``InboundQueue.attempt``:
+the spool row on SQLite, ``inbound.attempts`` on PostgreSQL), committed, so that a restart of
+the whole daemon does not forget it.
 """
 
 from __future__ import annotations
@@ -19,18 +19,11 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Table, update
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-from maild.ingest.spool import SPOOL_COLUMNS, Spool
-from maild.pipeline.runner import INBOUND, NOTHING, SPOOLED
-from maild.store.db import Database
-from maild.store.models import Inbound
+from maild.pipeline.runner import NOTHING
 
 log = logging.getLogger(__name__)
 
 SLOTS = 5  # the shared array: kind, id, careful, CPU µs and wall µs when it was taken
-_INBOUND: Table = Inbound.__table__  # type: ignore[assignment]
 _TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
@@ -40,16 +33,12 @@ def over_budget_reason(seconds: int) -> str:
 
 @dataclass(frozen=True)
 class InHand:
-    """What a worker holds: ``kind`` (NOTHING, SPOOLED, INBOUND), the row's id, and the
+    """What a worker holds: ``kind`` (NOTHING or HELD), the message's queue id, and the
     seconds (CPU where it can be measured, else wall) it has spent on it so far."""
 
     kind: int
     ident: int
     seconds: float
-
-    @property
-    def what(self) -> str:
-        return "spooled" if self.kind == SPOOLED else "inbound"
 
 
 def mark(slots: Any, kind: int, ident: int, cpu: float) -> None:
@@ -81,37 +70,3 @@ def process_cpu(pid: int) -> float | None:
         return None
     fields = stat[stat.rfind(b")") + 2 :].split()  # after "pid (name) "
     return (int(fields[11]) + int(fields[12])) / _TICK
-
-
-def count_attempt(db: Database, spool: Spool | None, kind: int, ident: int) -> tuple[int, int]:
-    """One more failed attempt on this message, in ``inbound.attempts``: returns the inbound
-    row's id and its attempts, or (0, 0) when it is no longer waiting (processed after all)."""
-    if kind == SPOOLED and spool is not None:
-        rows = spool.rows([ident])
-        if not rows:
-            return 0, 0
-        row = {k: rows[0][k] for k in SPOOL_COLUMNS}
-        row.update(state="pending", error=None, processed_at=None, attempts=1)
-        claim = (
-            sqlite_insert(_INBOUND)
-            .on_conflict_do_nothing(index_elements=[_INBOUND.c.digest])
-            .returning(_INBOUND.c.id)
-        )
-        with db.write() as s:
-            iid = s.connection().execute(claim, row).scalar()
-        spool.remove([ident])  # inserted, or processed before the death after all
-        return (int(iid), 1) if iid is not None else (0, 0)
-    if kind != INBOUND:
-        return 0, 0
-    with db.write() as s:
-        attempts = (
-            s.connection()
-            .execute(
-                update(_INBOUND)
-                .where(_INBOUND.c.id == ident, _INBOUND.c.state == "pending")
-                .values(attempts=_INBOUND.c.attempts + 1)
-                .returning(_INBOUND.c.attempts)
-            )
-            .scalar()
-        )
-    return (ident, int(attempts)) if attempts is not None else (0, 0)

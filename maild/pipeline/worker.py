@@ -15,7 +15,7 @@ from typing import Any
 
 from maild.config import Config
 from maild.errors import TemporaryFailure
-from maild.ingest.spool import Spool
+from maild.ingest.accept import open_queue
 from maild.pipeline.poison import SLOTS, InHand, in_hand, mark, process_cpu
 from maild.pipeline.runner import Pipeline, drain
 from maild.store.db import Database
@@ -77,7 +77,7 @@ def _process_main(
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     os.set_blocking(outbox.fileno(), False)
     db = Database(config.storage_url)
-    spool = Spool.for_storage(config.storage_url)
+    queue = open_queue(db)
 
     def wait(timeout: float) -> bool:
         """Wait for a wake-up (or ``timeout``); read every signal that is waiting."""
@@ -92,7 +92,7 @@ def _process_main(
         send_nowait(outbox, OUTBOX)
 
     try:
-        pipeline = Pipeline(config, db, spool=spool, shard=shard)
+        pipeline = Pipeline(config, db, queue=queue, shard=shard)
 
         pipeline.careful = int(in_hand[2])
 
@@ -105,9 +105,8 @@ def _process_main(
     except (EOFError, OSError):
         pass  # the parent went away
     finally:
+        queue.dispose()
         db.dispose()
-        if spool is not None:
-            spool.dispose()
 
 
 class ProcessWorker:
@@ -125,7 +124,7 @@ class ProcessWorker:
         self._from_child, child_outbox = ctx.Pipe(duplex=False)
         os.set_blocking(self._to_child.fileno(), False)
         self.quit = ctx.Event()
-        # What the worker has in hand (kind, id), how many more messages it takes one at a
+        # What the worker has in hand (kind, queue id), how many more messages it takes one at a
         # time (Pipeline.careful) and its clocks when it took it (maild.pipeline.poison), in
         # shared memory: readable while it is stuck and after it died.
         self.in_hand = ctx.Array("q", SLOTS, lock=False)
@@ -190,7 +189,7 @@ class ProcessWorker:
         killed = self.proc.is_alive()
         if killed:
             # It ignores SIGTERM (the parent decides when it stops); kill -9 is safe: every
-            # batch is one transaction and the spool row stays until it is committed.
+            # batch is one transaction and the queue keeps a message until it is committed.
             log.error("pipeline worker did not stop in %.0f s; killing it", timeout)
             self.kill()
         self._to_child.close()

@@ -45,7 +45,7 @@ class Inbound(Base):
     processed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     error: Mapped[str | None] = mapped_column(Text)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
-    # The thread's root Message-ID, hashed (maild.ingest.accept.thread_key): pipeline workers
+    # The thread's root Message-ID, hashed (maild.threading.rawids.thread_key): pipeline workers
     # share mail by it, so that a reply is handled after the mail it answers.
     thread_key: Mapped[int | None] = mapped_column(Integer)
 

@@ -10,7 +10,8 @@ from sqlalchemy import func, select
 
 from maild.clock import Clock, system_clock
 from maild.config import Config, WebConfig
-from maild.ingest.spool import Spool
+from maild.ingest.inbound import TableQueue
+from maild.ingest.queue import InboundQueue
 from maild.ops.metrics import Metrics
 from maild.replies.render import Renderer
 from maild.security.peers import PeerLimit
@@ -25,17 +26,16 @@ from maild.web.survey import SurveySite, add_routes
 
 DB_KEY = web.AppKey("db", Database)
 CONFIG_KEY = web.AppKey("config", Config)
-SPOOL_KEY = web.AppKey("spool", list[Spool])  # empty when there is no spool
+QUEUE_KEY = web.AppKey("queue", InboundQueue)
 
 
-def _counts(db: Database, spools: list[Spool]) -> dict[str, int]:
-    spooled = sum(spool.count() for spool in spools)
+def _counts(db: Database, queue: InboundQueue) -> dict[str, int]:
+    waiting = queue.count()
     with db.session() as s:
-        pending = s.scalar(select(func.count(Inbound.id)).where(Inbound.state == "pending"))
         quarantined = s.scalar(select(func.count(Inbound.id)).where(Inbound.state == "quarantined"))
         queued = s.scalar(select(func.count(Outbox.id)).where(Outbox.state == "queued"))
     return {
-        "inbound_pending": int(pending or 0) + spooled,
+        "inbound_pending": waiting,
         "quarantined": int(quarantined or 0),
         "outbox_queued": int(queued or 0),
     }
@@ -43,7 +43,7 @@ def _counts(db: Database, spools: list[Spool]) -> dict[str, int]:
 
 async def health(request: web.Request) -> web.Response:
     try:
-        counts = await asyncio.to_thread(_counts, request.app[DB_KEY], request.app[SPOOL_KEY])
+        counts = await asyncio.to_thread(_counts, request.app[DB_KEY], request.app[QUEUE_KEY])
     except Exception as exc:  # any database trouble is "unhealthy", never a 500 page
         return web.json_response({"status": "error", "error": type(exc).__name__}, status=503)
     return web.json_response({"status": "ok", **counts})
@@ -55,15 +55,15 @@ def make_app(
     clock: Clock = system_clock,
     on_outbox: Callable[[], None] | None = None,
     *,
-    spool: Spool | None = None,
+    queue: InboundQueue | None = None,
     metrics: Metrics | None = None,
 ) -> web.Application:
     app = web.Application(client_max_size=64 * 1024, middlewares=[read_whole_request])
     app[DB_KEY] = db
-    app[SPOOL_KEY] = [spool] if spool is not None else []
+    app[QUEUE_KEY] = queue = queue or TableQueue(db)
     app.router.add_get("/healthz", health)
     desk = (config.desk.name, config.desk.address) if config else ("maild", "")
-    add_ops_routes(app, metrics or Metrics(db, [spool] if spool else []), *desk)
+    add_ops_routes(app, metrics or Metrics(db, queue), *desk)
     if config is not None:  # the survey links need the key, the templates and the clock
         app[CONFIG_KEY] = config
         renderer = Renderer(config.desk.templates)
@@ -82,10 +82,10 @@ async def start_web(
     clock: Clock = system_clock,
     on_outbox: Callable[[], None] | None = None,
     *,
-    spool: Spool | None = None,
+    queue: InboundQueue | None = None,
     metrics: Metrics | None = None,
 ) -> web.AppRunner:
-    app = make_app(db, config, clock, on_outbox, spool=spool, metrics=metrics)
+    app = make_app(db, config, clock, on_outbox, queue=queue, metrics=metrics)
     runner = web.AppRunner(app, access_log=None, logger=OneLineClientErrors())
     await runner.setup()
     web_config = config.web if config is not None else WebConfig()

@@ -1,4 +1,4 @@
-"""Inbound digests in one line-ending form (see maild.ingest.accept.digest).
+"""Inbound digests in one line-ending form (see maild.ingest.queue.digest).
 
 The first versions hashed a message with CRLF read as LF but kept the line ends at its very
 end, so the same mail through a pipe ("...\\n") and from a bare-LF SMTP client ("...\\n\\r\\n")
@@ -19,7 +19,7 @@ from typing import Any
 import sqlalchemy as sa
 from alembic import op
 
-from maild.ingest.accept import digest
+from maild.ingest.queue import digest
 
 revision = "h10edge"
 down_revision = "h9loop"
