@@ -16,8 +16,8 @@ from zoneinfo import ZoneInfo
 from conftest import config_mapping, make_mail
 from sqlalchemy import select
 
-from maild.clock import fixed_clock
 from maild.config import Config, from_mapping
+from maild.core.clock import fixed_clock
 from maild.ingest.accept import store_raw
 from maild.pipeline.runner import Pipeline
 from maild.store.db import Database

@@ -20,7 +20,7 @@ from dkim import dknewkey
 from sqlalchemy import select
 
 from maild.config import Config
-from maild.errors import ConfigError
+from maild.core.errors import ConfigError
 from maild.ingest.accept import store_raw
 from maild.pipeline.runner import Pipeline
 from maild.store.db import Database

@@ -14,8 +14,8 @@ import pytest
 from conftest import fixture_bytes, make_mail
 from sqlalchemy import select
 
-from maild.clock import fixed_clock
 from maild.config import Config
+from maild.core.clock import fixed_clock
 from maild.ingest.accept import store_raw
 from maild.pipeline.runner import Pipeline
 from maild.scheduler.jobs import sweep_hold

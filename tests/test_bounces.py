@@ -21,12 +21,12 @@ from test_agents import notification, reply_to
 from test_deliver import deliver, write_config
 
 from maild.ingest.parse import parse_mail
+from maild.ops.views import ticket_detail
 from maild.pipeline.classify import machine_input
 from maild.store.db import Database
 from maild.store.models import Event, Message, Outbox, Ticket, Undeliverable
 from maild.tickets.bounces import MachineInput, machine_verdict, robot_local
 from maild.tickets.loops import LoopInput, classify
-from maild.views import ticket_detail
 
 Ingest = Callable[..., int]
 FAMILIES = [

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from maild.config import load
-from maild.errors import ConfigError
+from maild.core.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 

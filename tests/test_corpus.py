@@ -19,7 +19,7 @@ from conftest import CORPUS
 from sqlalchemy import select
 
 from maild.config import Config
-from maild.errors import RejectedMessage
+from maild.core.errors import RejectedMessage
 from maild.ingest.accept import store_raw
 from maild.pipeline.runner import Pipeline
 from maild.store.db import Database

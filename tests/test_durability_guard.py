@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from sqlalchemy import event, text
 
-from maild.errors import UnsafeStorage
+from maild.core.errors import UnsafeStorage
 from maild.ingest.spool import SpoolQueue
 from maild.store.db import Database
 

@@ -15,7 +15,7 @@ from conftest_dovecot import require_dovecot
 from dovecot import Dovecot
 from sqlalchemy import func, select
 
-from maild.errors import ConfigError
+from maild.core.errors import ConfigError
 from maild.ingest.accept import store_raw
 from maild.ingest.imap import ImapError, ImapSource
 from maild.ingest.imap_config import ImapConfig, imap_configs_from_toml

@@ -320,7 +320,7 @@ def test_merge(db: Database, ingest: Ingest) -> None:
     body = text_of(told[0][1]).replace("\r\n", "\n")
     assert 'continues as request #1\n"Printer is broken"' in body
     with db.session() as s:
-        from maild.views import ticket_detail
+        from maild.ops.views import ticket_detail
 
         first = s.get(Ticket, 1)
         assert first is not None
@@ -404,7 +404,7 @@ def test_russian_desk_alert_and_notification(
 def test_bad_incident_config_names_the_key(
     make_config: Callable[..., Config], values: dict[str, object], key: str
 ) -> None:
-    from maild.errors import ConfigError
+    from maild.core.errors import ConfigError
 
     with pytest.raises(ConfigError) as err:
         make_config(incident=values)

@@ -13,7 +13,7 @@ from conftest import make_mail
 from sqlalchemy import select
 
 from maild.config import Config
-from maild.errors import ConfigError
+from maild.core.errors import ConfigError
 from maild.store.db import Database
 from maild.store.models import Event, Outbox, TicketCc
 

@@ -12,8 +12,8 @@ from aiosmtpd.controller import Controller
 from conftest import Sink, free_port, make_mail
 from sqlalchemy import select
 
-from maild.clock import as_utc, system_clock
 from maild.config import Config
+from maild.core.clock import as_utc, system_clock
 from maild.replies.leases import backoff
 from maild.replies.sender import OutboxSender
 from maild.replies.transport import SmtpTransport

@@ -15,8 +15,8 @@ from aiosmtpd.controller import Controller
 from conftest import Sink, free_port, make_mail
 from sqlalchemy import insert, select
 
-from maild.clock import system_clock
 from maild.config import Config
+from maild.core.clock import system_clock
 from maild.replies import leases
 from maild.replies.sender import OutboxSender
 from maild.replies.transport import SmtpTransport

@@ -18,8 +18,8 @@ from aiosmtpd.controller import Controller
 from conftest import Sink, free_port, make_mail, wait_for
 from sqlalchemy import select
 
-from maild.clock import as_utc
 from maild.config import Config, OutboundConfig
+from maild.core.clock import as_utc
 from maild.replies.sender import OutboxSender
 from maild.replies.transport import MaildirTransport, SmtpTransport
 from maild.store.db import Database

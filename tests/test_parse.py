@@ -7,7 +7,7 @@ import time
 import pytest
 from conftest import CORPUS, fixture_bytes
 
-from maild.errors import LimitExceeded, QuarantineError
+from maild.core.errors import LimitExceeded, QuarantineError
 from maild.ingest.headers import decode_bytes, decode_value, safe_filename
 from maild.ingest.html2text import html_to_text
 from maild.ingest.parse import Limits, parse_mail

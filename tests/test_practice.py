@@ -12,7 +12,7 @@ from clockkit import create_at, msk, outbox, ticket
 from customerkit import RU_BODY, agent_says, customer_mails, desk_config, plain
 
 from maild.config import Config
-from maild.errors import ConfigError
+from maild.core.errors import ConfigError
 from maild.store.db import Database
 
 MONDAY_10 = msk(2026, 11, 23, 10, 0)

@@ -20,8 +20,8 @@ from clockkit import deliver_at, events, outbox
 from customerkit import PAGE, customer_mails, desk_config, notification, plain
 from sqlalchemy import func, select
 
-from maild.clock import as_utc, system_clock
 from maild.config import Config
+from maild.core.clock import as_utc, system_clock
 from maild.security.signing import page_token
 from maild.store.db import Database
 from maild.store.models import Attachment, Event, Message, Outbox, Ticket

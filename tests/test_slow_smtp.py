@@ -12,7 +12,7 @@ from conftest import RunningDaemon, make_mail, wait_for
 from sqlalchemy import func, select
 
 from maild.config import Config
-from maild.errors import ConfigError
+from maild.core.errors import ConfigError
 from maild.security.peers import PeerLimit, address_of
 from maild.store.db import Database
 from maild.store.models import Inbound

@@ -13,7 +13,7 @@ import pytest
 from conftest import RunningDaemon
 
 from maild.config import Config
-from maild.errors import ConfigError
+from maild.core.errors import ConfigError
 from maild.store.db import Database
 
 GUARDED = {"read_timeout": 1, "max_connections_per_address": 2}

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from clockkit import build_config, create_at, maild, mapping, msk, update, write_toml
 
-from maild.stats import desk_stats, percentile
+from maild.ops.stats import desk_stats, percentile
 from maild.store.db import Database
 
 MONDAY_9 = msk(2026, 11, 23, 9, 0)

@@ -16,8 +16,8 @@ import pytest
 from clockkit import build_config, create_at, events, outbox, set_status, text, ticket, update
 from conftest import wait_for
 
-from maild.clock import system_clock
 from maild.config import Config
+from maild.core.clock import system_clock
 from maild.security.signing import rating_path
 from maild.store.db import Database
 

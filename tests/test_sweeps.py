@@ -28,8 +28,8 @@ from clockkit import (
 from conftest import make_mail
 from sqlalchemy import func, select
 
-from maild.clock import fixed_clock
 from maild.config import Config
+from maild.core.clock import fixed_clock
 from maild.scheduler.jobs import (
     run_all,
     sweep_autoclose,

@@ -17,14 +17,14 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
-from maild.clock import Clock, system_clock
 from maild.config import Config
+from maild.core.clock import Clock, system_clock
+from maild.core.errors import CannotListen
 from maild.daemon.supervisor import CAREFUL_MESSAGES as CAREFUL_MESSAGES
 from maild.daemon.supervisor import POISON_DEATHS as POISON_DEATHS
 from maild.daemon.supervisor import STOP_SECONDS as STOP_SECONDS
 from maild.daemon.supervisor import SUPERVISE_SECONDS as SUPERVISE_SECONDS
 from maild.daemon.supervisor import Supervision
-from maild.errors import CannotListen
 from maild.ingest.accept import Acceptor, open_queue
 from maild.ingest.smtp import Handler, start_server, start_unix_server
 from maild.ingest.smtp_guard import smtp_guard

@@ -10,8 +10,8 @@ import asyncio
 import contextlib
 import logging
 
-from maild.clock import Clock
 from maild.config import Config
+from maild.core.clock import Clock
 from maild.ingest.queue import InboundQueue
 from maild.pipeline.poison import over_budget_reason
 from maild.pipeline.runner import Pipeline

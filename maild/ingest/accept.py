@@ -16,8 +16,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 from sqlalchemy.exc import DBAPIError
 
-from maild.clock import Clock, system_clock
-from maild.errors import RejectedMessage, TemporaryFailure
+from maild.core.clock import Clock, system_clock
+from maild.core.errors import RejectedMessage, TemporaryFailure
 from maild.ingest.inbound import TableQueue
 from maild.ingest.queue import InboundQueue, Incoming, Queued
 from maild.ingest.spool import SpoolQueue, spool_path

@@ -22,7 +22,7 @@ from typing import Any
 from imapclient import IMAPClient, SocketTimeout
 from imapclient.exceptions import IMAPClientError
 
-from maild.errors import MaildError, RejectedMessage, TemporaryFailure
+from maild.core.errors import MaildError, RejectedMessage, TemporaryFailure
 from maild.ingest.accept import check_acceptable, put, strip_mbox_line
 from maild.ingest.imap_config import REJECTED_KEYWORD, ImapConfig
 from maild.ingest.inbound import TableQueue

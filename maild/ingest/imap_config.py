@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from maild.errors import ConfigError
+from maild.core.errors import ConfigError
 
 TLS_MODES = ("implicit", "starttls", "none")
 REJECTED_KEYWORD = "MaildRejected"  # set on mail that can never be accepted

@@ -14,7 +14,7 @@ from datetime import datetime
 from sqlalchemy import Connection, bindparam, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from maild.clock import Clock, system_clock
+from maild.core.clock import Clock, system_clock
 from maild.ingest.queue import (
     INBOUND,
     MAX_BATCH_BYTES,

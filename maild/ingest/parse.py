@@ -15,7 +15,7 @@ from email.utils import getaddresses, parseaddr
 
 import mailparser
 
-from maild.errors import LimitExceeded, QuarantineError
+from maild.core.errors import LimitExceeded, QuarantineError
 from maild.ingest.headers import decode_bytes, decode_value, safe_filename
 from maild.ingest.html2text import html_to_text
 from maild.threading.refs import normalize_msgid, parse_msgid_list

@@ -29,7 +29,7 @@ from typing import Any, Protocol
 
 from sqlalchemy import Connection, Table, select
 
-from maild.clock import Clock
+from maild.core.clock import Clock
 from maild.store.models import Inbound
 from maild.threading.rawids import message_id, thread_key
 

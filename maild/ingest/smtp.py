@@ -12,7 +12,7 @@ from typing import Any
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from maild.errors import RejectedMessage, TemporaryFailure
+from maild.core.errors import RejectedMessage, TemporaryFailure
 from maild.ingest.accept import Acceptor, Incoming, check_acceptable, strip_mbox_line
 from maild.ingest.smtp_guard import GuardedLMTP, GuardedSMTP, SessionGuard
 

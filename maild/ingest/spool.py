@@ -46,8 +46,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError
 
-from maild.clock import Clock, system_clock
-from maild.errors import CannotCreate
+from maild.core.clock import Clock, system_clock
+from maild.core.errors import CannotCreate
 from maild.ingest.queue import (
     COLUMNS,
     INBOUND,

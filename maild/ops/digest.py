@@ -11,11 +11,11 @@ from typing import Any
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
-from maild.clock import as_utc
 from maild.config import Config
+from maild.core.clock import as_utc
 from maild.ops.queue import OPEN_STATUSES, age_text
+from maild.ops.stats import percentile
 from maild.scheduler.elapsed import business_hours_between, sla_progress
-from maild.stats import percentile
 from maild.store.models import Ticket
 
 log = logging.getLogger(__name__)

@@ -18,7 +18,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from maild.clock import as_utc
+from maild.core.clock import as_utc
 from maild.ingest.inbound import TableQueue
 from maild.ingest.queue import InboundQueue
 from maild.store.db import Database

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import Select, exists, or_, select
 from sqlalchemy.orm import Session
 
-from maild.clock import as_utc
+from maild.core.clock import as_utc
 from maild.store.models import Message, Ticket
 
 log = logging.getLogger(__name__)

@@ -11,7 +11,7 @@ import dataclasses
 import logging
 
 from maild.config import Config, load
-from maild.errors import ConfigError
+from maild.core.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

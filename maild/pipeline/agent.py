@@ -6,7 +6,7 @@ import logging
 from dataclasses import replace
 from datetime import UTC, datetime
 
-from maild.config_sections import Department
+from maild.config.sections import Department
 from maild.knowledge.articles import kb_errors, record_article
 from maild.pipeline import incident_commands
 from maild.pipeline.base import Context, Work

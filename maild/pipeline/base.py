@@ -7,8 +7,8 @@ from typing import Protocol
 
 from sqlalchemy.orm import Session
 
-from maild.clock import Clock
 from maild.config import Config
+from maild.core.clock import Clock
 from maild.ingest.parse import ParsedMail
 from maild.replies.render import Renderer
 from maild.tickets.loops import Verdict

@@ -19,7 +19,7 @@ from typing import Any
 
 from sqlalchemy import Row, bindparam, or_, select
 
-from maild.clock import as_utc
+from maild.core.clock import as_utc
 from maild.pipeline import incident_mail as tell
 from maild.pipeline.base import Context, Work
 from maild.pipeline.records import next_number, set_due, ticket_of

@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy import bindparam, func, select
 
-from maild.clock import as_utc
+from maild.core.clock import as_utc
 from maild.pipeline.base import Context, Work
 from maild.pipeline.notify import notify_agents, recipients
 from maild.replies.compose import AUTO_GENERATED, AUTO_REPLIED, new_message_id

@@ -10,8 +10,8 @@ from datetime import timedelta
 from sqlalchemy import ColumnElement, bindparam, func, or_, select
 from sqlalchemy.orm import Session
 
-from maild.clock import as_utc
 from maild.config import Config
+from maild.core.clock import as_utc
 from maild.store.models import Ticket
 from maild.tickets.incidents import jaccard
 

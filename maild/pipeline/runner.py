@@ -17,9 +17,9 @@ from sqlalchemy import update
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
-from maild.clock import Clock, system_clock
 from maild.config import Config
-from maild.errors import QuarantineError, TemporaryFailure
+from maild.core.clock import Clock, system_clock
+from maild.core.errors import QuarantineError, TemporaryFailure
 from maild.ingest.inbound import TableQueue
 from maild.ingest.parse import Limits, ParsedMail, parse_mail
 from maild.ingest.queue import INBOUND, MAX_BATCH_BYTES, Entry, InboundQueue

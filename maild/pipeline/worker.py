@@ -14,7 +14,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from maild.config import Config
-from maild.errors import TemporaryFailure
+from maild.core.errors import TemporaryFailure
 from maild.ingest.accept import open_queue
 from maild.pipeline.poison import SLOTS, InHand, in_hand, mark, process_cpu
 from maild.pipeline.runner import Pipeline, drain

@@ -20,8 +20,8 @@ from typing import Any
 
 from sqlalchemy import Select, bindparam, func, or_, select
 
-from maild.clock import as_utc
 from maild.config import Config
+from maild.core.clock import as_utc
 from maild.replies.compose import AUTO_GENERATED, Outgoing, new_message_id
 from maild.replies.context import MailContext
 from maild.replies.kinds import mail

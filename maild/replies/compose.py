@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from email.utils import format_datetime
 
-from maild.errors import HeaderInjection
+from maild.core.errors import HeaderInjection
 from maild.replies import mime
 
 AUTO_REPLIED = "auto-replied"

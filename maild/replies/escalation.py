@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from maild.config_sections import Department
+from maild.config.sections import Department
 from maild.replies.context import MailContext
 from maild.replies.kinds import customer_mail, staff_mail
 from maild.replies.outbox import enqueue

@@ -20,7 +20,7 @@ from itertools import count
 
 from sqlalchemy import Table, bindparam, delete, insert, select, update
 
-from maild.clock import as_utc
+from maild.core.clock import as_utc
 from maild.replies.transport import SendError
 from maild.store.db import Database
 from maild.store.models import Outbox, SenderInstance

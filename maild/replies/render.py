@@ -16,7 +16,7 @@ from jinja2 import (
     select_autoescape,
 )
 
-from maild.clock import as_utc
+from maild.core.clock import as_utc
 from maild.replies.words import customer_status, name_of, plural
 
 SHIPPED = Path(__file__).resolve().parents[1] / "templates"

@@ -10,8 +10,8 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from maild.clock import Clock, fixed_clock
 from maild.config import Config
+from maild.core.clock import Clock, fixed_clock
 from maild.replies.compose import Outgoing, new_message_id
 from maild.replies.kinds import mail, staff_mail
 from maild.replies.outbox import enqueue

@@ -15,8 +15,8 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from maild.clock import Clock, system_clock
-from maild.errors import TemporaryFailure
+from maild.core.clock import Clock, system_clock
+from maild.core.errors import TemporaryFailure
 from maild.replies import leases
 from maild.replies.leases import Attempt, Claimed, claim_due, lease_for, record
 from maild.replies.transport import HandOff, SendError, Transport

@@ -20,7 +20,7 @@ from urllib.parse import unquote, urlsplit
 import aiosmtplib
 
 from maild.config import OutboundConfig
-from maild.errors import CannotCreate, MaildError
+from maild.core.errors import CannotCreate, MaildError
 
 
 class SendError(MaildError):

@@ -16,8 +16,8 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from maild.clock import as_utc, fixed_clock
 from maild.config import Config
+from maild.core.clock import as_utc, fixed_clock
 from maild.ops.digest import desk_summary, previous_working_day, queue
 from maild.replies.compose import AUTO_GENERATED, Outgoing
 from maild.replies.kinds import staff_message_id

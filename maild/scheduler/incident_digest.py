@@ -9,8 +9,8 @@ from datetime import datetime, timedelta
 from sqlalchemy import exists, select
 from sqlalchemy.orm import Session, aliased
 
-from maild.clock import as_utc, fixed_clock
 from maild.config import Config
+from maild.core.clock import as_utc, fixed_clock
 from maild.pipeline.incident_mail import send_digest
 from maild.replies.render import Renderer
 from maild.replies.scheduled import SweepContext

@@ -9,8 +9,8 @@ from typing import Any, Protocol
 from sqlalchemy import exists, or_
 from sqlalchemy.orm import Session
 
-from maild.clock import as_utc
 from maild.config import Config
+from maild.core.clock import as_utc
 from maild.replies.outbox import may_auto_reply
 from maild.replies.render import Renderer, when_text
 from maild.replies.scheduled import Notices, staff_for

@@ -9,8 +9,8 @@ from collections.abc import Callable
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from maild.clock import Clock, system_clock
 from maild.config import Config
+from maild.core.clock import Clock, system_clock
 from maild.scheduler.jobs import SWEEPS, Sweep
 from maild.store.db import Database
 

@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
-from maild.errors import CannotCreate, UnsafeStorage
+from maild.core.errors import CannotCreate, UnsafeStorage
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from maild.clock import as_utc
+from maild.core.clock import as_utc
 from maild.tickets.sla import add_business_hours
 
 if TYPE_CHECKING:

@@ -8,8 +8,8 @@ from collections.abc import Callable
 from aiohttp import web
 from sqlalchemy import func, select
 
-from maild.clock import Clock, system_clock
 from maild.config import Config, WebConfig
+from maild.core.clock import Clock, system_clock
 from maild.ingest.inbound import TableQueue
 from maild.ingest.queue import InboundQueue
 from maild.ops.metrics import Metrics

@@ -15,14 +15,14 @@ from typing import Any
 
 from aiohttp import web
 
-from maild import views
-from maild.clock import Clock
 from maild.config import Config
+from maild.core.clock import Clock
+from maild.ops import views
 from maild.ops.digest import at_risk, line
 from maild.ops.queue import TicketFilter, find_tickets
+from maild.ops.stats import desk_stats
 from maild.replies.render import Renderer
 from maild.security.signing import LINK, LOGIN_PATTERN, SESSION, LinkError, make_token, read_token
-from maild.stats import desk_stats
 from maild.store.db import Database
 from maild.store.models import Ticket
 from maild.tickets.words import PRIORITIES, STATUSES, TYPES

@@ -15,8 +15,8 @@ from aiohttp import web
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from maild.clock import Clock, as_utc
 from maild.config import Config
+from maild.core.clock import Clock, as_utc
 from maild.replies.render import Renderer
 from maild.replies.scheduled import Notices, staff_for
 from maild.security.signing import PATH_PATTERN, LinkError, RatingLink, verify

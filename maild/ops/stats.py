@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from maild.clock import as_utc
+from maild.core.clock import as_utc
 from maild.scheduler.elapsed import business_hours_between
 from maild.store.models import Ticket
 from maild.tickets.sla import BusinessHours

@@ -11,10 +11,10 @@ from typing import Any
 
 from sqlalchemy import inspect
 
-from maild.clock import as_utc, system_clock
 from maild.config import Config
+from maild.core.clock import as_utc, system_clock
+from maild.ops.stats import desk_stats
 from maild.scheduler.jobs import run_all
-from maild.stats import desk_stats
 from maild.store.db import Database
 from maild.store.migrate import upgrade
 

@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from maild.clock import as_utc
+from maild.core.clock import as_utc
 from maild.ingest.headers import decode_value
 from maild.replies.undeliverable import undeliverable_among
 from maild.store.models import Event, Inbound, Message, Ticket

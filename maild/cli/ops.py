@@ -13,10 +13,10 @@ from typing import Any
 
 from sqlalchemy import inspect
 
-from maild import views
-from maild.cli_clock import parse_now
-from maild.clock import as_utc, system_clock
+from maild.cli.clock import parse_now
 from maild.config import Config
+from maild.core.clock import as_utc, system_clock
+from maild.ops import views
 from maild.ops.backup import BackupError, backup
 from maild.ops.queue import TicketFilter, age_text, find_tickets
 from maild.pipeline.related import incident_counts

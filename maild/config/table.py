@@ -6,7 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from maild.errors import ConfigError
+from maild.core.errors import ConfigError
 
 T = TypeVar("T")
 _MISSING = object()

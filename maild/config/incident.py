@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from maild.config_table import Table, is_email
+from maild.config.table import Table, is_email
 
 log = logging.getLogger(__name__)
 

@@ -14,9 +14,11 @@ from typing import Any, NoReturn
 from sqlalchemy import inspect
 from sqlalchemy.exc import DBAPIError
 
-from maild import cli_clock, cli_kb, cli_ops, views
+from maild.cli import clock as cli_clock
+from maild.cli import kb as cli_kb
+from maild.cli import ops as cli_ops
 from maild.config import Config, load
-from maild.errors import (
+from maild.core.errors import (
     CannotCreate,
     CannotListen,
     ConfigError,
@@ -25,6 +27,7 @@ from maild.errors import (
     UnsafeStorage,
 )
 from maild.ingest.accept import check_acceptable, open_queue, store_raw, strip_mbox_line
+from maild.ops import views
 from maild.pipeline.related import incident_fields
 from maild.pipeline.runner import Pipeline
 from maild.store.db import Database, sqlite_path

@@ -7,13 +7,19 @@ from datetime import date, time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from maild.config_table import Table, hostport, is_email, resolve
-from maild.errors import ConfigError
+from maild.config.table import Table, hostport, is_email, resolve
+from maild.core.errors import ConfigError
 from maild.tickets.sla import DAY_NAMES, BusinessHours, ClockConfig
 from maild.tickets.words import AGENT_PROOFS, PRIORITIES, TYPES, AgentProof, Priority, TicketType
 
 if TYPE_CHECKING:
     from maild.ingest.imap_config import ImapConfig
+
+
+@dataclass(frozen=True)
+class Agent:
+    email: str
+    name: str
 
 
 @dataclass(frozen=True)
@@ -287,3 +293,18 @@ def digest(t: Table) -> DigestConfig:
     if value.lower() in ("", "off"):
         return DigestConfig(None)
     return DigestConfig(_clock_time(t, "at", value))
+
+
+def agents(items: object) -> tuple[Agent, ...]:
+    if not isinstance(items, list):
+        raise ConfigError("agents", "must be an array of tables ([[agents]])")
+    agents = []
+    for i, item in enumerate(items):
+        t = Table(item, f"agents[{i}]")
+        email = t.get("email", str).strip().lower()
+        t.check("email", is_email, f"not an email address: {email!r}", email)
+        name = t.get("name", str, email.partition("@")[0])
+        t.check("name", lambda v: "\n" not in v and "\r" not in v, "must be one line", name)
+        t.finish()
+        agents.append(Agent(email, name.strip()))
+    return tuple(agents)

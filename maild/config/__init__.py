@@ -10,11 +10,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from maild import config_sections as sections
-from maild.config_incident import IncidentConfig, incident
-from maild.config_sections import Department, DigestConfig, SlaConfig
-from maild.config_table import Table, hostport, is_email, positive, resolve
-from maild.errors import ConfigError
+from maild.config import sections
+from maild.config.incident import IncidentConfig, incident
+from maild.config.sections import Agent, Department, DigestConfig, SlaConfig
+from maild.config.table import Table, hostport, is_email, positive, resolve
+from maild.core.errors import ConfigError
 from maild.tickets.sla import BusinessHours, ClockConfig
 from maild.tickets.words import AgentProof
 
@@ -71,12 +71,6 @@ class WebConfig:
     read_timeout: float = 15.0
     max_connections_per_address: int = 20
     board_hours: float = 12.0
-
-
-@dataclass(frozen=True)
-class Agent:
-    email: str
-    name: str
 
 
 @dataclass(frozen=True)
@@ -281,21 +275,6 @@ def _secret(t: Table) -> str:
     return secret
 
 
-def _agents(items: object) -> tuple[Agent, ...]:
-    if not isinstance(items, list):
-        raise ConfigError("agents", "must be an array of tables ([[agents]])")
-    agents = []
-    for i, item in enumerate(items):
-        t = Table(item, f"agents[{i}]")
-        email = t.get("email", str).strip().lower()
-        t.check("email", is_email, f"not an email address: {email!r}", email)
-        name = t.get("name", str, email.partition("@")[0])
-        t.check("name", lambda v: "\n" not in v and "\r" not in v, "must be one line", name)
-        t.finish()
-        agents.append(Agent(email, name.strip()))
-    return tuple(agents)
-
-
 def _limits(t: Table) -> LimitsConfig:
     values = {}
     for name, default in vars(LimitsConfig()).items():
@@ -361,7 +340,7 @@ def from_mapping(data: Mapping[str, Any], base: Path, path: Path | None = None) 
         outbound=_outbound(Table(data.get("outbound", {}), "outbound"), base, desk),
         web=_web(Table(data.get("web", {}), "web")),
         secret_key=_secret(Table(data.get("security", {}), "security")),
-        agents=_agents(data.get("agents", [])),
+        agents=sections.agents(data.get("agents", [])),
         limits=_limits(Table(data.get("limits", {}), "limits")),
         pipeline=_pipeline(Table(data.get("pipeline", {}), "pipeline")),
         lmtp_listen=sections.lmtp(Table(data.get("lmtp", {}), "lmtp"), base),

@@ -1,0 +1,1 @@
+"""What every part shares: the one clock and the one error family."""
