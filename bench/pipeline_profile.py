@@ -2,7 +2,7 @@
 """CPU cost of the pipeline alone, in this process, under cProfile: no SMTP, no sender.
 
     .venv/bin/python bench/pipeline_profile.py [--messages 1000] [--config config.toml] [--top 40]
-        [--plain] [--dump FILE]
+        [--plain] [--dump FILE] [--alike-share PCT]
 
 Stores the benchmark's mix (bench/mailgen.py: new requests, then replies to them by tag) in a
 throw-away SQLite database with ``store_raw``, then runs ``Pipeline.process`` until nothing is
@@ -72,6 +72,13 @@ def main() -> int:
     p.add_argument("--config", default=str(REPO / "config.toml"))
     p.add_argument("--top", type=int, default=40)
     p.add_argument("--sort", default="cumulative")
+    p.add_argument(
+        "--alike-share",
+        type=float,
+        default=0.0,
+        metavar="PCT",
+        help="per cent of new requests that are one outage wave (issue 12's incidents; 0)",
+    )
     p.add_argument("--plain", action="store_true", help="no cProfile: the CPU time as it is")
     p.add_argument("--dump", help="also write the raw cProfile data here (for pstats/snakeviz)")
     args = p.parse_args()
@@ -86,7 +93,7 @@ def main() -> int:
     upgrade(db)
     pipeline = Pipeline(config, db)
 
-    factory = MailFactory("prof", config.desk.address, config.desk.tag)
+    factory = MailFactory("prof", config.desk.address, config.desk.tag, 1, args.alike_share / 100)
     rng = random.Random(7)
     n_new = args.messages * 6 // 10
     requests = []
