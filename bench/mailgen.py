@@ -1,8 +1,17 @@
 """Synthetic but realistic customer mail for the benchmark: raw RFC 5322 bytes, CRLF line ends.
 
-Everything here is cheap on purpose (the client shares the machine with the daemon): bodies are
-assembled from pre-encoded paragraphs, the 100 KB attachment from one random block with a
-unique prefix (so every attachment has its own content hash, as in real life).
+Everything here is cheap on purpose (the client shares the machine with the daemon): the 100 KB
+attachment is one random block with a unique prefix (so every attachment has its own content
+hash, as in real life).
+
+Bodies vary as a desk's mail does: each new request has its own topic, a few dozen words drawn
+from a large generated vocabulary (``VOCABULARY_SIZE`` made-up words per language, fixed for a
+seed), written into sentences between real greetings, linking words and signatures. So two
+random requests share little more than their subject line and are rarely alike by issue 12's
+measure (until 2 Dec 2026 the bodies came from ten fixed paragraphs and ~85 % of new requests
+joined problems). ``alike_share`` makes that share of new requests an outage wave instead: one
+subject and one set of words per factory, a word or two of each mail changed, so the incident
+path can still be measured. A customer's reply quotes their own request.
 """
 
 from __future__ import annotations
@@ -104,6 +113,26 @@ REPLY_TEXT_EN = [
     "Any news on this? It has been two days.",
 ]
 REPLY_PREFIXES = ["Re: ", "RE: ", "Re: Re: ", "Ответ: ", "Отв: ", "AW: ", "RE: Ответ: "]
+GREETINGS_RU = ["Здравствуйте!", "Добрый день!", "Добрый день, коллеги!", "Здравствуйте."]
+GREETINGS_EN = ["Hello,", "Hi,", "Dear support team,", "Good morning,"]
+CLOSINGS_RU = [
+    "Заранее спасибо за помощь.",
+    "С уважением,\nменеджер по закупкам\nООО «Ромашка»\nтел. +7 (495) 123-45-67",
+    "Спасибо!",
+    "С уважением, Иван.",
+]
+CLOSINGS_EN = [
+    "Thanks in advance for your help.",
+    "Best regards,\nPurchasing manager\nAcme Ltd.\n+44 20 7946 0000",
+    "Cheers",
+]
+# Real linking words between the topic's words (most are stop words to issue 12's measure).
+_GLUE_RU = "и в не что на с как а то так но по уже или для при после если когда это"
+GLUE_RU = _GLUE_RU.split()
+_GLUE_EN = "and the in not that on with as but so for after if when this it is was"
+GLUE_EN = _GLUE_EN.split()
+VOCABULARY_SIZE = 20000
+TOPIC_WORDS = 30  # a request's own words
 ATTACHMENT_BYTES = 100 * 1024
 _BLOCK = os.urandom(ATTACHMENT_BYTES)
 
@@ -118,6 +147,7 @@ class Request:
     subject: str
     russian: bool
     charset: str
+    text: str  # the body, which the replies quote
     replies: int = 0
 
 
@@ -135,23 +165,57 @@ class Outgoing:
     parent: str | None  # the request's Message-ID for a reply
 
 
+def _vocabulary(seed: int, onsets: str, vowels: str, codas: str) -> list[str]:
+    """``VOCABULARY_SIZE`` distinct made-up words of 2-4 syllables (their first six letters,
+    issue 12's stem, differ for most pairs)."""
+    rng = random.Random(seed)
+    found: set[str] = set()
+    while len(found) < VOCABULARY_SIZE:
+        word = "".join(
+            rng.choice(onsets)
+            + rng.choice(vowels)
+            + (rng.choice(codas) if rng.random() < 0.3 else "")
+            for _ in range(rng.randint(2, 4))
+        )
+        found.add(word)
+    return sorted(found)
+
+
+VOCAB_RU = _vocabulary(11, "бвгдзклмнпрстфхцчшщж", "аеиоуыяю", "нрлмст")
+VOCAB_EN = _vocabulary(12, "bcdfghjklmnprstvwz", "aeiou", "nrlmstk")
+
+
+def _sentences(rng: random.Random, topic: list[str], russian: bool, target: int) -> list[str]:
+    """Paragraphs of sentences mixing the topic's words with real linking words."""
+    glue = GLUE_RU if russian else GLUE_EN
+    paras: list[str] = []
+    size = 0
+    while size < target:
+        sentences = []
+        for _ in range(rng.randint(2, 4)):
+            ws = [rng.choice(topic) if rng.random() < 0.6 else rng.choice(glue) for _ in range(12)]
+            sentences.append(" ".join(ws).capitalize() + ".")
+        para = " ".join(sentences)
+        paras.append(para)
+        size += len(para.encode("utf-8")) + 2
+    return paras
+
+
+def _request_text(rng: random.Random, topic: list[str], russian: bool, target: int) -> str:
+    greeting = rng.choice(GREETINGS_RU if russian else GREETINGS_EN)
+    closing = rng.choice(CLOSINGS_RU if russian else CLOSINGS_EN)
+    paras = _sentences(rng, topic, russian, target)
+    if len(paras) > 2:  # some real prose too, after the words issue 12 compares
+        paras[-1] = rng.choice(PARAS_RU if russian else PARAS_EN)
+    return "\n\n".join([greeting, *paras, closing])
+
+
 def _encode_words(text: str, charset: str) -> str:
     return Header(text, charset).encode(linesep=CRLF)
 
 
 def _address(name: str, addr: str, charset: str) -> str:
     return f"{_encode_words(name, charset)} <{addr}>"
-
-
-def _body_text(rng: random.Random, russian: bool, target: int) -> str:
-    paras = PARAS_RU if russian else PARAS_EN
-    out: list[str] = []
-    size = 0
-    while size < target:
-        p = rng.choice(paras)
-        out.append(p)
-        size += len(p.encode("utf-8")) + 2
-    return "\n\n".join(out)
 
 
 def _wrap(data: str, width: int = 76) -> str:
@@ -192,12 +256,17 @@ def _attachment_part(serial: int) -> str:
 class MailFactory:
     """Builds new requests and replies; deterministic for a seed, unique per ``run``."""
 
-    def __init__(self, run: str, desk_address: str, tag: str, seed: int = 1) -> None:
+    def __init__(
+        self, run: str, desk_address: str, tag: str, seed: int = 1, alike_share: float = 0.0
+    ) -> None:
         self.run = run
         self.desk = desk_address
         self.tag = tag
         self.rng = random.Random(seed)
         self.serial = 0
+        self.alike_share = alike_share  # 0..1: new requests that are one outage wave
+        self.wave_ru = self.rng.sample(VOCAB_RU, TOPIC_WORDS // 2)
+        self.wave_en = self.rng.sample(VOCAB_EN, TOPIC_WORDS // 2)
 
     def _next(self) -> tuple[int, str]:
         self.serial += 1
@@ -253,10 +322,18 @@ class MailFactory:
         serial, msgid = self._next()
         russian = rng.random() < 0.85
         charset = self._pick_charset(russian)
-        subject = rng.choice(SUBJECTS_RU if russian else SUBJECTS_EN)
+        vocab = VOCAB_RU if russian else VOCAB_EN
+        if self.alike_share and rng.random() < self.alike_share:
+            # The outage wave: one subject and one set of words, a word or two changed.
+            subject = "Срочно: сайт недоступен" if russian else "Site is down"
+            topic = [*(self.wave_ru if russian else self.wave_en), *rng.sample(vocab, 2)]
+            text = _request_text(rng, topic, russian, rng.randint(800, 1500))
+        else:
+            subject = rng.choice(SUBJECTS_RU if russian else SUBJECTS_EN)
+            topic = rng.sample(vocab, TOPIC_WORDS)
+            text = _request_text(rng, topic, russian, rng.randint(1500, 5000))
         name = rng.choice(NAMES_RU if russian else NAMES_EN)
         sender = f"customer-{self.run}-{serial}@client.example.org"
-        text = _body_text(rng, russian, rng.randint(1500, 5000))
         headers = [
             f"From: {_address(name, sender, charset)}",
             f"To: {self.desk}",
@@ -266,7 +343,7 @@ class MailFactory:
             "X-Mailer: maild-bench",
         ]
         raw = self._assemble(headers, text, charset, attachment, serial)
-        req = Request(msgid, sender, name, subject, russian, charset)
+        req = Request(msgid, sender, name, subject, russian, charset, text)
         return Outgoing(msgid, sender, self.desk, raw, "new", False, attachment, None), req
 
     def reply(
@@ -290,7 +367,7 @@ class MailFactory:
             subject = f"Re: {req.subject}"
             parent, refs = req.message_id, req.message_id
         fresh = rng.choice(REPLY_TEXT_RU if req.russian else REPLY_TEXT_EN)
-        quoted = _body_text(rng, req.russian, rng.randint(1000, 3000))
+        quoted = req.text[: rng.randint(1000, 3000)]
         intro = (
             f"{formatdate()}, {self.desk}:"
             if req.russian

@@ -2,7 +2,7 @@
 """CPU cost of the pipeline alone, in this process, under cProfile: no SMTP, no sender.
 
     .venv/bin/python bench/pipeline_profile.py [--messages 1000] [--config config.toml] [--top 40]
-        [--plain] [--dump FILE]
+        [--plain] [--dump FILE] [--alike-share PCT]
 
 Stores the benchmark's mix (bench/mailgen.py: new requests, then replies to them by tag) in a
 throw-away SQLite database with ``store_raw``, then runs ``Pipeline.process`` until nothing is
@@ -35,12 +35,50 @@ from maild.store.migrate import upgrade
 REPO = Path(__file__).resolve().parent.parent
 
 
+def _numbers(db: Database, message_ids: list[str]) -> dict[str, int]:
+    """The request number each first mail got (problems take numbers too, so the numbers
+    cannot be counted on the client's side)."""
+    found: dict[str, int] = {}
+    with db.engine.connect() as conn:
+        for i in range(0, len(message_ids), 500):
+            chunk = message_ids[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = conn.exec_driver_sql(
+                "SELECT message_id, ticket_id FROM messages WHERE direction = 'in' "
+                f"AND message_id IN ({marks})",
+                tuple(chunk),
+            )
+            found.update({mid: int(tid) for mid, tid in rows if tid is not None})
+    return found
+
+
+def _incidents(db: Database) -> str:
+    """How many customers' requests joined problems (issue 12), for the mail's likeness."""
+    with db.engine.connect() as conn:
+        try:
+            requests, joined, problems = conn.exec_driver_sql(
+                "SELECT SUM(type != 'problem'), SUM(problem_id IS NOT NULL), "
+                "SUM(type = 'problem') FROM tickets"
+            ).one()
+        except Exception:  # a tree from before issue 12 has no problem_id
+            return "no incident columns (a tree from before issue 12)"
+    share = 100 * (joined or 0) / max(requests or 0, 1)
+    return f"{requests} requests, {joined} joined {problems} problems ({share:.0f} %)"
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--messages", type=int, default=1000)
     p.add_argument("--config", default=str(REPO / "config.toml"))
     p.add_argument("--top", type=int, default=40)
     p.add_argument("--sort", default="cumulative")
+    p.add_argument(
+        "--alike-share",
+        type=float,
+        default=0.0,
+        metavar="PCT",
+        help="per cent of new requests that are one outage wave (issue 12's incidents; 0)",
+    )
     p.add_argument("--plain", action="store_true", help="no cProfile: the CPU time as it is")
     p.add_argument("--dump", help="also write the raw cProfile data here (for pstats/snakeviz)")
     args = p.parse_args()
@@ -55,7 +93,7 @@ def main() -> int:
     upgrade(db)
     pipeline = Pipeline(config, db)
 
-    factory = MailFactory("prof", config.desk.address, config.desk.tag)
+    factory = MailFactory("prof", config.desk.address, config.desk.tag, 1, args.alike_share / 100)
     rng = random.Random(7)
     n_new = args.messages * 6 // 10
     requests = []
@@ -64,9 +102,10 @@ def main() -> int:
         store_raw(db, out.raw, source="smtp", envelope_from=out.sender)
         requests.append(req)
     drain(pipeline)  # the requests exist before their replies are measured
+    numbers = _numbers(db, [r.message_id for r in requests])
     for i in range(args.messages - n_new):
         req = requests[i % len(requests)]
-        out = factory.reply(req, rng.random() < 0.1, (i % len(requests)) + 1, None)
+        out = factory.reply(req, rng.random() < 0.1, numbers.get(req.message_id), None)
         store_raw(db, out.raw, source="smtp", envelope_from=out.sender)
 
     # Measure a second batch of new requests and the replies together.
@@ -84,6 +123,7 @@ def main() -> int:
     how = "without" if args.plain else "under"
     print(f"{done} messages ({measured} expected), {cpu * 1000 / max(done, 1):.2f} ms CPU each")
     print(f"({how} cProfile)")
+    print(_incidents(db))
     if args.plain:
         db.dispose()
         return 0

@@ -962,6 +962,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--poll-interval", type=float, default=0.005, help="DB poll period (5 ms)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument(
+        "--alike-share",
+        type=float,
+        default=0.0,
+        metavar="PCT",
+        help="per cent of new requests that are one outage wave (issue 12's incidents; 0)",
+    )
+    p.add_argument(
         "--profile",
         type=Path,
         metavar="DIR",
@@ -1018,7 +1025,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         reader = Reader(target.db_url)
         run = uuid.uuid4().hex[:8]
-        traffic = Traffic(MailFactory(run, target.desk_address, target.tag, args.seed), args.seed)
+        traffic = Traffic(
+            MailFactory(run, target.desk_address, target.tag, args.seed, args.alike_share / 100),
+            args.seed,
+        )
         poller = Poller(reader, args.poll_interval, traffic.on_ack)
         poller.start()
         try:

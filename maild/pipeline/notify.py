@@ -104,7 +104,8 @@ def _acknowledge(ticket: Ticket, work: Work, ctx: Context) -> None:
             limit,
         )
         return
-    if enqueue(ctx, acknowledgement(ticket, work, ctx), ticket_id=ticket.id, kind="ack"):
+    ack = acknowledgement(ticket, work, ctx)
+    if enqueue(ctx, ack, ticket_id=ticket.id, kind="ack", counted=ticket.requester):
         add_event(ctx.session, ticket.id, ctx.clock(), "acknowledged")
 
 

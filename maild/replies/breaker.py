@@ -85,9 +85,18 @@ def _since(ticket: Ticket, now: datetime) -> datetime:
 
 
 def check(
-    ctx: MailContext, ticket: Ticket, mails: Sequence[Outgoing], automatic: bool
+    ctx: MailContext,
+    ticket: Ticket,
+    mails: Sequence[Outgoing],
+    automatic: bool,
+    counted: str = "",
 ) -> Trip | None:
-    """The limit ``mails`` would pass, or None when they may go."""
+    """The limit ``mails`` would pass, or None when they may go.
+
+    ``counted``: an address the caller has just found under ``auto_replies_per_hour`` (its
+    own count an hour back from a moment no later than ours, in this transaction, nothing
+    queued since): its count here could only be the same or lower, so it is not made again.
+    """
     limits, now = ctx.config.limits, ctx.clock()
     params = {"ticket": ticket.id, "since": _since(ticket, now)}
     on_request = dict(ctx.session.connection().execute(_ON_REQUEST, params).all())
@@ -101,6 +110,8 @@ def check(
         address = out.to[0].lower() if out.to else ""
         if is_staff(ctx.config, address):
             sent = on_request.get(address, 0)
+        elif address == counted:
+            continue
         else:
             sent = _count(ctx, _PER_ADDRESS, key=address, since=now - HOUR)
         if sent >= limits.auto_replies_per_hour:
@@ -119,9 +130,16 @@ class Decision:
 
 
 def admit(
-    ctx: MailContext, ticket_id: int, mails: Sequence[Outgoing], *, automatic: bool, kind: str
+    ctx: MailContext,
+    ticket_id: int,
+    mails: Sequence[Outgoing],
+    *,
+    automatic: bool,
+    kind: str,
+    counted: str = "",
 ) -> Decision:
-    """Whether ``mails`` about request ``ticket_id`` may be queued now."""
+    """Whether ``mails`` about request ``ticket_id`` may be queued now (``counted``: see
+    ``check``)."""
     ticket = ctx.session.get(Ticket, ticket_id)
     if ticket is None or not mails:
         return Decision(True)
@@ -129,7 +147,7 @@ def admit(
         add_event(ctx.session, ticket_id, ctx.clock(), "mail-stopped", MAILD, stopped=kind)
         log.info("request #%d: mail held by the breaker, %s not sent", ticket_id, kind)
         return Decision(False)
-    trip = check(ctx, ticket, mails, automatic)
+    trip = check(ctx, ticket, mails, automatic, counted.lower())
     if trip is None:
         return Decision(True)
     return Decision(False, _trip(ctx, ticket, trip, kind), f"{LEAD_KIND}:{trip.address}")

@@ -84,6 +84,7 @@ def enqueue(
     kind: str,
     message_kind: str = "system",
     automatic: bool = True,
+    counted: str = "",
 ) -> bool:
     """Queue ``out``; it is sent only if the surrounding transaction commits.
 
@@ -91,8 +92,10 @@ def enqueue(
     breaker; returns False when the breaker stopped it.
     Plain INSERTs, not ORM objects: a request can cause several mails, and this is the hot path.
     The mail is also kept as an outgoing message of its request (history, threading).
+    ``counted``: an address ``may_auto_reply`` has just let through (the breaker does not
+    count it again).
     """
-    if not _admitted(ctx, ticket_id, [out], automatic, kind):
+    if not _admitted(ctx, ticket_id, [out], automatic, kind, counted):
         return False
     conn = ctx.session.connection()
     kept = deliverable(ctx.session, out)  # the message row keeps whom it was meant for
@@ -117,12 +120,17 @@ def enqueue_internal(
 
 
 def _admitted(
-    ctx: MailContext, ticket_id: int | None, mails: Sequence[Outgoing], automatic: bool, kind: str
+    ctx: MailContext,
+    ticket_id: int | None,
+    mails: Sequence[Outgoing],
+    automatic: bool,
+    kind: str,
+    counted: str = "",
 ) -> bool:
     """Ask the breaker; when it trips just now, queue its one mail to the lead."""
     if ticket_id is None:
         return True
-    decision = breaker.admit(ctx, ticket_id, mails, automatic=automatic, kind=kind)
+    decision = breaker.admit(ctx, ticket_id, mails, automatic=automatic, kind=kind, counted=counted)
     if decision.lead_mail is not None:
         lead_mail = decision.lead_mail
         row = _outbox_row(lead_mail, ticket_id, breaker.LEAD_KIND, False)

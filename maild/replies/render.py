@@ -85,12 +85,21 @@ class Renderer:
         self.env.filters["plural"] = plural
         self.env.filters["word"] = name_of
         self.env.filters["customer_status"] = customer_status
+        # HTML parts found missing: looked for once per renderer, not for every mail (most
+        # mail has none, and a miss searches both folders and raises). A template added later
+        # is found after a reload, as jinja's own cache already has it for an override that
+        # would shadow a shipped template.
+        self.no_html: set[str] = set()
 
     def render(self, language: str, template: str, **context: Any) -> tuple[str, str | None]:
         text = self.env.get_template(f"{language}/{template}.txt.j2").render(**context)
+        name = f"{language}/{template}.html.j2"
+        if name in self.no_html:
+            return text, None
         try:
-            html_tpl = self.env.get_template(f"{language}/{template}.html.j2")
+            html_tpl = self.env.get_template(name)
         except TemplateNotFound:  # an HTML part is optional
+            self.no_html.add(name)
             return text, None
         return text, html_tpl.render(**context)
 
