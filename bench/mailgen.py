@@ -16,6 +16,7 @@ path can still be measured. A customer's reply quotes their own request.
 
 from __future__ import annotations
 
+import argparse
 import base64
 import html
 import os
@@ -135,6 +136,17 @@ VOCABULARY_SIZE = 20000
 TOPIC_WORDS = 30  # a request's own words
 ATTACHMENT_BYTES = 100 * 1024
 _BLOCK = os.urandom(ATTACHMENT_BYTES)
+
+
+def add_alike_share(parser: argparse.ArgumentParser) -> None:
+    """The option both benchmarks take for an outage wave among the new requests."""
+    parser.add_argument(
+        "--alike-share",
+        type=float,
+        default=0.0,
+        metavar="PCT",
+        help="per cent of new requests that are one outage wave (issue 12's incidents; 0)",
+    )
 
 
 @dataclass

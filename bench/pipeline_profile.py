@@ -24,7 +24,7 @@ import tomllib
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from mailgen import MailFactory
+from mailgen import MailFactory, add_alike_share
 
 from maild.config import from_mapping
 from maild.ingest.accept import store_raw
@@ -72,13 +72,7 @@ def main() -> int:
     p.add_argument("--config", default=str(REPO / "config.toml"))
     p.add_argument("--top", type=int, default=40)
     p.add_argument("--sort", default="cumulative")
-    p.add_argument(
-        "--alike-share",
-        type=float,
-        default=0.0,
-        metavar="PCT",
-        help="per cent of new requests that are one outage wave (issue 12's incidents; 0)",
-    )
+    add_alike_share(p)
     p.add_argument("--plain", action="store_true", help="no cProfile: the CPU time as it is")
     p.add_argument("--dump", help="also write the raw cProfile data here (for pstats/snakeviz)")
     args = p.parse_args()

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from mailgen import MailFactory, Outgoing, Request
+from mailgen import MailFactory, Outgoing, Request, add_alike_share
 
 REPO = Path(__file__).resolve().parent.parent
 TARGET_RATE = 200.0  # messages/s end to end (issue 2)
@@ -961,13 +961,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--phases", default="throughput,latency", help="which phases, in order")
     p.add_argument("--poll-interval", type=float, default=0.005, help="DB poll period (5 ms)")
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument(
-        "--alike-share",
-        type=float,
-        default=0.0,
-        metavar="PCT",
-        help="per cent of new requests that are one outage wave (issue 12's incidents; 0)",
-    )
+    add_alike_share(p)
     p.add_argument(
         "--profile",
         type=Path,

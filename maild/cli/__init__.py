@@ -11,7 +11,6 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
-from sqlalchemy import inspect
 from sqlalchemy.exc import DBAPIError
 
 from maild.cli import clock as cli_clock
@@ -31,7 +30,7 @@ from maild.ops import views
 from maild.pipeline.related import incident_fields
 from maild.pipeline.runner import Pipeline
 from maild.store.db import Database, sqlite_path
-from maild.store.migrate import upgrade
+from maild.store.migrate import ensure_schema, upgrade
 from maild.store.models import Inbound, Ticket
 
 log = logging.getLogger("maild")
@@ -54,11 +53,6 @@ def _print_json(data: Any) -> None:
 
 def _open(config: Config) -> Database:
     return Database(config.storage_url)
-
-
-def ensure_schema(db: Database) -> None:
-    if not inspect(db.engine).has_table("inbound"):
-        upgrade(db)
 
 
 def cmd_init(config: Config, _args: argparse.Namespace) -> int:

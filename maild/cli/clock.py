@@ -9,14 +9,12 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import inspect
-
 from maild.config import Config
 from maild.core.clock import as_utc, system_clock
 from maild.ops.stats import desk_stats
 from maild.scheduler.jobs import run_all
 from maild.store.db import Database
-from maild.store.migrate import upgrade
+from maild.store.migrate import ensure_schema
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +32,15 @@ def parse_now(value: str | None) -> datetime:
     return at.replace(tzinfo=UTC) if at.tzinfo is None else as_utc(at)
 
 
+def now_arg(value: str | None) -> datetime | None:
+    """``--now`` read by :func:`parse_now`; a bad value is reported on stderr (None)."""
+    try:
+        return parse_now(value)
+    except argparse.ArgumentTypeError as exc:
+        print(f"maild: {exc}", file=sys.stderr)
+        return None
+
+
 def add_parsers(sub: Any) -> None:
     """Register `sweep` and `stats` on the `maild` sub-command parser."""
     sw = sub.add_parser("sweep", help="run every due sweep once and exit (cron, tests)")
@@ -43,20 +50,12 @@ def add_parsers(sub: Any) -> None:
     st.add_argument("--json", action="store_true")
 
 
-def _database(config: Config) -> Database:
-    db = Database(config.storage_url)
-    if not inspect(db.engine).has_table("inbound"):
-        upgrade(db)
-    return db
-
-
 def cmd_sweep(config: Config, args: argparse.Namespace) -> int:
-    try:
-        now = parse_now(args.now)
-    except argparse.ArgumentTypeError as exc:
-        print(f"maild: {exc}", file=sys.stderr)
+    now = now_arg(args.now)
+    if now is None:
         return EX_USAGE
-    db = _database(config)
+    db = Database(config.storage_url)
+    ensure_schema(db)
     try:
         # Judged at --now; the mail it queues is dated now and due at once (not at --now).
         done = run_all(db, config, now, dated=system_clock())
@@ -89,7 +88,8 @@ def _print_stats(data: dict[str, Any]) -> None:
 
 
 def cmd_stats(config: Config, args: argparse.Namespace) -> int:
-    db = _database(config)
+    db = Database(config.storage_url)
+    ensure_schema(db)
     try:
         with db.session() as s:
             data = desk_stats(s, config.hours, system_clock())

@@ -11,9 +11,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import inspect
-
-from maild.cli.clock import parse_now
+from maild.cli.clock import now_arg
 from maild.config import Config
 from maild.core.clock import as_utc, system_clock
 from maild.ops import views
@@ -22,7 +20,7 @@ from maild.ops.queue import TicketFilter, age_text, find_tickets
 from maild.pipeline.related import incident_counts
 from maild.scheduler.digest import sweep_digest
 from maild.store.db import Database
-from maild.store.migrate import upgrade
+from maild.store.migrate import ensure_schema
 from maild.store.models import Ticket
 from maild.tickets.words import STATUSES
 
@@ -49,11 +47,6 @@ def add_parsers(sub: Any) -> None:
     d.add_argument("--now", default=None, help="act as if it were this ISO-8601 time")
     b = sub.add_parser("backup", help="a consistent copy of the SQLite database and its spool")
     b.add_argument("dest", help="a file name, or a directory to copy into")
-
-
-def ensure_schema(db: Database) -> None:
-    if not inspect(db.engine).has_table("inbound"):
-        upgrade(db)
 
 
 def _since(value: str, config: Config) -> datetime:
@@ -161,10 +154,8 @@ def cmd_backup(config: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_digest(config: Config, args: argparse.Namespace) -> int:
-    try:
-        now = parse_now(args.now)
-    except argparse.ArgumentTypeError as exc:
-        print(f"maild: {exc}", file=sys.stderr)
+    now = now_arg(args.now)
+    if now is None:
         return EX_USAGE
     db = Database(config.storage_url)
     try:

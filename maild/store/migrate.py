@@ -6,6 +6,7 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
+from sqlalchemy import inspect
 
 from maild.store.db import Database
 
@@ -17,6 +18,12 @@ def alembic_config(db: Database) -> AlembicConfig:
     cfg.set_main_option("script_location", str(MIGRATIONS))
     cfg.set_main_option("sqlalchemy.url", db.url.replace("%", "%%"))
     return cfg
+
+
+def ensure_schema(db: Database) -> None:
+    """Create the schema when the database is empty (a first command before `maild init`)."""
+    if not inspect(db.engine).has_table("inbound"):
+        upgrade(db)
 
 
 def upgrade(db: Database, revision: str = "head") -> None:
