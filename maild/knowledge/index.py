@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from sqlalchemy import Connection, text
 
-from maild.knowledge.text import indexed, match_key, stem
+from maild.knowledge.text import PREFIX_LENGTHS, indexed, match_key, stem
 from maild.replies.quotes import strip_quoted
 from maild.tickets.commands import parse_commands
 
@@ -42,11 +42,13 @@ PG_MESSAGE_VECTOR = _both(f"messages.subject || ' ' || {_PG_BODY}")
 PG_ARTICLE_VECTOR = _both("kb_articles.title || ' ' || kb_articles.body")
 _PG_KINDS = "messages.direction = 'in' AND messages.kind IN ('customer', 'agent')"
 
+# A prefix index for each length a Russian key can have (text.match_key).
+_FTS5_OPTIONS = (
+    f"tokenize='unicode61 remove_diacritics 0', prefix='{' '.join(str(n) for n in PREFIX_LENGTHS)}'"
+)
 SQLITE_DDL = (
-    "CREATE VIRTUAL TABLE IF NOT EXISTS message_fts USING fts5("
-    "body, content='', tokenize='unicode61 remove_diacritics 0')",
-    "CREATE VIRTUAL TABLE IF NOT EXISTS article_fts USING fts5("
-    "title, body, tokenize='unicode61 remove_diacritics 0')",
+    f"CREATE VIRTUAL TABLE IF NOT EXISTS message_fts USING fts5(body, content='', {_FTS5_OPTIONS})",
+    f"CREATE VIRTUAL TABLE IF NOT EXISTS article_fts USING fts5(title, body, {_FTS5_OPTIONS})",
 )
 PG_DDL = (
     "CREATE INDEX IF NOT EXISTS ix_messages_fts ON messages USING gin ("
