@@ -21,10 +21,12 @@ import sys
 import tempfile
 import time
 import tomllib
+from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from mailgen import MailFactory, add_alike_share
+from sqlalchemy import event
 
 from maild.config import from_mapping
 from maild.ingest.accept import store_raw
@@ -75,6 +77,9 @@ def main() -> int:
     add_alike_share(p)
     p.add_argument("--plain", action="store_true", help="no cProfile: the CPU time as it is")
     p.add_argument("--dump", help="also write the raw cProfile data here (for pstats/snakeviz)")
+    p.add_argument(
+        "--statements", action="store_true", help="count the SQL statements run, by their text"
+    )
     args = p.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="maild-prof-"))
@@ -107,6 +112,13 @@ def main() -> int:
         out, req = factory.new_request(rng.random() < 0.1)
         store_raw(db, out.raw, source="smtp", envelope_from=out.sender)
     measured = args.messages
+    statements: Counter[str] = Counter()
+    if args.statements:
+
+        def count(conn, cursor, sql, params, context, many) -> None:  # type: ignore[no-untyped-def] # noqa: ARG001
+            statements[" ".join(sql.split())[:150]] += 1
+
+        event.listen(db.engine, "before_cursor_execute", count)
     prof = cProfile.Profile()
     cpu0 = time.process_time()
     if not args.plain:
@@ -118,6 +130,10 @@ def main() -> int:
     print(f"{done} messages ({measured} expected), {cpu * 1000 / max(done, 1):.2f} ms CPU each")
     print(f"({how} cProfile)")
     print(_incidents(db))
+    if statements:
+        print(f"{sum(statements.values()) / max(done, 1):.1f} SQL statements per message:")
+        for sql, n in statements.most_common(args.top):
+            print(f"{n:7d}  {sql}")
     if args.plain:
         db.dispose()
         return 0
