@@ -59,7 +59,7 @@ STAGES: dict[str, Callable[[], Stage]] = {
 }
 CONFLICT_RETRIES = 5  # a slice PostgreSQL rolled back as a deadlock victim is redone
 NOTHING, HELD = 0, 1  # whether a worker has a message in hand (Pipeline.in_hand)
-SLICE_SECONDS = 0.02
+SLICE_SECONDS = 0.05
 
 
 @dataclass(frozen=True)
