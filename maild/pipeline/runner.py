@@ -59,7 +59,10 @@ STAGES: dict[str, Callable[[], Stage]] = {
 }
 CONFLICT_RETRIES = 5  # a slice PostgreSQL rolled back as a deadlock victim is redone
 NOTHING, HELD = 0, 1  # whether a worker has a message in hand (Pipeline.in_hand)
-SLICE_SECONDS = 0.05
+# A slice commits after this long: each commit is an fsync with the write lock held (SQLite),
+# and the sender and the scheduler wait for that lock at most this long. SMTP and LMTP do not:
+# they write to the spool, a file of its own.
+SLICE_SECONDS = 0.1
 
 
 @dataclass(frozen=True)
@@ -158,7 +161,7 @@ class Pipeline:
 
         Optimistic: no savepoint per message. If one message fails, the slice is rolled back
         and redone one message at a time, so the bad one goes to quarantine alone. A slice
-        ends after SLICE_SECONDS so that the SMTP side never waits long for the write lock.
+        ends after SLICE_SECONDS so that the other writers never wait long for the lock.
         """
         started = time.monotonic()
         try:
