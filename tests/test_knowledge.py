@@ -13,6 +13,7 @@ from sqlalchemy import insert, select, update
 
 from maild.knowledge.index import index_message
 from maild.knowledge.search import search
+from maild.knowledge.similar import similar_solved
 from maild.store.db import Database
 from maild.store.models import Counter, KbArticle, KbArticleVersion, Message, Ticket
 
@@ -204,40 +205,46 @@ def test_acknowledgement_offers_a_matching_public_article(db: Database, ingest: 
     assert "Perhaps" not in plain(plain_ack) and "We will answer" in plain(plain_ack)
 
 
-def test_an_old_solved_request_is_found_behind_many_newer_ones(
-    db: Database, ingest: Ingest
-) -> None:
-    solve_kinit(db, ingest)
+def add_solved(db: Database, numbers: range, subject: str, body: str) -> None:
+    """Solved requests ``numbers``, each with one indexed customer mail (written directly:
+    hundreds of them through the pipeline would take minutes)."""
     now = datetime.now(UTC)
-    with db.write() as s:  # 520 newer requests sharing the everyday words, none about kinit
+    with db.write() as s:
         conn = s.connection()
-        for n in range(2, 522):
-            subject = f"Laptop fails today, case {n}"
+        for n in numbers:
             conn.execute(
                 insert(Ticket.__table__),  # type: ignore[arg-type]
                 {
                     "id": n,
-                    "subject": subject,
+                    "subject": subject.format(n=n),
                     "requester": f"c{n}@example.org",
                     "status": "solved",
                     "created_at": now,
                     "updated_at": now,
                 },
             )
-            body = "My laptop fails today while getting credentials for the realm."
             msg = conn.execute(
                 insert(Message.__table__).returning(Message.id),  # type: ignore[arg-type]
                 {
                     "ticket_id": n,
                     "direction": "in",
                     "kind": "customer",
-                    "subject": subject,
-                    "text": body,
+                    "subject": subject.format(n=n),
+                    "text": body.format(n=n),
                     "created_at": now,
                 },
             ).scalar_one()
-            index_message(conn, msg, "customer", subject, body)
-        conn.execute(update(Counter).where(Counter.name == "ticket").values(value=521))
+            index_message(conn, msg, "customer", subject.format(n=n), body.format(n=n))
+        conn.execute(update(Counter).where(Counter.name == "ticket").values(value=numbers[-1]))
+
+
+def test_an_old_solved_request_is_found_behind_many_newer_ones(
+    db: Database, ingest: Ingest
+) -> None:
+    solve_kinit(db, ingest)
+    # 520 newer requests sharing the everyday words, none about kinit
+    body = "My laptop fails today while getting credentials for the realm."
+    add_solved(db, range(2, 522), "Laptop fails today, case {n}", body)
     ingest(
         make_mail(
             "kinit fails today",
@@ -246,3 +253,15 @@ def test_an_old_solved_request_is_found_behind_many_newer_ones(
         )
     )
     assert "#1 kinit fails on my laptop" in text_of(notification(db, 522))
+
+
+def test_among_common_words_the_closest_short_request_is_named(db: Database) -> None:
+    # Every word of the new request is in over 300 messages (no rare word to narrow the search
+    # by): the newest matches are ranked by how many of the words they share for their length.
+    long = "Printer queue stuck again. " + " ".join(f"filler{i} text" for i in range(60))
+    add_solved(db, range(1, 351), "Printer queue stuck, case {n}", long)
+    add_solved(db, range(351, 352), "Printer queue stuck on floor two", "Printer queue stuck.")
+    add_solved(db, range(352, 401), "Printer queue stuck, case {n}", long)
+    with db.session() as s:
+        found = similar_solved(s.connection(), 0, "Printer queue stuck", 0.3)
+    assert [f.number for f in found][:1] == [351]
