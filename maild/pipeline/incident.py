@@ -23,6 +23,7 @@ from maild.core.clock import as_utc
 from maild.pipeline import incident_mail as tell
 from maild.pipeline.base import Context, Work
 from maild.pipeline.records import next_number, set_due, ticket_of
+from maild.replies import tally
 from maild.store.events import add_event
 from maild.store.models import Ticket
 from maild.tickets.incidents import (
@@ -226,6 +227,7 @@ def new_problem(ctx: Context, subject: str, fingerprint: str | None) -> Ticket:
     set_due(problem, ctx.config)
     ctx.session.add(problem)
     ctx.session.flush()
+    tally.created(ctx.session, problem.id)
     ctx.cache[("ticket", problem.id)] = problem
     return problem
 

@@ -105,7 +105,7 @@ def _acknowledge(ticket: Ticket, work: Work, ctx: Context) -> None:
         )
         return
     ack = acknowledgement(ticket, work, ctx)
-    if enqueue(ctx, ack, ticket_id=ticket.id, kind="ack", counted=ticket.requester):
+    if enqueue(ctx, ack, ticket_id=ticket.id, kind="ack"):
         add_event(ctx.session, ticket.id, ctx.clock(), "acknowledged")
 
 

@@ -16,6 +16,7 @@ from maild.ingest.parse import ParsedMail
 from maild.knowledge.index import index_message
 from maild.pipeline.base import Context, Work
 from maild.pipeline.msgids import unclaimable
+from maild.replies import tally
 from maild.store.events import add_event
 from maild.store.models import Attachment, Blob, Counter, Message, Ticket
 from maild.threading.tags import strip_reply_prefixes, strip_tag
@@ -194,6 +195,7 @@ def new_ticket(ctx: Context, parsed: ParsedMail, parent_id: int | None) -> Ticke
     set_due(ticket, ctx.config)
     ctx.session.add(ticket)
     ctx.session.flush()
+    tally.created(ctx.session, ticket.id)
     ctx.cache[("ticket", ticket.id)] = ticket
     return ticket
 
