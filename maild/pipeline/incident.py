@@ -113,10 +113,13 @@ class Incident:
         assert work.parsed is not None
         ticket = ticket_of(ctx, work.ticket_id)
         assert ticket is not None
-        mine = words(ticket.subject, work.parsed.text)
+        mine = ctx.cache.get(("words", ticket.id))  # new_ticket wrote them as its fingerprint
+        if not isinstance(mine, frozenset):
+            mine = words(ticket.subject, work.parsed.text)
         if len(mine) < MIN_WORDS:
             return work
-        ticket.fingerprint = " ".join(sorted(mine))
+        if ticket.fingerprint is None:
+            ticket.fingerprint = " ".join(sorted(mine))
         cfg = ctx.config.incident
         if self.index.threshold != cfg.similarity:  # built for another config: start again
             self.index, self.watermark = AlikeIndex(cfg.similarity), 0
