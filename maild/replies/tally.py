@@ -1,11 +1,13 @@
-"""What this transaction knows of the outbox, kept on its session.
+"""What this transaction knows of the outbox and the undeliverable marks, kept on its session.
 
 The circuit breaker counts a request's mail and an address's automatic mail of the last hour
 several times for one inbound message (the acknowledgement, the agents' notification). Each
 count is read from the database once per transaction, as the rows themselves (a handful: the
 breaker keeps them few); what this transaction queues afterwards is added here, so a later
 count is the database's as this transaction would read it again. A request this transaction
-created has no outbox rows but those it queued, so it is never read at all.
+created has no outbox rows but those it queued, so it is never read at all. Likewise, an
+address whose undeliverable mark this transaction lifted (it wrote to us) stays deliverable
+until this transaction marks it again: the acknowledgement to it is not checked again.
 
 Forgotten at commit and at any rollback (a savepoint's too): the next count reads again.
 On SQLite nobody else writes meanwhile (one writer); on PostgreSQL a request's rows are
@@ -54,6 +56,7 @@ class Tally:
     queued: list[tuple[int | None, str | None, datetime]] = field(default_factory=list)
     requests: dict[int, _Read] = field(default_factory=dict)
     addresses: dict[str, _Read] = field(default_factory=dict)
+    cleared: set[str] = field(default_factory=set)  # no undeliverable mark: lifted here
 
 
 def tally(session: Session) -> Tally:
