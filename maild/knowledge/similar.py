@@ -9,9 +9,10 @@ on both stores.
 from __future__ import annotations
 
 import logging
+import weakref
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, Table, select
+from sqlalchemy import Connection, Engine, Table, select
 
 from maild.config import Config
 from maild.knowledge.index import searchable
@@ -75,18 +76,45 @@ def _answer(conn: Connection, number: int) -> tuple[str, ...]:
     return tuple(line[:200] for line in lines if line)[:ANSWER_LINES]
 
 
-_ANY_SOLVED = select(_TICKETS.c.id).where(_TICKETS.c.status.in_(("solved", "closed"))).limit(1)
+@dataclass(frozen=True)
+class Stock:
+    """Whether the desk has any solved (or closed) request and any article: a young desk has
+    nothing to search through yet."""
+
+    solved: bool
+    articles: bool
 
 
-def _any_solved(conn: Connection) -> bool:
-    return conn.execute(_ANY_SOLVED).first() is not None
+_STOCK = select(
+    select(_TICKETS.c.id).where(_TICKETS.c.status.in_(("solved", "closed"))).exists(),
+    select(_ARTICLES.c.id).exists(),
+)
+# What each database (engine) was found to have, for the life of the process: solved requests
+# and articles do not vanish in practice, and should one, the search merely finds nothing.
+_HAS: weakref.WeakKeyDictionary[Engine, Stock] = weakref.WeakKeyDictionary()
+
+
+def stock(conn: Connection) -> Stock:
+    """What there is to search: one statement until both are found, then none."""
+    known = _HAS.get(conn.engine, Stock(False, False))
+    if known.solved and known.articles:
+        return known
+    solved, articles = conn.execute(_STOCK).one()
+    _HAS[conn.engine] = Stock(known.solved or bool(solved), known.articles or bool(articles))
+    return Stock(bool(solved), bool(articles))
 
 
 def similar_solved(
-    conn: Connection, number: int, words: str, threshold: float, limit: int = 3
+    conn: Connection,
+    number: int,
+    words: str,
+    threshold: float,
+    limit: int = 3,
+    have: Stock | None = None,
 ) -> list[Similar]:
-    """Up to ``limit`` solved (or closed) requests like ``words``, best first."""
-    if not _any_solved(conn):  # a young desk: nothing to look through yet
+    """Up to ``limit`` solved (or closed) requests like ``words``, best first (``have``: what
+    :func:`stock` found just now)."""
+    if not (have or stock(conn)).solved:  # a young desk: nothing to look through yet
         return []
     hits = message_hits(conn, words, any_term=True, limit=CANDIDATES, solved=True)
     others = list(dict.fromkeys(t for _, t, _ in hits if t != number))[:SCORED]
@@ -106,9 +134,14 @@ def similar_solved(
     ]
 
 
-def scored_articles(conn: Connection, words: str, base_url: str) -> list[Article]:
+def scored_articles(
+    conn: Connection, words: str, base_url: str, have: Stock | None = None
+) -> list[Article]:
     """Every article the search finds for ``words``, scored, best first: one search that both
-    the acknowledgement's suggestions and the notification's list are cut from."""
+    the acknowledgement's suggestions and the notification's list are cut from (``have``: what
+    :func:`stock` found just now)."""
+    if not (have or stock(conn)).articles:
+        return []
     ids = [i for i, _ in article_hits(conn, words, any_term=True, limit=20)]
     if not ids:
         return []
@@ -159,10 +192,11 @@ def similar_lines(
     number: int,
     words: str,
     scored: list[Article] | None = None,
+    have: Stock | None = None,
 ) -> list[str]:
     """The notification's section on what the desk already knows, in the desk's language."""
     kb = config.kb
-    solved = similar_solved(conn, number, words, kb.similar_threshold)
+    solved = similar_solved(conn, number, words, kb.similar_threshold, have=have)
     articles = matching_articles(
         conn,
         words,

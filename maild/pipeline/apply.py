@@ -56,7 +56,7 @@ def _left_out_detail(ccs: CcChange) -> dict[str, object]:
 
 
 def _create(work: Work, ctx: Context, parsed: ParsedMail, parent: int | None) -> Work:
-    ticket = new_ticket(ctx, parsed, parent)
+    ticket = new_ticket(ctx, parsed, parent, alike=work.role == "customer")
     msg_id = store_message(work, ctx, ticket.id, "customer")
     if parsed.message_id:  # the whole thread so far is this one message
         ctx.cache[("thread", ticket.id)] = (parsed.message_id, (parsed.message_id,))

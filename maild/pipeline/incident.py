@@ -23,6 +23,7 @@ from maild.core.clock import as_utc
 from maild.pipeline import incident_mail as tell
 from maild.pipeline.base import Context, Work
 from maild.pipeline.records import next_number, set_due, ticket_of
+from maild.replies import tally
 from maild.store.events import add_event
 from maild.store.models import Ticket
 from maild.tickets.incidents import (
@@ -112,10 +113,13 @@ class Incident:
         assert work.parsed is not None
         ticket = ticket_of(ctx, work.ticket_id)
         assert ticket is not None
-        mine = words(ticket.subject, work.parsed.text)
+        mine = ctx.cache.get(("words", ticket.id))  # new_ticket wrote them as its fingerprint
+        if not isinstance(mine, frozenset):
+            mine = words(ticket.subject, work.parsed.text)
         if len(mine) < MIN_WORDS:
             return work
-        ticket.fingerprint = " ".join(sorted(mine))
+        if ticket.fingerprint is None:
+            ticket.fingerprint = " ".join(sorted(mine))
         cfg = ctx.config.incident
         if self.index.threshold != cfg.similarity:  # built for another config: start again
             self.index, self.watermark = AlikeIndex(cfg.similarity), 0
@@ -226,6 +230,7 @@ def new_problem(ctx: Context, subject: str, fingerprint: str | None) -> Ticket:
     set_due(problem, ctx.config)
     ctx.session.add(problem)
     ctx.session.flush()
+    tally.created(ctx.session, problem.id)
     ctx.cache[("ticket", problem.id)] = problem
     return problem
 

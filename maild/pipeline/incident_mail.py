@@ -74,7 +74,7 @@ def known_ack(ctx: Context, ticket: Ticket, problem: Ticket, work: Work | None) 
     )
     if work is not None and work.parsed is not None and work.parsed.message_id:
         out = replace(out, in_reply_to=work.parsed.message_id)
-    enqueue(ctx, out, ticket_id=ticket.id, kind="incident-ack", counted=ticket.requester)
+    enqueue(ctx, out, ticket_id=ticket.id, kind="incident-ack")
 
 
 def samples(ctx: MailContext, members: list[Ticket]) -> list[str]:

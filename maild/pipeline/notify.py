@@ -6,7 +6,14 @@ import logging
 from collections.abc import Sequence
 from dataclasses import replace
 
-from maild.knowledge.similar import Article, scored_articles, similar_lines, suggestions
+from maild.knowledge.similar import (
+    Article,
+    Stock,
+    scored_articles,
+    similar_lines,
+    stock,
+    suggestions,
+)
 from maild.pipeline.base import Context, Work
 from maild.pipeline.ccs import left_out_note
 from maild.pipeline.records import ticket_of
@@ -76,14 +83,22 @@ def _words(ticket: Ticket, work: Work) -> str:
     return f"{ticket.subject}\n{work.parsed.text if work.parsed else ''}"
 
 
+def _stock(ctx: Context) -> Stock:
+    """Whether there are solved requests and articles to search: asked once a message."""
+    found = ctx.cache.get("stock")
+    if not isinstance(found, Stock):
+        found = ctx.cache["stock"] = stock(ctx.session.connection())
+    return found
+
+
 def _articles(ticket: Ticket, work: Work, ctx: Context) -> list[Article]:
     """The articles found for a new request: searched once for the acknowledgement and the
     agents' notification."""
     key = ("articles", ticket.id)
     found = ctx.cache.get(key)
     if not isinstance(found, list):
-        conn, words = ctx.session.connection(), _words(ticket, work)
-        found = ctx.cache[key] = scored_articles(conn, words, ctx.config.web.base_url)
+        conn, words, url = ctx.session.connection(), _words(ticket, work), ctx.config.web.base_url
+        found = ctx.cache[key] = scored_articles(conn, words, url, _stock(ctx))
     return found
 
 
@@ -105,7 +120,7 @@ def _acknowledge(ticket: Ticket, work: Work, ctx: Context) -> None:
         )
         return
     ack = acknowledgement(ticket, work, ctx)
-    if enqueue(ctx, ack, ticket_id=ticket.id, kind="ack", counted=ticket.requester):
+    if enqueue(ctx, ack, ticket_id=ticket.id, kind="ack"):
         add_event(ctx.session, ticket.id, ctx.clock(), "acknowledged")
 
 
@@ -184,7 +199,8 @@ class Notify:
         known = []
         if new:
             scored = _articles(ticket, work, ctx)
-            known = similar_lines(conn, ctx.config, ticket.id, _words(ticket, work), scored)
+            words = _words(ticket, work)
+            known = similar_lines(conn, ctx.config, ticket.id, words, scored, _stock(ctx))
         notify_agents(
             ticket,
             ctx,

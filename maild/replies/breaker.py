@@ -22,6 +22,7 @@ from sqlalchemy import Select, bindparam, func, or_, select
 
 from maild.config import Config
 from maild.core.clock import as_utc
+from maild.replies import tally
 from maild.replies.compose import AUTO_GENERATED, Outgoing, new_message_id
 from maild.replies.context import MailContext
 from maild.replies.kinds import mail
@@ -35,15 +36,6 @@ IN_FLIGHT = timedelta(minutes=1)  # agent mail this soon after a trip releases n
 LEAD_KIND = "breaker"  # the outbox kind of the lead's mail
 SUBJECTS = {"en": "Mail stopped:", "ru": "Почта остановлена:"}
 
-# One query gives the request's count and, by rate key, each staff address's count on it.
-_ON_REQUEST = (
-    select(Outbox.rate_key, func.count(Outbox.id))
-    .where(Outbox.ticket_id == bindparam("ticket"), Outbox.created_at >= bindparam("since"))
-    .group_by(Outbox.rate_key)
-)
-_PER_ADDRESS = select(func.count(Outbox.id)).where(
-    Outbox.rate_key == bindparam("key"), Outbox.created_at >= bindparam("since")
-)
 _LEAD_TOLD = select(func.count(Outbox.id)).where(
     Outbox.kind == LEAD_KIND,
     Outbox.created_at >= bindparam("since"),
@@ -85,21 +77,16 @@ def _since(ticket: Ticket, now: datetime) -> datetime:
 
 
 def check(
-    ctx: MailContext,
-    ticket: Ticket,
-    mails: Sequence[Outgoing],
-    automatic: bool,
-    counted: str = "",
+    ctx: MailContext, ticket: Ticket, mails: Sequence[Outgoing], automatic: bool
 ) -> Trip | None:
     """The limit ``mails`` would pass, or None when they may go.
 
-    ``counted``: an address the caller has just found under ``auto_replies_per_hour`` (its
-    own count an hour back from a moment no later than ours, in this transaction, nothing
-    queued since): its count here could only be the same or lower, so it is not made again.
+    The counts are the transaction's (maild.replies.tally): read once, the rows it queues
+    since added.
     """
     limits, now = ctx.config.limits, ctx.clock()
-    params = {"ticket": ticket.id, "since": _since(ticket, now)}
-    on_request = dict(ctx.session.connection().execute(_ON_REQUEST, params).all())
+    # The request's count and, by rate key, each staff address's count on it.
+    on_request = tally.on_request(ctx.session, ticket.id, _since(ticket, now))
     first = mails[0].to[0].lower() if mails and mails[0].to else ""
     if sum(on_request.values()) + len(mails) > limits.mails_per_request_hour:
         why = f"more than {limits.mails_per_request_hour} mails about request #{ticket.id}/hour"
@@ -110,10 +97,8 @@ def check(
         address = out.to[0].lower() if out.to else ""
         if is_staff(ctx.config, address):
             sent = on_request.get(address, 0)
-        elif address == counted:
-            continue
         else:
-            sent = _count(ctx, _PER_ADDRESS, key=address, since=now - HOUR)
+            sent = tally.to_address(ctx.session, address, now - HOUR)
         if sent >= limits.auto_replies_per_hour:
             why = f"more than {limits.auto_replies_per_hour} automatic mails to {address}/hour"
             return Trip(why, address)
@@ -136,10 +121,8 @@ def admit(
     *,
     automatic: bool,
     kind: str,
-    counted: str = "",
 ) -> Decision:
-    """Whether ``mails`` about request ``ticket_id`` may be queued now (``counted``: see
-    ``check``)."""
+    """Whether ``mails`` about request ``ticket_id`` may be queued now."""
     ticket = ctx.session.get(Ticket, ticket_id)
     if ticket is None or not mails:
         return Decision(True)
@@ -147,7 +130,7 @@ def admit(
         add_event(ctx.session, ticket_id, ctx.clock(), "mail-stopped", MAILD, stopped=kind)
         log.info("request #%d: mail held by the breaker, %s not sent", ticket_id, kind)
         return Decision(False)
-    trip = check(ctx, ticket, mails, automatic, counted.lower())
+    trip = check(ctx, ticket, mails, automatic)
     if trip is None:
         return Decision(True)
     return Decision(False, _trip(ctx, ticket, trip, kind), f"{LEAD_KIND}:{trip.address}")

@@ -6,10 +6,10 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, func, insert, select
+from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
-from maild.replies import breaker
+from maild.replies import breaker, tally
 from maild.replies.compose import Outgoing, build, clean_header
 from maild.replies.context import MailContext
 from maild.replies.undeliverable import deliverable
@@ -19,15 +19,18 @@ from maild.tickets.words import OutboxState
 # Plain Core statements, compiled once: these run several times for every inbound message.
 _OUTBOX_INSERT = insert(Outbox.__table__)  # type: ignore[arg-type]
 _MESSAGE_INSERT = insert(Message.__table__)  # type: ignore[arg-type]
-_RATE = select(func.count(Outbox.id)).where(
-    Outbox.rate_key == bindparam("key"), Outbox.created_at >= bindparam("since")
-)
 
 
 def auto_replies_since(session: Session, address: str, since: datetime) -> int:
-    """How many automatic mails went (or are going) to ``address`` since ``since``."""
-    found = session.connection().execute(_RATE, {"key": address.lower(), "since": since})
-    return int(found.scalar() or 0)
+    """How many automatic mails went (or are going) to ``address`` since ``since``: read
+    once a transaction (maild.replies.tally)."""
+    return tally.to_address(session, address, since)
+
+
+def _queue(session: Session, rows: list[dict[str, Any]]) -> None:
+    """Insert outbox rows; the transaction's tally counts them from now on."""
+    session.connection().execute(_OUTBOX_INSERT, rows)
+    tally.queued(session, rows)
 
 
 def may_auto_reply(session: Session, address: str, now: datetime, per_hour: int) -> bool:
@@ -84,7 +87,6 @@ def enqueue(
     kind: str,
     message_kind: str = "system",
     automatic: bool = True,
-    counted: str = "",
 ) -> bool:
     """Queue ``out``; it is sent only if the surrounding transaction commits.
 
@@ -92,16 +94,14 @@ def enqueue(
     breaker; returns False when the breaker stopped it.
     Plain INSERTs, not ORM objects: a request can cause several mails, and this is the hot path.
     The mail is also kept as an outgoing message of its request (history, threading).
-    ``counted``: an address ``may_auto_reply`` has just let through (the breaker does not
-    count it again).
     """
-    if not _admitted(ctx, ticket_id, [out], automatic, kind, counted):
+    if not _admitted(ctx, ticket_id, [out], automatic, kind):
         return False
     conn = ctx.session.connection()
     kept = deliverable(ctx.session, out)  # the message row keeps whom it was meant for
     row = _message_row(out, ticket_id, kind, message_kind)
     if kept is not None:
-        conn.execute(_OUTBOX_INSERT, _outbox_row(kept, ticket_id, kind, automatic))
+        _queue(ctx.session, [_outbox_row(kept, ticket_id, kind, automatic)])
     else:
         row["note"] = f"{kind}; not sent: every recipient is undeliverable"
     conn.execute(_MESSAGE_INSERT, row)
@@ -114,8 +114,7 @@ def enqueue_internal(
     """Queue internal mail (agent notifications: automatic) in one statement; no message rows."""
     if not mails or not _admitted(ctx, ticket_id, mails, True, kind):
         return False
-    rows = [_outbox_row(out, ticket_id, kind, True) for out in mails]
-    ctx.session.connection().execute(_OUTBOX_INSERT, rows)
+    _queue(ctx.session, [_outbox_row(out, ticket_id, kind, True) for out in mails])
     return True
 
 
@@ -125,17 +124,16 @@ def _admitted(
     mails: Sequence[Outgoing],
     automatic: bool,
     kind: str,
-    counted: str = "",
 ) -> bool:
     """Ask the breaker; when it trips just now, queue its one mail to the lead."""
     if ticket_id is None:
         return True
-    decision = breaker.admit(ctx, ticket_id, mails, automatic=automatic, kind=kind, counted=counted)
+    decision = breaker.admit(ctx, ticket_id, mails, automatic=automatic, kind=kind)
     if decision.lead_mail is not None:
         lead_mail = decision.lead_mail
         row = _outbox_row(lead_mail, ticket_id, breaker.LEAD_KIND, False)
         row["rate_key"] = decision.lead_key
-        conn = ctx.session.connection()
-        conn.execute(_OUTBOX_INSERT, row)
-        conn.execute(_MESSAGE_INSERT, _message_row(lead_mail, ticket_id, "breaker", "system"))
+        _queue(ctx.session, [row])
+        message = _message_row(lead_mail, ticket_id, "breaker", "system")
+        ctx.session.connection().execute(_MESSAGE_INSERT, message)
     return decision.ok

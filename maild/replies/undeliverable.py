@@ -14,6 +14,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from maild.replies.compose import Outgoing
+from maild.replies.tally import tally
 from maild.store.models import Undeliverable
 
 log = logging.getLogger(__name__)
@@ -26,8 +27,9 @@ _WROTE_AGAIN = delete(_TABLE).where(_TABLE.c.address == bindparam("address"))
 
 
 def undeliverable_among(session: Session, addresses: Iterable[str]) -> set[str]:
-    """Which of ``addresses`` are marked undeliverable."""
-    wanted = {a.lower() for a in addresses if a}
+    """Which of ``addresses`` are marked undeliverable (those this transaction has just lifted
+    the mark from are not asked for: maild.replies.tally)."""
+    wanted = {a.lower() for a in addresses if a} - tally(session).cleared
     if not wanted:
         return set()
     rows = session.connection().execute(_AMONG, {"wanted": list(wanted)})
@@ -56,11 +58,13 @@ def mark_undeliverable(
     if rows:
         conn = session.connection()
         conn.execute(_upsert(conn.dialect.name), rows)
+        tally(session).cleared.difference_update(r["address"] for r in rows)
 
 
 def wrote_again(session: Session, address: str) -> bool:
     """The address wrote to us: mail may go to it again. True if it was marked."""
     result = session.connection().execute(_WROTE_AGAIN, {"address": address})
+    tally(session).cleared.add(address)
     return bool(result.rowcount)
 
 
