@@ -87,18 +87,21 @@ def first_lines(text: str) -> list[str]:
 
 
 def words(subject: str, text: str) -> frozenset[str]:
-    """The normalised words of a request: its subject and the customer's first lines."""
-    subject = _PREFIX.sub("", _TAG.sub(" ", subject))
-    joined = " ".join([subject, *first_lines(text)]).lower().replace("ё", "е")
-    if "@" in joined or "://" in joined or "www." in joined:  # all _EMAIL_OR_URL can match
-        joined = _EMAIL_OR_URL.sub(" ", joined)
-    joined = _ID.sub(" ", joined)
+    """The normalised words of a request: its subject and the customer's first lines.
+
+    Line by line, up to the MAX_WORDS-th word (the rest of the lines is not read): a line is
+    its own runs of non-blanks, so it gives the words it gave in the lines joined by spaces.
+    """
     found: list[str] = []
-    for word in _WORD.findall(joined):
-        if len(word) > 1 and word not in STOP:
-            found.append(word[:STEM])
-            if len(found) >= MAX_WORDS:
-                break
+    for line in (_PREFIX.sub("", _TAG.sub(" ", subject)), *first_lines(text)):
+        line = line.lower().replace("ё", "е")
+        if "@" in line or "://" in line or "www." in line:  # all _EMAIL_OR_URL can match
+            line = _EMAIL_OR_URL.sub(" ", line)
+        for word in _WORD.findall(_ID.sub(" ", line)):
+            if len(word) > 1 and word not in STOP:
+                found.append(word[:STEM])
+                if len(found) >= MAX_WORDS:
+                    return frozenset(found)
     return frozenset(found)
 
 
