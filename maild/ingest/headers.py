@@ -180,6 +180,8 @@ def decode_value(value: str | Header | None, hint: str | None = None) -> str:
         text = "".join(str(chunk) for chunk, _ in chunks)
     else:
         text = str(value)
+    if text.isascii() and "=?" not in text:  # most headers: no words, no 8-bit bytes
+        return _WS.sub(" ", _FOLD.sub("", text) if "\n" in text else text).strip()
     text = _FOLD.sub("", text)
     if "=?" in text:
         text = _decode_words(text, hint)

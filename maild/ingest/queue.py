@@ -21,13 +21,14 @@ as a row of ``inbound``, where ``maild quarantine`` finds it.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from sqlalchemy import Connection, Table, select
+from sqlalchemy import Connection, Select, Table, bindparam, select
 
 from maild.core.clock import Clock
 from maild.store.models import Inbound
@@ -192,13 +193,20 @@ def thread_keys_of(conn: Connection, table: Table, ids: Iterable[str]) -> dict[s
     wanted = list(set(ids))
     if not wanted:
         return {}
+    rows = conn.execute(_thread_keys(table), {"ids": wanted})
+    return {str(mid): int(key) for mid, key in rows}  # the earliest row is written last
+
+
+@functools.lru_cache(maxsize=8)
+def _thread_keys(table: Table) -> Select[tuple[Any, Any]]:
+    """thread_keys_of's statement for ``table``, built once: it runs for every accepted
+    message (building it and its cache key cost more than the query)."""
     c = table.c
-    rows = conn.execute(
+    return (
         select(c.message_id, c.thread_key)
-        .where(c.message_id.in_(wanted), c.thread_key.is_not(None))
+        .where(c.message_id.in_(bindparam("ids", expanding=True)), c.thread_key.is_not(None))
         .order_by(c.id.desc())
     )
-    return {str(mid): int(key) for mid, key in rows}  # the earliest row is written last
 
 
 def answers(

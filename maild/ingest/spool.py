@@ -37,6 +37,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    bindparam,
     delete,
     func,
     insert,
@@ -85,6 +86,11 @@ SPOOL = Table(
 )
 _S = SPOOL.c
 _PUT = insert(SPOOL).returning(_S.id, sort_by_parameter_order=True)
+# The copies already queued, by digest: built once, they run for every accepted batch.
+_KNOWN_INBOUND = select(INBOUND.c.digest, INBOUND.c.id).where(
+    INBOUND.c.digest.in_(bindparam("digests", expanding=True))
+)
+_KNOWN_SPOOLED = select(_S.digest, _S.id).where(_S.digest.in_(bindparam("digests", expanding=True)))
 # 1: digests in one line-ending form (queue.digest); a spool of version 0 is re-digested.
 SPOOL_VERSION = 1
 # The claim. A row left ``pending`` in inbound (a retry, an older version's queue) is taken
@@ -192,9 +198,7 @@ class SpoolQueue:
         try:
             with self.main.session() as s:
                 conn = s.connection()
-                found = conn.execute(
-                    select(INBOUND.c.digest, INBOUND.c.id).where(INBOUND.c.digest.in_(digests))
-                )
+                found = conn.execute(_KNOWN_INBOUND, {"digests": digests})
                 known.update((str(d), Queued(int(i), True)) for d, i in found)
                 keys = thread_keys_of(conn, INBOUND, wanted)
         except DBAPIError as exc:
@@ -203,7 +207,7 @@ class SpoolQueue:
             log.warning("spool: duplicate check skipped, database unavailable: %s", exc.orig)
         with self.db.write() as s:
             conn = s.connection()
-            found = conn.execute(select(_S.digest, _S.id).where(_S.digest.in_(digests)))
+            found = conn.execute(_KNOWN_SPOOLED, {"digests": digests})
             for d, i in found:
                 known.setdefault(str(d), Queued(int(i), True, "S"))
             keys.update(thread_keys_of(conn, SPOOL, wanted))

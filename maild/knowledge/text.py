@@ -6,6 +6,7 @@ indexes the stems, so «загрузка», «загрузки» and «загр�
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import re
@@ -37,7 +38,14 @@ def _stemmers() -> tuple[Stemmer.Stemmer, Stemmer.Stemmer]:
 
 def words(text: str) -> list[str]:
     """Lower-case words of ``text`` (ё as е), digits kept, punctuation dropped."""
-    return _WORD.findall(text.lower().replace("ё", "е"))
+    return list(_words(text))
+
+
+@functools.lru_cache(maxsize=16)
+def _words(text: str) -> tuple[str, ...]:
+    """:func:`words`, remembered for the last few texts: a new request's text is split for
+    its index row, then again for the articles, the similar requests and their scores."""
+    return tuple(_WORD.findall(text.lower().replace("ё", "е")))
 
 
 # Stems already computed, shared by the threads (a dict's get and set are atomic): a desk's
@@ -61,7 +69,7 @@ def stem(word: str) -> str:
 def stems(text: str) -> list[str]:
     """Every word of ``text`` as its stem, in order (what the SQLite index holds)."""
     known = _STEMS.get
-    return [known(w) or _new_stem(w) for w in words(text[:MAX_INDEXED_CHARS])]
+    return [known(w) or _new_stem(w) for w in _words(text[:MAX_INDEXED_CHARS])]
 
 
 def indexed(*parts: str) -> str:
@@ -73,7 +81,7 @@ def query_words(text: str, limit: int = QUERY_TERMS) -> list[str]:
     """Distinct words of ``text`` that say something (no stop words, one per stem), the
     first ``limit``: what PostgreSQL stems itself."""
     found: dict[str, str] = {}
-    for word in words(text[:MAX_INDEXED_CHARS]):
+    for word in _words(text[:MAX_INDEXED_CHARS]):
         if word in STOPWORDS or (len(word) < 2 and not word.isdigit()):
             continue
         found.setdefault(stem(word), word)

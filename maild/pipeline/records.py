@@ -26,14 +26,16 @@ from maild.tickets.sla import add_business_hours
 
 log = logging.getLogger(__name__)
 
-_CYRILLIC = re.compile(r"[А-Яа-яЁё]")
-_LATIN = re.compile(r"[A-Za-z]")
+# Runs of letters, counted by their lengths: a list a word, not a list a letter.
+_CYRILLIC = re.compile(r"[А-Яа-яЁё]+")
+_LATIN = re.compile(r"[A-Za-z]+")
 
 
 def guess_language(text: str, default: str) -> str:
     """ru when the customer writes mostly Cyrillic, en when mostly Latin, else the desk's."""
     sample = text[:2000]
-    cyr, lat = len(_CYRILLIC.findall(sample)), len(_LATIN.findall(sample))
+    cyr = sum(map(len, _CYRILLIC.findall(sample)))
+    lat = sum(map(len, _LATIN.findall(sample)))
     if cyr + lat < 3:
         return default
     return "ru" if cyr >= lat else "en"

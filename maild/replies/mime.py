@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import re
 import secrets
 from collections.abc import Sequence
@@ -58,7 +59,11 @@ def fold_list(items: Sequence[str], sep: str = " ") -> str:
     return "\r\n ".join(lines)
 
 
+@functools.lru_cache(maxsize=4)
 def text_part(text: str, subtype: str) -> bytes:
+    """A text part, quoted-printable UTF-8. Remembered for the last few texts: the agents'
+    notifications of one message share their text, and encoding it costs more than the rest
+    of the mail."""
     body = text.replace("\r\n", "\n").replace("\r", "\n").encode("utf-8")
     qp = binascii.b2a_qp(body, quotetabs=False, istext=True).replace(b"\n", b"\r\n")
     head = (

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 
 MAX_TICKET_NUMBER = 10**12
@@ -38,8 +39,12 @@ def _collapse(text: str) -> str:
     return " ".join(_CONTROL_RE.sub(" ", text).split())
 
 
+@functools.lru_cache(maxsize=32)
 def _tag_pattern(tag: str) -> re.Pattern[str]:
-    """The regex for `[<tag> #<digits>]`; whitespace inside the tag matches any whitespace run."""
+    """The regex for `[<tag> #<digits>]`; whitespace inside the tag matches any whitespace run.
+
+    Remembered per tag: several times a message, and building the text and finding it in
+    re's cache cost more than the search."""
     words = [re.escape(word) for word in tag.split()]
     tag_re = r"\s+".join(words)
     return re.compile(rf"\[\s*{tag_re}\s*#\s*([0-9]+)\s*\]", re.IGNORECASE)

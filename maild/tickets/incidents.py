@@ -31,8 +31,12 @@ MAX_WORDS = 40
 MIN_WORDS = 2  # fewer significant words than this: not compared at all
 
 _WORD = re.compile(r"[^\W\d_]+", re.UNICODE)
-_ID = re.compile(r"\S*\d\S*")  # numbers, ids, dates, addresses with digits
-_EMAIL_OR_URL = re.compile(r"\S+@\S+|https?://\S+|www\.\S+", re.I)
+# Numbers, ids, dates, addresses with digits: each whole run of non-blanks holding a digit.
+# Tried only where a run starts ("(?<!\S)"), scanning it once ("*+"): "\S*\d\S*" found the
+# same runs but tried every position of every word again (quadratic in a word's length).
+_ID = re.compile(r"(?<!\S)[^\s\d]*+\d\S*")
+# An address is a whole run too (its first "\S+" can only start where a run does).
+_EMAIL_OR_URL = re.compile(r"(?<!\S)\S+@\S+|https?://\S+|www\.\S+", re.I)
 _PREFIX = re.compile(r"^\s*((re|fwd?|aw|wg|ответ|отв|на|пересл)\s*(\[\d+\])?\s*:\s*)+", re.I)
 _TAG = re.compile(r"\[[^\]]*#\s*\d+\s*\]")
 _SIGNATURE = re.compile(
@@ -83,16 +87,21 @@ def first_lines(text: str) -> list[str]:
 
 
 def words(subject: str, text: str) -> frozenset[str]:
-    """The normalised words of a request: its subject and the customer's first lines."""
-    subject = _PREFIX.sub("", _TAG.sub(" ", subject))
-    joined = " ".join([subject, *first_lines(text)]).lower().replace("ё", "е")
-    joined = _ID.sub(" ", _EMAIL_OR_URL.sub(" ", joined))
+    """The normalised words of a request: its subject and the customer's first lines.
+
+    Line by line, up to the MAX_WORDS-th word (the rest of the lines is not read): a line is
+    its own runs of non-blanks, so it gives the words it gave in the lines joined by spaces.
+    """
     found: list[str] = []
-    for word in _WORD.findall(joined):
-        if len(word) > 1 and word not in STOP:
-            found.append(word[:STEM])
-            if len(found) >= MAX_WORDS:
-                break
+    for line in (_PREFIX.sub("", _TAG.sub(" ", subject)), *first_lines(text)):
+        line = line.lower().replace("ё", "е")
+        if "@" in line or "://" in line or "www." in line:  # all _EMAIL_OR_URL can match
+            line = _EMAIL_OR_URL.sub(" ", line)
+        for word in _WORD.findall(_ID.sub(" ", line)):
+            if len(word) > 1 and word not in STOP:
+                found.append(word[:STEM])
+                if len(found) >= MAX_WORDS:
+                    return frozenset(found)
     return frozenset(found)
 
 
@@ -119,8 +128,19 @@ _MASKS = tuple(_rng.getrandbits(64) for _ in range(BANDS * ROWS))
 Key = tuple[int, tuple[int, ...]]
 
 
+# Hashes already computed, shared by the threads (a dict's get and set are atomic): requests
+# keep using the same few thousand stems.
+_HASHES: dict[str, int] = {}
+HASH_CACHE = 200_000  # words remembered at most
+
+
 def _word_hash(word: str) -> int:
-    return int.from_bytes(hashlib.blake2b(word.encode(), digest_size=8).digest(), "big")
+    found = _HASHES.get(word)
+    if found is None:
+        found = int.from_bytes(hashlib.blake2b(word.encode(), digest_size=8).digest(), "big")
+        if len(_HASHES) < HASH_CACHE:
+            _HASHES[word] = found
+    return found
 
 
 def band_keys(found: frozenset[str]) -> list[Key]:
