@@ -31,6 +31,8 @@ from maild.threading.rawids import inherit_thread_keys, parent_ids
 
 _C = INBOUND.c
 _INSERT = insert(INBOUND).returning(_C.id, sort_by_parameter_order=True)
+# The copies already queued, by digest: built once, it runs for every accepted batch.
+_KNOWN = select(_C.digest, _C.id).where(_C.digest.in_(bindparam("digests", expanding=True)))
 _FRESH = {"state": "pending", "attempts": 0, "processed_at": None, "error": None}
 # The claim: out of ``pending``, once. ``tries`` is 1 when a worker processes it (an attempt),
 # 0 when the supervisor quarantines it (its attempts were counted as the worker died).
@@ -71,7 +73,7 @@ class TableQueue:
             wanted = [p for ids in parents for p in ids]
             inherit_thread_keys(rows, parents, thread_keys_of(conn, INBOUND, wanted))
             digests = list({str(r["digest"]) for r in rows})
-            found = conn.execute(select(_C.digest, _C.id).where(_C.digest.in_(digests)))
+            found = conn.execute(_KNOWN, {"digests": digests})
             known = {str(d): Queued(int(i), True) for d, i in found}
             fresh = list({str(r["digest"]): r for r in rows if r["digest"] not in known}.values())
             ids = conn.execute(_INSERT, fresh).scalars().all() if fresh else []

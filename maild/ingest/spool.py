@@ -91,6 +91,9 @@ _KNOWN_INBOUND = select(INBOUND.c.digest, INBOUND.c.id).where(
     INBOUND.c.digest.in_(bindparam("digests", expanding=True))
 )
 _KNOWN_SPOOLED = select(_S.digest, _S.id).where(_S.digest.in_(bindparam("digests", expanding=True)))
+# A batch's rows, and forgetting them once processed: once a batch, built once too.
+_ROWS = select(SPOOL).where(_S.id.in_(bindparam("ids", expanding=True))).order_by(_S.id)
+_FORGET = delete(SPOOL).where(_S.id.in_(bindparam("ids", expanding=True)))
 # 1: digests in one line-ending form (queue.digest); a spool of version 0 is re-digested.
 SPOOL_VERSION = 1
 # The claim. A row left ``pending`` in inbound (a retry, an older version's queue) is taken
@@ -236,7 +239,7 @@ class SpoolQueue:
             chosen, more = pick_batch(sizes, limit, max_bytes)
             if not chosen:
                 return [], False
-            rows = s.execute(select(SPOOL).where(_S.id.in_(chosen)).order_by(_S.id))
+            rows = s.execute(_ROWS, {"ids": chosen})
             return [Entry(int(r.id), r._mapping) for r in rows], more and ids is None
 
     def claim(
@@ -264,7 +267,7 @@ class SpoolQueue:
         if entries:
             with self.db.write() as s:
                 ids = [e.ident for e in entries]
-                s.connection().execute(delete(SPOOL).where(_S.id.in_(ids)))
+                s.connection().execute(_FORGET, {"ids": ids})
 
     def quarantine(self, ident: int, reason: str, now: datetime) -> bool:
         """Into ``inbound`` as quarantined, raw bytes and reason kept; False if it is no

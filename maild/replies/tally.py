@@ -10,9 +10,10 @@ address whose undeliverable mark this transaction lifted (it wrote to us) stays 
 until this transaction marks it again: the acknowledgement to it is not checked again.
 
 Forgotten at commit and at any rollback (a savepoint's too): the next count reads again.
-On SQLite nobody else writes meanwhile (one writer); on PostgreSQL a request's rows are
-queued under its row lock, and an address's count was never locked against another
-worker's, before or now.
+On SQLite nobody else writes meanwhile (one writer). On PostgreSQL the pipeline and the sweeps
+queue a request's mail holding its row (FOR UPDATE), so no other worker adds to its count
+meanwhile; an address's count over all requests was never locked against another worker's
+(two could each find room for one more), before or now.
 """
 
 from __future__ import annotations
