@@ -10,8 +10,13 @@ import pytest
 from conftest import fixture_bytes, make_mail
 from sqlalchemy import func, select
 
+from maild.config import Config
+from maild.ingest.accept import store_raw
+from maild.pipeline.records import guess_language
+from maild.pipeline.runner import Pipeline
 from maild.store.db import Database
 from maild.store.models import Inbound, Message, Outbox, Ticket
+from maild.tickets.incidents import words
 
 Ingest = Callable[..., int]
 
@@ -218,3 +223,37 @@ def test_bad_message_goes_to_quarantine_and_queue_goes_on(db: Database, ingest: 
         if bad_row.state == "quarantined":
             assert bad_row.error
         assert good_row.state == "done"
+
+
+def test_what_is_prepared_before_the_transaction_is_what_is_stored(
+    db: Database, config: Config
+) -> None:
+    # The language, the words and the index row of a new request are worked out with the
+    # parse, outside the write transaction; the request gets exactly those.
+    store_raw(
+        db,
+        make_mail("Не работает загрузка", body="Не могу загрузить отчёт в систему."),
+        source="smtp",
+    )
+    pipeline = Pipeline(config, db)
+    (entry,), _ = pipeline.queue.take(10)
+    parsed = pipeline.parse(entry).parsed
+    assert parsed is not None
+    subject = "Не работает загрузка"
+    assert set(parsed.memo) >= {("words", subject), ("language", config.desk.language)}
+    assert (("index", "customer") in parsed.memo) == db.is_sqlite
+    assert pipeline.process() == 1
+    (ticket,) = tickets(db)
+    assert ticket.language == guess_language(f"{subject}\n{parsed.text}", config.desk.language)
+    assert ticket.fingerprint == " ".join(sorted(words(subject, parsed.text)))
+    if db.is_sqlite:
+        with db.session() as s:
+            row = (
+                s.connection()
+                .exec_driver_sql(
+                    "SELECT rowid FROM message_fts WHERE body MATCH ?",
+                    (parsed.memo[("index", "customer")].split()[0],),
+                )
+                .scalar()
+            )
+        assert row is not None

@@ -7,11 +7,12 @@ import email
 import logging
 import mimetypes
 import re
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from email.message import Message
 from email.policy import Compat32
 from email.utils import getaddresses, parseaddr
+from typing import TypeVar, cast
 
 import mailparser
 
@@ -67,6 +68,9 @@ class Attachment:
     data: bytes
 
 
+_T = TypeVar("_T")
+
+
 @dataclass(frozen=True)
 class ParsedMail:
     message_id: str | None
@@ -86,6 +90,16 @@ class ParsedMail:
     defects: tuple[str, ...] = ()
     bounce: BounceReport | None = None  # flufl.bounce's findings, for mail that looks like one
     part_types: tuple[str, ...] = ()  # every content type in the structure, once each
+    # What was worked out from this mail alone (its language, its words, its index row), so
+    # that the work done before the write transaction is not done again inside it
+    # (maild.pipeline.records.prepare).
+    memo: dict[object, object] = field(default_factory=dict, compare=False, repr=False)
+
+    def remembered(self, key: object, compute: Callable[[], _T]) -> _T:
+        """``compute()``, worked out once for this mail under ``key``."""
+        if key not in self.memo:
+            self.memo[key] = compute()
+        return cast(_T, self.memo[key])
 
     def header(self, name: str) -> str | None:
         lname = name.lower()

@@ -71,11 +71,20 @@ def searchable(kind: str, body: str) -> str:
     return body
 
 
-def index_message(conn: Connection, msg_id: int, kind: str, subject: str, body: str) -> None:
-    """Index one stored message (customer mail, agent answer); one insert on SQLite."""
+def index_row(kind: str, subject: str, body: str) -> str:
+    """What the SQLite index holds of a message: the stems of its subject and searchable text."""
+    return indexed(subject, searchable(kind, body))
+
+
+def index_message(
+    conn: Connection, msg_id: int, kind: str, subject: str, body: str, row: str | None = None
+) -> None:
+    """Index one stored message (customer mail, agent answer); one insert on SQLite. ``row``:
+    its :func:`index_row`, when it was worked out already."""
     if kind not in INDEXED_KINDS or conn.dialect.name != "sqlite":
         return
-    conn.execute(_MSG_INSERT, {"id": msg_id, "body": indexed(subject, searchable(kind, body))})
+    body = row if row is not None else index_row(kind, subject, body)
+    conn.execute(_MSG_INSERT, {"id": msg_id, "body": body})
 
 
 def index_article(conn: Connection, article_id: int, title: str, body: str, *, new: bool) -> None:

@@ -14,7 +14,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from maild.config import Config
 from maild.ingest.parse import ParsedMail
-from maild.knowledge.index import index_message
+from maild.knowledge.index import index_message, index_row
 from maild.pipeline.base import Context, Work
 from maild.pipeline.msgids import unclaimable
 from maild.replies import tally
@@ -136,7 +136,9 @@ def store_message(work: Work, ctx: Context, ticket_id: int | None, kind: str) ->
         "created_at": ctx.clock(),
     }
     msg_id = int(ctx.session.connection().execute(_MESSAGE_INSERT, row).scalar_one())
-    index_message(ctx.session.connection(), msg_id, kind, parsed.subject, parsed.text)
+    prepared = parsed.memo.get(("index", kind))
+    stems = prepared if isinstance(prepared, str) else None
+    index_message(ctx.session.connection(), msg_id, kind, parsed.subject, parsed.text, row=stems)
     _store_attachments(ctx.session, msg_id, parsed)
     if refused is not None:
         _not_indexed(work, ctx, ticket_id, msg_id, refused)
@@ -176,6 +178,35 @@ _TICKETS: Table = Ticket.__table__  # type: ignore[assignment]
 _TICKET_INSERT = insert(_TICKETS)
 
 
+def prepare(parsed: ParsedMail, config: Config, *, sqlite: bool) -> None:
+    """Work out, before the write transaction, what the stages will want of a customer's mail
+    that depends on nothing else: its index row (SQLite) and, when it looks like a new request
+    (no In-Reply-To, no References), its language and its words. On SQLite the stages run
+    one worker at a time (one writer) while every worker parses at once; whatever was not
+    prepared (an agent's mail, a reply that turns out new) is worked out in the stage."""
+    if sqlite:
+        parsed.memo[("index", "customer")] = index_row("customer", parsed.subject, parsed.text)
+    if parsed.in_reply_to or parsed.references:
+        return
+    _words(parsed, _subject(parsed, config.desk.tag))
+    _language(parsed, config.desk.language)
+
+
+def _subject(parsed: ParsedMail, tag: str) -> str:
+    """A new request's subject: the mail's, without reply prefixes or the desk's tag."""
+    return strip_reply_prefixes(strip_tag(parsed.subject, tag))[:1000]
+
+
+def _language(parsed: ParsedMail, default: str) -> str:
+    return parsed.remembered(
+        ("language", default), lambda: guess_language(f"{parsed.subject}\n{parsed.text}", default)
+    )
+
+
+def _words(parsed: ParsedMail, subject: str) -> frozenset[str]:
+    return parsed.remembered(("words", subject), lambda: words(subject, parsed.text))
+
+
 def new_ticket(ctx: Context, parsed: ParsedMail, parent_id: int | None, *, alike: bool) -> Ticket:
     """A new request, written at once with one INSERT (not an ORM flush: this is the hot path).
 
@@ -183,7 +214,7 @@ def new_ticket(ctx: Context, parsed: ParsedMail, parent_id: int | None, *, alike
     words (maild.tickets.incidents) go in the row now, and stay in ``ctx.cache`` for the stage.
     """
     now, desk = ctx.clock(), ctx.config.desk
-    subject = strip_reply_prefixes(strip_tag(parsed.subject, desk.tag))[:1000]
+    subject = _subject(parsed, desk.tag)
     ticket = Ticket(
         id=next_number(ctx.session),
         subject=subject,
@@ -192,7 +223,7 @@ def new_ticket(ctx: Context, parsed: ParsedMail, parent_id: int | None, *, alike
         status="new",
         type="question",
         priority="normal",
-        language=guess_language(f"{parsed.subject}\n{parsed.text}", desk.language),
+        language=_language(parsed, desk.language),
         parent_id=parent_id,
         root_message_id=parsed.message_id,
         created_at=now,
@@ -207,7 +238,7 @@ def new_ticket(ctx: Context, parsed: ParsedMail, parent_id: int | None, *, alike
         ticket.type = route.type or ticket.type
     set_due(ticket, ctx.config)
     if alike:
-        mine = ctx.cache[("words", ticket.id)] = words(subject, parsed.text)
+        mine = ctx.cache[("words", ticket.id)] = _words(parsed, subject)
         ticket.fingerprint = " ".join(sorted(mine)) if len(mine) >= MIN_WORDS else None
     values = {c.key: getattr(ticket, c.key) for c in _TICKETS.c}
     session = ctx.session

@@ -31,6 +31,7 @@ from maild.pipeline.identify import Identify, staff_dkim
 from maild.pipeline.incident import Incident
 from maild.pipeline.match import MatchTicket
 from maild.pipeline.notify import Notify
+from maild.pipeline.records import prepare
 from maild.replies.render import Renderer
 from maild.security.proof import DnsFunc
 from maild.store.db import Database
@@ -110,8 +111,8 @@ class Pipeline:
         self.limits = Limits(lim.max_parts, lim.max_depth, lim.max_header_bytes)
 
     def parse(self, entry: Entry) -> Pending:
-        """Parse a queued message; a parse failure is kept, to be quarantined in the
-        transaction."""
+        """Parse a queued message and prepare what its text gives (records.prepare), outside
+        the write transaction; a parse failure is kept, to be quarantined in it."""
         self.in_hand(HELD, entry.ident)
         raw = entry.row["raw"]
         try:
@@ -120,6 +121,11 @@ class Pipeline:
             parsed, error = None, str(exc)
         except Exception as exc:  # a parser bug must not stop the queue
             parsed, error = None, f"parse failed: {type(exc).__name__}: {exc}"
+        if parsed is not None:
+            try:
+                prepare(parsed, self.config, sqlite=self.db.is_sqlite)
+            except Exception:  # only a head start: the stage works it out again, and fails there
+                log.debug("inbound %d: not prepared", entry.ident, exc_info=True)
         return Pending(entry, parsed, error, staff_dkim(self.config, parsed, raw, self.dnsfunc))
 
     def process(self, ids: Sequence[int] | None = None, limit: int | None = None) -> int:
