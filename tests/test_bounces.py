@@ -20,9 +20,13 @@ from sqlalchemy import select
 from test_agents import notification, reply_to
 from test_deliver import deliver, write_config
 
+from maild.config import Config
+from maild.ingest.accept import store_raw
 from maild.ingest.parse import parse_mail
 from maild.ops.views import ticket_detail
+from maild.pipeline import runner
 from maild.pipeline.classify import machine_input
+from maild.pipeline.runner import Pipeline
 from maild.store.db import Database
 from maild.store.models import Event, Message, Outbox, Ticket, Undeliverable
 from maild.tickets.bounces import MachineInput, machine_verdict, robot_local
@@ -237,6 +241,28 @@ def test_no_mail_to_an_undeliverable_address_until_it_writes_again(
     ingest(reply_to(anna, "anna@example.com", "Try again now."), envelope_from=None)
     second = _outbox(db, "agent-reply")[-1]
     assert second.recipients.split(",") == ["customer@example.org", "colleague@example.org"]
+
+
+def test_in_one_transaction_a_mark_lifted_and_made_again_holds(
+    db: Database, config: Config, ingest: Ingest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The customer writes (the mark is lifted), a bounce marks the address again and an agent
+    answers, all in one transaction (the slice made long enough): as one by one, the answer
+    goes to the CC only."""
+    ack_id = _open_request(db, ingest)
+    anna = notification(db, "anna@example.com")
+    monkeypatch.setattr(runner, "SLICE_SECONDS", 3600.0)
+    again = make_mail("Re: [Support #1] Printer is broken", body="Still broken.")
+    mails = [
+        (again, "customer@example.org"),
+        (dsn(ack_id), ""),
+        (reply_to(anna, "anna@example.com", "Please restart it."), None),
+    ]
+    stored = [store_raw(db, raw, source="pipe", envelope_from=env) for raw, env in mails]
+    assert Pipeline(config, db).process(ids=[s.ident for s in stored]) == 3
+    assert _state(db)[0] == ["customer@example.org"]
+    (answer,) = _outbox(db, "agent-reply")
+    assert answer.recipients == "colleague@example.org"
 
 
 def test_nobody_left_means_no_outbox_row_but_the_reply_is_kept(

@@ -12,6 +12,10 @@ from conftest import make_mail
 from sqlalchemy import select
 
 from maild.config import Config
+from maild.core.clock import fixed_clock
+from maild.ingest.accept import store_raw
+from maild.pipeline import runner
+from maild.pipeline.runner import Pipeline
 from maild.scheduler.jobs import sweep_pending
 from maild.store.db import Database
 from maild.store.models import Message
@@ -68,6 +72,32 @@ def test_mails_per_request_hour_trips_once_and_tells_the_lead_once(
     assert "#1" in body and "more than 6 mails" in body
     assert mail(lead)["Subject"] == "Mail stopped: [Support #1] Printer is broken"
     assert mail(lead)["Auto-Submitted"] == "auto-generated"
+
+
+def batch_at(db: Database, config: Config, raws: list[bytes], at: datetime) -> None:
+    """Several mails through the real pipeline in one call and one transaction (the slice is
+    made long enough), so mail queued for the first ones counts for the next ones before
+    anything is committed."""
+    stored = [store_raw(db, raw, source="test", envelope_from=None) for raw in raws]
+    Pipeline(config, db, clock=fixed_clock(at)).process(ids=[s.ident for s in stored])
+
+
+def test_a_batch_counts_the_mail_it_queued_itself(
+    db: Database, db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The limits hold for mails processed together exactly as for mails one by one."""
+    monkeypatch.setattr(runner, "SLICE_SECONDS", 3600.0)
+    config = make(db_url, tmp_path, mails_per_request_hour=6, auto_replies_per_hour=2)
+    create_at(db, config, T0)  # ack + 2 notifications
+    replies = [make_mail("Re: [Support #1] Printer is broken", body=f"Still {i}") for i in range(3)]
+    batch_at(db, config, replies, T0 + timedelta(minutes=1))
+    assert len(outbox(db)) == 5 + 1  # as one by one: the second reply trips it, the lead told
+    assert "more than 6 mails about request #1" in events(db, 1, "mail-held")[0].detail
+    news = [make_mail(f"Scanner {i} is broken", body=f"Scanner {i} jams.") for i in range(3)]
+    batch_at(db, config, news, T0 + timedelta(minutes=2))  # requests #2, #3, #4
+    acks = [r.ticket_id for r in outbox(db, "ack")]
+    assert acks == [1, 2]  # two automatic mails an hour to the customer
+    assert [n for n in (2, 3, 4) if "ack-suppressed" in kinds(db, n)] == [3, 4]
 
 
 def test_an_hour_later_mail_flows_again(db: Database, db_url: str, tmp_path: Path) -> None:
