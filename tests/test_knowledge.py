@@ -50,20 +50,24 @@ def test_russian_word_forms_find_each_other(db: Database, ingest: Ingest) -> Non
     assert found(db, "отчеты") == [1]  # ё and е alike
 
 
-def test_long_russian_words_meet_on_a_six_letter_prefix(db: Database, ingest: Ingest) -> None:
+def test_long_russian_words_meet_on_a_seven_letter_prefix(db: Database, ingest: Ingest) -> None:
     # Snowball stems «авторизации» авторизац and «авторизоваться» авторизова: a key one letter
-    # short of each stem would not find the other; at most six letters, both are «автори».
+    # short of each stem would not find the other; at most seven letters, both are «авториз».
     ingest(make_mail("Ошибка авторизации", body="Пишет «ошибка авторизации» после обновления."))
     ingest(make_mail("Не могу войти", body="Не получается авторизоваться в личном кабинете."))
     for form in ("авторизация", "авторизоваться", "авторизуюсь"):
         assert sorted(found(db, form)) == [1, 2], form
     assert found(db, "авторизации обновления") == [1]
+    # … but not so short that another word is taken for it: перезаг is not перезап.
+    ingest(make_mail("Перезапуск сервера", body="Перезапуск сервера не помог."))
+    ingest(make_mail("Перезагрузка роутера", body="Нужна перезагрузка роутера."))
+    assert found(db, "перезагрузка") == [4]
     if db.url.startswith("sqlite"):  # FTS5 keeps an index of each prefix length asked for
         with db.session() as s:
             ddl = s.connection().exec_driver_sql(
                 "SELECT group_concat(sql) FROM sqlite_master WHERE name LIKE '%_fts'"
             )
-            assert ddl.scalar().count("prefix='4 5 6'") == 2
+            assert ddl.scalar().count("prefix='4 5 6 7'") == 2
 
 
 def test_koi8r_and_cp1251_originals_are_searchable(db: Database, ingest: Ingest) -> None:

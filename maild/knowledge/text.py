@@ -95,15 +95,17 @@ def query_terms(text: str, limit: int = QUERY_TERMS) -> list[str]:
     return [stem(w) for w in query_words(text, limit)]
 
 
-PREFIX_LENGTHS = (4, 5, 6)  # the lengths of a Russian prefix key; FTS5 keeps an index of each
+PREFIX_LENGTHS = (4, 5, 6, 7)  # the lengths of a Russian prefix key; FTS5 keeps an index of each
 
 
 def match_key(word: str) -> tuple[str, bool]:
     """(key, prefix) the index is asked for: a word's stem; a Russian stem is matched as a
     prefix, one letter shorter when long, because Snowball leaves forms of one word on
-    different stems («загрузка» загрузк, «загрузить» загруз), and at most six letters, the
+    different stems («загрузка» загрузк, «загрузить» загруз), and at most seven letters, the
     longest prefix FTS5 keeps its own index of (a prefix without one merges the lists of
-    every word it starts: 4–5 times slower for common words)."""
+    every word it starts: 4–5 times slower for common words). Seven, not six: «перезагрузка»
+    (перезаг) must not find «перезапуск» (перезап), while «авторизация» and
+    «авторизоваться» (авторизац, авторизова) still meet on авториз."""
     root = stem(word)
     if not _CYRILLIC.search(root) or len(root) < PREFIX_LENGTHS[0]:
         return root, False

@@ -1,4 +1,4 @@
-"""Knowledge: the SQLite full-text tables again, with prefix indexes of 4, 5 and 6 letters.
+"""Knowledge: the SQLite full-text tables again, with prefix indexes of 4 to 7 letters.
 
 A Russian word is looked for by a prefix of its stem (knowledge.text.match_key); without a
 prefix index FTS5 merges the lists of every word with that prefix on each query, which made
