@@ -13,7 +13,10 @@ Forgotten at commit and at any rollback (a savepoint's too): the next count read
 On SQLite nobody else writes meanwhile (one writer). On PostgreSQL the pipeline and the sweeps
 queue a request's mail holding its row (FOR UPDATE), so no other worker adds to its count
 meanwhile; an address's count over all requests was never locked against another worker's
-(two could each find room for one more), before or now.
+(two could each find room for one more), before or now. Read once per transaction, that
+count can miss another worker's mail for the length of a slice (pipeline.runner's
+SLICE_SECONDS, 0.1 s) where it once missed it for a statement: the race is as wide as before
+at worst (about the limit per worker), only more likely.
 """
 
 from __future__ import annotations
