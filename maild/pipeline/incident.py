@@ -22,7 +22,7 @@ from sqlalchemy import Row, bindparam, or_, select
 from maild.core.clock import as_utc
 from maild.pipeline import incident_mail as tell
 from maild.pipeline.base import Context, Work
-from maild.pipeline.records import next_number, set_due, ticket_of
+from maild.pipeline.records import next_number, request_words, set_due, ticket_of
 from maild.replies import tally
 from maild.store.events import add_event
 from maild.store.models import Ticket
@@ -33,7 +33,6 @@ from maild.tickets.incidents import (
     band_keys,
     distinct_customers,
     jaccard,
-    words,
 )
 from maild.tickets.status import change_status
 from maild.tickets.words import Action, Status
@@ -113,9 +112,7 @@ class Incident:
         assert work.parsed is not None
         ticket = ticket_of(ctx, work.ticket_id)
         assert ticket is not None
-        mine = ctx.cache.get(("words", ticket.id))  # new_ticket wrote them as its fingerprint
-        if not isinstance(mine, frozenset):
-            mine = words(ticket.subject, work.parsed.text)
+        mine = request_words(work.parsed, ticket.subject)  # as new_ticket's fingerprint
         if len(mine) < MIN_WORDS:
             return work
         if ticket.fingerprint is None:

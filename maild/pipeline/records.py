@@ -188,7 +188,7 @@ def prepare(parsed: ParsedMail, config: Config, *, sqlite: bool) -> None:
         parsed.memo[("index", "customer")] = index_row("customer", parsed.subject, parsed.text)
     if parsed.in_reply_to or parsed.references:
         return
-    _words(parsed, _subject(parsed, config.desk.tag))
+    request_words(parsed, _subject(parsed, config.desk.tag))
     _language(parsed, config.desk.language)
 
 
@@ -203,7 +203,8 @@ def _language(parsed: ParsedMail, default: str) -> str:
     )
 
 
-def _words(parsed: ParsedMail, subject: str) -> frozenset[str]:
+def request_words(parsed: ParsedMail, subject: str) -> frozenset[str]:
+    """A new request's normalised words (maild.tickets.incidents), once per mail."""
     return parsed.remembered(("words", subject), lambda: words(subject, parsed.text))
 
 
@@ -211,7 +212,7 @@ def new_ticket(ctx: Context, parsed: ParsedMail, parent_id: int | None, *, alike
     """A new request, written at once with one INSERT (not an ORM flush: this is the hot path).
 
     ``alike``: a customer's request, which the "incident" stage compares with the others: its
-    words (maild.tickets.incidents) go in the row now, and stay in ``ctx.cache`` for the stage.
+    words (:func:`request_words`) go in the row now as its fingerprint.
     """
     now, desk = ctx.clock(), ctx.config.desk
     subject = _subject(parsed, desk.tag)
@@ -238,7 +239,7 @@ def new_ticket(ctx: Context, parsed: ParsedMail, parent_id: int | None, *, alike
         ticket.type = route.type or ticket.type
     set_due(ticket, ctx.config)
     if alike:
-        mine = ctx.cache[("words", ticket.id)] = _words(parsed, subject)
+        mine = request_words(parsed, subject)
         ticket.fingerprint = " ".join(sorted(mine)) if len(mine) >= MIN_WORDS else None
     values = {c.key: getattr(ticket, c.key) for c in _TICKETS.c}
     session = ctx.session
