@@ -16,7 +16,7 @@ from maild.pipeline.records import guess_language
 from maild.pipeline.runner import Pipeline
 from maild.store.db import Database
 from maild.store.models import Inbound, Message, Outbox, Ticket
-from maild.tickets.incidents import words
+from maild.tickets.incidents import band_keys, words
 
 Ingest = Callable[..., int]
 
@@ -228,8 +228,9 @@ def test_bad_message_goes_to_quarantine_and_queue_goes_on(db: Database, ingest: 
 def test_what_is_prepared_before_the_transaction_is_what_is_stored(
     db: Database, config: Config
 ) -> None:
-    # The language, the words and the index row of a new request are worked out with the
-    # parse, outside the write transaction; the request gets exactly those.
+    # The verdict, the language, the words, their MinHash keys and the index row of a new
+    # request are worked out with the parse, outside the write transaction; the request gets
+    # exactly those.
     store_raw(
         db,
         make_mail("Не работает загрузка", body="Не могу загрузить отчёт в систему."),
@@ -240,7 +241,13 @@ def test_what_is_prepared_before_the_transaction_is_what_is_stored(
     parsed = pipeline.parse(entry).parsed
     assert parsed is not None
     subject = "Не работает загрузка"
-    assert set(parsed.memo) >= {("words", subject), ("language", config.desk.language)}
+    assert set(parsed.memo) >= {
+        ("words", subject),
+        ("band keys", subject),
+        ("language", config.desk.language),
+        ("verdict", entry.row["envelope_from"]),
+    }
+    assert parsed.memo[("band keys", subject)] == band_keys(words(subject, parsed.text))
     assert (("index", "customer") in parsed.memo) == db.is_sqlite
     assert pipeline.process() == 1
     (ticket,) = tickets(db)

@@ -27,6 +27,7 @@ from maild.ingest.queue import (
     thread_keys_of,
 )
 from maild.store.db import Database
+from maild.store.direct import Statement
 from maild.threading.rawids import inherit_thread_keys, parent_ids
 
 _C = INBOUND.c
@@ -36,7 +37,7 @@ _KNOWN = select(_C.digest, _C.id).where(_C.digest.in_(bindparam("digests", expan
 _FRESH = {"state": "pending", "attempts": 0, "processed_at": None, "error": None}
 # The claim: out of ``pending``, once. ``tries`` is 1 when a worker processes it (an attempt),
 # 0 when the supervisor quarantines it (its attempts were counted as the worker died).
-_CLAIM = (
+_CLAIM = Statement(
     update(INBOUND)
     .where(_C.id == bindparam("iid"), _C.state == "pending")
     .values(
@@ -110,7 +111,7 @@ class TableQueue:
         self, conn: Connection, entry: Entry, state: str, error: str | None, now: datetime
     ) -> int | None:
         params = {"iid": entry.ident, "state": state, "error": error, "at": now, "tries": 1}
-        return entry.ident if conn.execute(_CLAIM, params).rowcount else None
+        return entry.ident if _CLAIM.execute(conn, params) else None
 
     def done(self, entries: Sequence[Entry]) -> None:
         """Nothing to forget: the claim moved the rows out of ``pending``."""
@@ -118,7 +119,7 @@ class TableQueue:
     def quarantine(self, ident: int, reason: str, now: datetime) -> bool:
         params = {"iid": ident, "state": "quarantined", "error": reason, "at": now, "tries": 0}
         with self.db.write() as s:
-            return bool(s.connection().execute(_CLAIM, params).rowcount)
+            return bool(_CLAIM.execute(s, params))
 
     def attempt(self, ident: int) -> int:
         """One more attempt (a worker died on it): the count so far, 0 if no longer waiting."""

@@ -63,6 +63,7 @@ from maild.ingest.queue import (
     thread_keys_of,
 )
 from maild.store.db import Database, sqlite_path
+from maild.store.direct import Statement
 from maild.threading.rawids import inherit_thread_keys, parent_ids
 
 log = logging.getLogger(__name__)
@@ -99,11 +100,15 @@ SPOOL_VERSION = 1
 # The claim. A row left ``pending`` in inbound (a retry, an older version's queue) is taken
 # over; a digest there in any other state was processed already: no row comes back.
 _INSERT_INBOUND = sqlite_insert(INBOUND)
-_CLAIM = _INSERT_INBOUND.on_conflict_do_update(
-    index_elements=[INBOUND.c.digest],
-    set_={k: _INSERT_INBOUND.excluded[k] for k in ("state", "error", "processed_at", "attempts")},
-    where=INBOUND.c.state == "pending",
-).returning(INBOUND.c.id)
+_CLAIM = Statement(
+    _INSERT_INBOUND.on_conflict_do_update(
+        index_elements=[INBOUND.c.digest],
+        set_={
+            k: _INSERT_INBOUND.excluded[k] for k in ("state", "error", "processed_at", "attempts")
+        },
+        where=INBOUND.c.state == "pending",
+    ).returning(INBOUND.c.id)
+)
 
 
 def spool_path(storage_url: str) -> Path | None:
@@ -260,7 +265,7 @@ class SpoolQueue:
     ) -> int | None:
         row = {k: entry.row[k] for k in COLUMNS}
         row.update(state=state, error=error, processed_at=now, attempts=attempts)
-        iid = conn.execute(_CLAIM, row).scalar()
+        iid = _CLAIM.scalar(conn, row)
         return int(iid) if iid is not None else None
 
     def done(self, entries: Sequence[Entry]) -> None:

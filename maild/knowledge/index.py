@@ -15,6 +15,7 @@ from sqlalchemy import Connection, text
 
 from maild.knowledge.text import PREFIX_LENGTHS, indexed, match_key, stem
 from maild.replies.quotes import strip_quoted
+from maild.store.direct import Statement
 from maild.tickets.commands import parse_commands
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,7 @@ FTS_TABLES = ("message_fts", "article_fts")
 FTS_OBJECTS = (*FTS_TABLES, "ix_messages_fts", "ix_kb_articles_fts")  # not in the models
 
 _MSG_INSERT = text("INSERT INTO message_fts (rowid, body) VALUES (:id, :body)")
+_MSG_ROW = Statement(_MSG_INSERT)  # one row, for every message stored (maild.store.direct)
 
 
 def searchable(kind: str, body: str) -> str:
@@ -84,7 +86,7 @@ def index_message(
     if kind not in INDEXED_KINDS or conn.dialect.name != "sqlite":
         return
     body = row if row is not None else index_row(kind, subject, body)
-    conn.execute(_MSG_INSERT, {"id": msg_id, "body": body})
+    _MSG_ROW.execute(conn, {"id": msg_id, "body": body})
 
 
 def index_article(conn: Connection, article_id: int, title: str, body: str, *, new: bool) -> None:

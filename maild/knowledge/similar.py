@@ -18,6 +18,7 @@ from maild.config import Config
 from maild.knowledge.index import searchable
 from maild.knowledge.search import ANY_TERMS, article_hits, message_hits
 from maild.knowledge.text import query_terms, similarity
+from maild.store.direct import Statement
 from maild.store.models import KbArticle, Message, Ticket
 
 log = logging.getLogger(__name__)
@@ -85,9 +86,11 @@ class Stock:
     articles: bool
 
 
-_STOCK = select(
-    select(_TICKETS.c.id).where(_TICKETS.c.status.in_(("solved", "closed"))).exists(),
-    select(_ARTICLES.c.id).exists(),
+_STOCK = Statement(
+    select(
+        select(_TICKETS.c.id).where(_TICKETS.c.status.in_(("solved", "closed"))).exists(),
+        select(_ARTICLES.c.id).exists(),
+    )
 )
 # What each database (engine) was found to have, for the life of the process: solved requests
 # and articles do not vanish in practice, and should one, the search merely finds nothing.
@@ -99,7 +102,7 @@ def stock(conn: Connection) -> Stock:
     known = _HAS.get(conn.engine, Stock(False, False))
     if known.solved and known.articles:
         return known
-    solved, articles = conn.execute(_STOCK).one()
+    solved, articles = _STOCK.first(conn) or (False, False)
     _HAS[conn.engine] = Stock(known.solved or bool(solved), known.articles or bool(articles))
     return Stock(bool(solved), bool(articles))
 

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from maild.config import Config
 from maild.ingest.parse import ParsedMail
 from maild.pipeline.base import Context, Work
 from maild.tickets.bounces import MachineInput, machine_verdict
-from maild.tickets.loops import LoopInput, classify
+from maild.tickets.loops import LoopInput, Verdict, classify
 
 # Headers maild uses internally: never trusted from the outside, whatever they say.
 INTERNAL_PREFIXES = ("x-maild-",)
@@ -30,27 +31,38 @@ class Classify:
     name = "classify"
 
     def __call__(self, work: Work, ctx: Context) -> Work:
-        parsed = work.parsed
-        assert parsed is not None
-        desk = ctx.config.desk
-        inp = LoopInput(
-            headers=tuple((k, v) for k, v in parsed.headers if not untrusted_header(k)),
-            subject=parsed.subject,
-            from_addr=parsed.from_addr,
-            envelope_from=work.envelope_from,
-            content_type=parsed.content_type,
-            report_type=parsed.report_type,
-            desk_addresses=frozenset({desk.address, ctx.config.outbound.sender}),
-            loop_name=desk.address,
-            body_start=parsed.text[:2000],
-            answers_desk=answers_desk(parsed, desk.domain),
-        )
-        verdict = classify(inp, max_received=ctx.config.limits.max_received)
-        if not verdict.automatic:
-            verdict = machine_verdict(machine_input(parsed)) or verdict
-        if not parsed.from_addr and not verdict.automatic:
-            verdict = type(verdict)(kind="loop", reason="no usable From address")
-        return replace(work, verdict=verdict)
+        assert work.parsed is not None
+        return replace(work, verdict=verdict_of(work.parsed, work.envelope_from, ctx.config))
+
+
+def verdict_of(parsed: ParsedMail, envelope_from: str | None, config: Config) -> Verdict:
+    """The mail's verdict: it depends on the mail and the config alone, so the runner works
+    it out before the write transaction (maild.pipeline.records.prepare), once a mail."""
+    return parsed.remembered(
+        ("verdict", envelope_from), lambda: _verdict(parsed, envelope_from, config)
+    )
+
+
+def _verdict(parsed: ParsedMail, envelope_from: str | None, config: Config) -> Verdict:
+    desk = config.desk
+    inp = LoopInput(
+        headers=tuple((k, v) for k, v in parsed.headers if not untrusted_header(k)),
+        subject=parsed.subject,
+        from_addr=parsed.from_addr,
+        envelope_from=envelope_from,
+        content_type=parsed.content_type,
+        report_type=parsed.report_type,
+        desk_addresses=frozenset({desk.address, config.outbound.sender}),
+        loop_name=desk.address,
+        body_start=parsed.text[:2000],
+        answers_desk=answers_desk(parsed, desk.domain),
+    )
+    verdict = classify(inp, max_received=config.limits.max_received)
+    if not verdict.automatic:
+        verdict = machine_verdict(machine_input(parsed)) or verdict
+    if not parsed.from_addr and not verdict.automatic:
+        verdict = type(verdict)(kind="loop", reason="no usable From address")
+    return verdict
 
 
 def machine_input(parsed: ParsedMail) -> MachineInput:

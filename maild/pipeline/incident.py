@@ -22,15 +22,21 @@ from sqlalchemy import Row, bindparam, or_, select
 from maild.core.clock import as_utc
 from maild.pipeline import incident_mail as tell
 from maild.pipeline.base import Context, Work
-from maild.pipeline.records import next_number, request_words, set_due, ticket_of
+from maild.pipeline.records import (
+    next_number,
+    request_keys,
+    request_words,
+    set_due,
+    ticket_of,
+)
 from maild.replies import tally
+from maild.store.direct import Statement
 from maild.store.events import add_event
 from maild.store.models import Ticket
 from maild.tickets.incidents import (
     MIN_WORDS,
     AlikeIndex,
     Entry,
-    band_keys,
     distinct_customers,
     jaccard,
 )
@@ -51,7 +57,7 @@ def is_open_problem(t: Ticket) -> bool:
 
 _TICKETS = Ticket.__table__.c
 # Compiled once: both run for every new request.
-_NEW_ROWS = (
+_NEW_ROWS = Statement(
     select(_TICKETS.id, _TICKETS.fingerprint, _TICKETS.created_at, _TICKETS.type, _TICKETS.status)
     .where(
         _TICKETS.id > bindparam("watermark"),
@@ -94,9 +100,7 @@ class Incident:
         locked until commit), so the watermark never skips one.
         """
         params = {"watermark": self.watermark, "since": since}
-        for ident, text, stored, kind, status in ctx.session.connection().execute(
-            _NEW_ROWS, params
-        ):
+        for ident, text, stored, kind, status in _NEW_ROWS.all(ctx.session, params):
             self.watermark = max(self.watermark, int(ident))
             if ident == own:
                 continue
@@ -121,7 +125,7 @@ class Incident:
         if self.index.threshold != cfg.similarity:  # built for another config: start again
             self.index, self.watermark = AlikeIndex(cfg.similarity), 0
         self.refresh(ctx, ctx.clock() - timedelta(minutes=cfg.window_minutes), ticket.id)
-        keys = band_keys(mine)
+        keys = request_keys(work.parsed, ticket.subject)
         cap = max(MAX_CANDIDATES, 2 * cfg.threshold)  # enough to reach the threshold
         found = [i for i, _ in self.index.alike(mine, keys) if i != ticket.id][:cap]
         self.index.add(Entry(ticket.id, mine, as_utc(ticket.created_at)), keys)

@@ -17,6 +17,7 @@ from sqlalchemy import Table, bindparam, or_, select
 from maild.config import Config
 from maild.ingest.parse import ParsedMail
 from maild.pipeline.base import Context
+from maild.store.direct import Statement
 from maild.store.models import Message, Ticket, TicketCc
 from maild.threading.refs import is_own_msgid
 
@@ -98,7 +99,7 @@ def ticket_by_refs(ctx: Context, refs: Sequence[str], sender: str) -> int | None
     return None
 
 
-_HELD = (  # compiled once: asked for every inbound mail
+_HELD = Statement(  # asked for every inbound mail
     select(_MESSAGES.c.ticket_id, _MESSAGES.c.direction)
     .where(
         _MESSAGES.c.message_id == bindparam("mid"),
@@ -120,8 +121,9 @@ def unclaimable(ctx: Context, parsed: ParsedMail) -> dict[str, object] | None:
     if is_own_msgid(mid, ctx.config.desk.domain):
         return {"message_id": mid, "reason": "a Message-ID of the desk's own domain"}
     params = {"mid": mid, "sender": parsed.from_addr}
-    other = ctx.session.connection().execute(_HELD, params).first()
+    other = _HELD.first(ctx.session, params)
     if other is None:
         return None
-    who = "the desk" if other.direction == "out" else "another sender"
-    return {"message_id": mid, "reason": f"already used by {who}", "held_by": other.ticket_id}
+    held_by, direction = other
+    who = "the desk" if direction == "out" else "another sender"
+    return {"message_id": mid, "reason": f"already used by {who}", "held_by": held_by}

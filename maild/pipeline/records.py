@@ -5,26 +5,30 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+from typing import Any, TypeVar
 
 from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.orm import Session, make_transient_to_detached
+from sqlalchemy.orm import Session, configure_mappers, make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
 
 from maild.config import Config
 from maild.ingest.parse import ParsedMail
 from maild.knowledge.index import index_message, index_row
 from maild.pipeline.base import Context, Work
+from maild.pipeline.classify import verdict_of
 from maild.pipeline.msgids import unclaimable
 from maild.replies import tally
+from maild.store.direct import Statement
 from maild.store.events import add_event
-from maild.store.models import Attachment, Blob, Counter, Message, Ticket
+from maild.store.models import Attachment, Base, Blob, Counter, Message, Ticket
 from maild.threading.tags import strip_reply_prefixes, strip_tag
-from maild.tickets.incidents import MIN_WORDS, words
+from maild.tickets.incidents import MIN_WORDS, Key, band_keys, words
 from maild.tickets.sla import add_business_hours
 
 log = logging.getLogger(__name__)
+_Model = TypeVar("_Model", bound=Base)
 
 # Runs of letters, counted by their lengths: a list a word, not a list a letter.
 _CYRILLIC = re.compile(r"[А-Яа-яЁё]+")
@@ -42,7 +46,7 @@ def guess_language(text: str, default: str) -> str:
 
 
 _COUNTERS: Table = Counter.__table__  # type: ignore[assignment]
-_NEXT_NUMBER = (
+_NEXT_NUMBER = Statement(
     update(_COUNTERS)
     .where(_COUNTERS.c.name == "ticket")
     .values(value=_COUNTERS.c.value + 1)
@@ -52,7 +56,7 @@ _NEXT_NUMBER = (
 
 def next_number(session: Session) -> int:
     """The next request number, without gaps (the counter row is locked until commit)."""
-    value = session.connection().execute(_NEXT_NUMBER).scalar_one_or_none()
+    value = _NEXT_NUMBER.scalar(session)
     if value is None:
         session.add(Counter(name="ticket", value=1))
         session.flush()
@@ -71,21 +75,57 @@ def ticket_of(ctx: Context, ticket_id: int) -> Ticket | None:
     key = ("ticket", ticket_id)
     ticket = ctx.cache.get(key)
     if ticket is None:
-        ticket = ctx.session.get(Ticket, ticket_id, with_for_update=True)
+        ticket = _locked_ticket(ctx.session, ticket_id)
         if ticket is not None:
             ctx.cache[key] = ticket
     assert ticket is None or isinstance(ticket, Ticket)
     return ticket
 
 
+_TICKET_KEYS = tuple(c.key for c in Ticket.__table__.c)
+_TICKET_ROW = Statement(
+    select(Ticket.__table__).where(Ticket.id == bindparam("id")).with_for_update()
+)
+
+
+def _locked_ticket(session: Session, ticket_id: int) -> Ticket | None:
+    """What ``session.get(Ticket, ticket_id, with_for_update=True)`` gives, with the SELECT run
+    on the driver (maild.store.direct): pending changes flushed first, the row locked, and the
+    session's own object when it holds one already (its attributes as this session left them)."""
+    session.flush()
+    row = _TICKET_ROW.first(session, {"id": ticket_id})
+    if row is None:
+        return None
+    known = session.identity_map.get(Ticket.__mapper__.identity_key_from_primary_key((ticket_id,)))
+    if known is not None:
+        assert isinstance(known, Ticket)
+        return known
+    return attached(session, Ticket, dict(zip(_TICKET_KEYS, row, strict=True)))
+
+
+def attached(session: Session, cls: type[_Model], values: dict[str, Any]) -> _Model:
+    """An object of ``values`` (every column) in ``session`` as if a query had loaded it: no
+    SQL, no change to flush; what it does not have (relationships) loads when asked for."""
+    configure_mappers()  # as the first query or constructor would (a no-op once done)
+    obj = cls.__mapper__.class_manager.new_instance()
+    obj.__dict__.update(values)
+    make_transient_to_detached(obj)
+    session.add(obj)
+    return obj
+
+
 _MESSAGES: Table = Message.__table__  # type: ignore[assignment]
-_MESSAGE_INSERT = insert(_MESSAGES).returning(_MESSAGES.c.id)
-_ATTACHMENT_INSERT = insert(Attachment.__table__)  # type: ignore[arg-type]
+_MESSAGE_INSERT = Statement(insert(_MESSAGES).returning(_MESSAGES.c.id))
+_ATTACHMENT_INSERT = Statement(insert(Attachment.__table__))  # type: ignore[arg-type]
 _BLOBS: Table = Blob.__table__  # type: ignore[assignment]
 # Content stored once per hash; a concurrent writer of the same content is no error.
 _BLOB_INSERT = {
-    "sqlite": sqlite_insert(_BLOBS).on_conflict_do_nothing(index_elements=[_BLOBS.c.sha256]),
-    "postgresql": pg_insert(_BLOBS).on_conflict_do_nothing(index_elements=[_BLOBS.c.sha256]),
+    "sqlite": Statement(
+        sqlite_insert(_BLOBS).on_conflict_do_nothing(index_elements=[_BLOBS.c.sha256])
+    ),
+    "postgresql": Statement(
+        pg_insert(_BLOBS).on_conflict_do_nothing(index_elements=[_BLOBS.c.sha256])
+    ),
 }
 
 
@@ -106,8 +146,8 @@ def _store_attachments(session: Session, message_id: int, parsed: ParsedMail) ->
                 "sha256": sha,
             }
         )
-    conn.execute(_BLOB_INSERT[conn.dialect.name], list(blobs.values()))
-    conn.execute(_ATTACHMENT_INSERT, rows)
+    _BLOB_INSERT[conn.dialect.name].executemany(conn, list(blobs.values()))
+    _ATTACHMENT_INSERT.executemany(conn, rows)
 
 
 def store_message(work: Work, ctx: Context, ticket_id: int | None, kind: str) -> int:
@@ -135,7 +175,7 @@ def store_message(work: Work, ctx: Context, ticket_id: int | None, kind: str) ->
         "html": parsed.html,
         "created_at": ctx.clock(),
     }
-    msg_id = int(ctx.session.connection().execute(_MESSAGE_INSERT, row).scalar_one())
+    msg_id = int(_MESSAGE_INSERT.scalar(ctx.session, row))
     prepared = parsed.memo.get(("index", kind))
     stems = prepared if isinstance(prepared, str) else None
     index_message(ctx.session.connection(), msg_id, kind, parsed.subject, parsed.text, row=stems)
@@ -175,20 +215,23 @@ def set_due(ticket: Ticket, config: Config) -> None:
 
 
 _TICKETS: Table = Ticket.__table__  # type: ignore[assignment]
-_TICKET_INSERT = insert(_TICKETS)
+_TICKET_INSERT = Statement(insert(_TICKETS))
 
 
-def prepare(parsed: ParsedMail, config: Config, *, sqlite: bool) -> None:
-    """Work out, before the write transaction, what the stages will want of a customer's mail
-    that depends on nothing else: its index row (SQLite) and, when it looks like a new request
-    (no In-Reply-To, no References), its language and its words. On SQLite the stages run
-    one worker at a time (one writer) while every worker parses at once; whatever was not
-    prepared (an agent's mail, a reply that turns out new) is worked out in the stage."""
+def prepare(parsed: ParsedMail, envelope_from: str | None, config: Config, *, sqlite: bool) -> None:
+    """Work out, before the write transaction, what the stages will want of a mail that
+    depends on nothing else: its verdict (classify), its index row (SQLite) and, when it looks
+    like a new request (no In-Reply-To, no References), its language, its words and their
+    MinHash keys. On SQLite the stages run one worker at a time (one writer) while every
+    worker parses at once; whatever was not prepared (an agent's mail, a reply that turns out
+    new) is worked out in the stage."""
+    verdict_of(parsed, envelope_from, config)
     if sqlite:
         parsed.memo[("index", "customer")] = index_row("customer", parsed.subject, parsed.text)
     if parsed.in_reply_to or parsed.references:
         return
-    request_words(parsed, _subject(parsed, config.desk.tag))
+    subject = _subject(parsed, config.desk.tag)
+    request_keys(parsed, subject)
     _language(parsed, config.desk.language)
 
 
@@ -206,6 +249,13 @@ def _language(parsed: ParsedMail, default: str) -> str:
 def request_words(parsed: ParsedMail, subject: str) -> frozenset[str]:
     """A new request's normalised words (maild.tickets.incidents), once per mail."""
     return parsed.remembered(("words", subject), lambda: words(subject, parsed.text))
+
+
+def request_keys(parsed: ParsedMail, subject: str) -> list[Key]:
+    """The MinHash keys of a new request's words (maild.tickets.incidents), once per mail."""
+    return parsed.remembered(
+        ("band keys", subject), lambda: band_keys(request_words(parsed, subject))
+    )
 
 
 def new_ticket(ctx: Context, parsed: ParsedMail, parent_id: int | None, *, alike: bool) -> Ticket:
@@ -244,7 +294,7 @@ def new_ticket(ctx: Context, parsed: ParsedMail, parent_id: int | None, *, alike
     values = {c.key: getattr(ticket, c.key) for c in _TICKETS.c}
     session = ctx.session
     session.flush()  # what the transaction changed before is written first, as it always was
-    session.connection().execute(_TICKET_INSERT, values)
+    _TICKET_INSERT.execute(session, values)
     # The object as if loaded: every column known, no CCs yet (nothing to read back).
     make_transient_to_detached(ticket)
     for key, value in values.items():

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from maild.config import Config
 from maild.core.clock import as_utc
+from maild.store.direct import Statement
 from maild.store.models import Ticket
 from maild.tickets.incidents import jaccard
 
@@ -42,7 +43,7 @@ _NOT_FAMILY = (
     or_(Ticket.problem_id.is_(None), Ticket.problem_id != bindparam("me")),
     Ticket.id != bindparam("problem"),
 )
-_SAME = (
+_SAME = Statement(
     select(Ticket.id)
     .where(Ticket.requester == bindparam("who"), *_NOT_FAMILY)
     .order_by(Ticket.id.desc())
@@ -66,7 +67,7 @@ def related_ids(
     the incident stage already found alike (best first), which saves the scan."""
     conn = session.connection()
     params = {"me": ticket.id, "problem": ticket.problem_id or -1, "who": ticket.requester}
-    found = [int(i) for i in conn.execute(_SAME, {**params, "limit": limit}).scalars()]
+    found = [int(i) for i in _SAME.scalars(conn, {**params, "limit": limit})]
     mine = frozenset((ticket.fingerprint or "").split())
     if len(found) >= limit or not mine:
         return found[:limit]

@@ -105,7 +105,7 @@ class Pipeline:
         # True once this pipeline is to stop after the slice in hand (a thread that overran
         # its budget and was replaced): the rest of its batch stays for its successor.
         self.halted: Callable[[], bool] = lambda: False
-        self.renderer = Renderer(config.desk.templates)
+        self.renderer = Renderer(config.desk.templates, reload=False)  # new ones on SIGHUP
         self.stages = [STAGES[name]() for name in PIPELINE if name != "parse"]
         lim = config.limits
         self.limits = Limits(lim.max_parts, lim.max_depth, lim.max_header_bytes)
@@ -123,7 +123,8 @@ class Pipeline:
             parsed, error = None, f"parse failed: {type(exc).__name__}: {exc}"
         if parsed is not None:
             try:
-                prepare(parsed, self.config, sqlite=self.db.is_sqlite)
+                envelope_from = entry.row["envelope_from"]
+                prepare(parsed, envelope_from, self.config, sqlite=self.db.is_sqlite)
             except Exception:  # only a head start: the stage works it out again, and fails there
                 log.debug("inbound %d: not prepared", entry.ident, exc_info=True)
         return Pending(entry, parsed, error, staff_dkim(self.config, parsed, raw, self.dnsfunc))

@@ -14,6 +14,7 @@ from maild.replies.compose import AUTO_GENERATED, Outgoing, new_message_id
 from maild.replies.context import MailContext
 from maild.replies.customer import finish
 from maild.security.signing import signed_message_id
+from maild.store.direct import Statement
 from maild.store.models import Message, Ticket
 from maild.threading.tags import tagged_subject
 
@@ -32,7 +33,7 @@ def thread_of(ctx: MailContext, ticket: Ticket) -> tuple[str | None, tuple[str, 
     return found
 
 
-_THREAD = (  # compiled once: asked for most mail to a customer
+_THREAD = Statement(  # asked for most mail to a customer
     select(_MESSAGES.c.message_id)
     .where(
         _MESSAGES.c.ticket_id == bindparam("ticket"),
@@ -46,7 +47,7 @@ _THREAD = (  # compiled once: asked for most mail to a customer
 
 
 def _thread_query(session: Session, ticket: Ticket) -> tuple[str | None, tuple[str, ...]]:
-    ids = list(session.connection().execute(_THREAD, {"ticket": ticket.id}).scalars())
+    ids = _THREAD.scalars(session, {"ticket": ticket.id})
     last = ids[0] if ids else ticket.root_message_id
     refs = [r for r in (ticket.root_message_id, *reversed(ids)) if r]
     return last, tuple(dict.fromkeys(refs))

@@ -13,12 +13,13 @@ from maild.replies import breaker, tally
 from maild.replies.compose import Outgoing, build, clean_header
 from maild.replies.context import MailContext
 from maild.replies.undeliverable import deliverable
+from maild.store.direct import Statement
 from maild.store.models import Message, Outbox
 from maild.tickets.words import OutboxState
 
-# Plain Core statements, compiled once: these run several times for every inbound message.
-_OUTBOX_INSERT = insert(Outbox.__table__)  # type: ignore[arg-type]
-_MESSAGE_INSERT = insert(Message.__table__)  # type: ignore[arg-type]
+# On the driver (maild.store.direct): these run several times for every inbound message.
+_OUTBOX_INSERT = Statement(insert(Outbox.__table__))  # type: ignore[arg-type]
+_MESSAGE_INSERT = Statement(insert(Message.__table__))  # type: ignore[arg-type]
 
 
 def auto_replies_since(session: Session, address: str, since: datetime) -> int:
@@ -29,7 +30,7 @@ def auto_replies_since(session: Session, address: str, since: datetime) -> int:
 
 def _queue(session: Session, rows: list[dict[str, Any]]) -> None:
     """Insert outbox rows; the transaction's tally counts them from now on."""
-    session.connection().execute(_OUTBOX_INSERT, rows)
+    _OUTBOX_INSERT.executemany(session, rows)
     tally.queued(session, rows)
 
 
@@ -97,14 +98,13 @@ def enqueue(
     """
     if not _admitted(ctx, ticket_id, [out], automatic, kind):
         return False
-    conn = ctx.session.connection()
     kept = deliverable(ctx.session, out)  # the message row keeps whom it was meant for
     row = _message_row(out, ticket_id, kind, message_kind)
     if kept is not None:
         _queue(ctx.session, [_outbox_row(kept, ticket_id, kind, automatic)])
     else:
         row["note"] = f"{kind}; not sent: every recipient is undeliverable"
-    conn.execute(_MESSAGE_INSERT, row)
+    _MESSAGE_INSERT.execute(ctx.session, row)
     return kept is not None
 
 
@@ -135,5 +135,5 @@ def _admitted(
         row["rate_key"] = decision.lead_key
         _queue(ctx.session, [row])
         message = _message_row(lead_mail, ticket_id, "breaker", "system")
-        ctx.session.connection().execute(_MESSAGE_INSERT, message)
+        _MESSAGE_INSERT.execute(ctx.session, message)
     return decision.ok

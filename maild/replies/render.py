@@ -71,9 +71,15 @@ def local_time(value: datetime, timezone: str, language: str = "en") -> str:
 
 
 class Renderer:
-    """Renders ``<lang>/<name>.txt.j2`` and, when present, ``<lang>/<name>.html.j2``."""
+    """Renders ``<lang>/<name>.txt.j2`` and, when present, ``<lang>/<name>.html.j2``.
 
-    def __init__(self, override: Path | None = None) -> None:
+    ``reload``: look at every template file's time again before each use (jinja's
+    ``auto_reload``), so that an edit shows at once. The pipeline does without (a ``stat`` a
+    template, for every mail, inside the write transaction): its workers are restarted with a
+    new renderer on SIGHUP, which is when the desk's templates are read again.
+    """
+
+    def __init__(self, override: Path | None = None, *, reload: bool = True) -> None:
         loaders = [FileSystemLoader(str(override))] if override else []
         loaders.append(FileSystemLoader(str(SHIPPED)))
         self.env = Environment(
@@ -81,6 +87,7 @@ class Renderer:
             autoescape=select_autoescape(enabled_extensions=("html.j2",), default=False),
             undefined=StrictUndefined,
             keep_trailing_newline=True,
+            auto_reload=reload,
         )
         self.env.filters["plural"] = plural
         self.env.filters["word"] = name_of

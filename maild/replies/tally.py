@@ -31,17 +31,22 @@ from sqlalchemy import bindparam, event, select
 from sqlalchemy.orm import Session
 
 from maild.core.clock import as_utc
+from maild.store.direct import Statement
 from maild.store.models import Outbox
 
 _KEY = "maild_tally"
 _EVER = datetime.min.replace(tzinfo=UTC)
 
 # Compiled once: the rows behind the breaker's two counts.
-_ON_REQUEST = select(Outbox.rate_key, Outbox.created_at).where(
-    Outbox.ticket_id == bindparam("ticket"), Outbox.created_at >= bindparam("since")
+_ON_REQUEST = Statement(
+    select(Outbox.rate_key, Outbox.created_at).where(
+        Outbox.ticket_id == bindparam("ticket"), Outbox.created_at >= bindparam("since")
+    )
 )
-_TO_ADDRESS = select(Outbox.created_at).where(
-    Outbox.rate_key == bindparam("key"), Outbox.created_at >= bindparam("since")
+_TO_ADDRESS = Statement(
+    select(Outbox.created_at).where(
+        Outbox.rate_key == bindparam("key"), Outbox.created_at >= bindparam("since")
+    )
 )
 
 
@@ -106,7 +111,7 @@ def on_request(session: Session, ticket_id: int, since: datetime) -> Counter[str
 
     def read() -> Iterable[Any]:
         params = {"ticket": ticket_id, "since": since}
-        return session.connection().execute(_ON_REQUEST, params).all()
+        return _ON_REQUEST.all(session, params)
 
     known = _read(session, tally(session).requests, ticket_id, since, read)
     counts = Counter(k for k, at in known.rows if at >= since)
@@ -120,8 +125,7 @@ def to_address(session: Session, address: str, since: datetime) -> int:
     since, key = as_utc(since), address.lower()
 
     def read() -> Iterable[Any]:
-        rows = session.connection().execute(_TO_ADDRESS, {"key": key, "since": since})
-        return [(key, at) for (at,) in rows]
+        return [(key, at) for at in _TO_ADDRESS.scalars(session, {"key": key, "since": since})]
 
     known = _read(session, tally(session).addresses, key, since, read)
     later = tally(session).queued[known.mark :]

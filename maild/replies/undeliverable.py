@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from maild.replies.compose import Outgoing
 from maild.replies.tally import tally
+from maild.store.direct import Statement
 from maild.store.models import Undeliverable
 
 log = logging.getLogger(__name__)
@@ -23,7 +24,7 @@ _TABLE: Table = Undeliverable.__table__  # type: ignore[assignment]
 
 # Compiled once: these run for every inbound and every outgoing mail.
 _AMONG = select(_TABLE.c.address).where(_TABLE.c.address.in_(bindparam("wanted", expanding=True)))
-_WROTE_AGAIN = delete(_TABLE).where(_TABLE.c.address == bindparam("address"))
+_WROTE_AGAIN = Statement(delete(_TABLE).where(_TABLE.c.address == bindparam("address")))
 
 
 def undeliverable_among(session: Session, addresses: Iterable[str]) -> set[str]:
@@ -63,9 +64,9 @@ def mark_undeliverable(
 
 def wrote_again(session: Session, address: str) -> bool:
     """The address wrote to us: mail may go to it again. True if it was marked."""
-    result = session.connection().execute(_WROTE_AGAIN, {"address": address})
+    changed = _WROTE_AGAIN.execute(session, {"address": address})
     tally(session).cleared.add(address)
-    return bool(result.rowcount)
+    return bool(changed)
 
 
 def deliverable(session: Session, out: Outgoing) -> Outgoing | None:

@@ -8,19 +8,21 @@ from datetime import datetime
 from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
+from maild.store.direct import Statement
 from maild.store.models import Event
 
 MAILD = "maild"  # the actor of what maild does on its own clock (sweeps, the breaker)
 
-_INSERT = insert(Event.__table__)  # type: ignore[arg-type]
+_INSERT = Statement(insert(Event.__table__))  # type: ignore[arg-type]
 
 
 def add_event(
     session: Session, ticket_id: int, at: datetime, kind: str, actor: str = "", **detail: object
 ) -> None:
-    """Write the event at once (a Core insert, no ORM object to flush); ``detail`` as JSON."""
-    session.connection().execute(
-        _INSERT,
+    """Write the event at once (one INSERT on the driver, no ORM object to flush); ``detail``
+    as JSON."""
+    _INSERT.execute(
+        session,
         {
             "ticket_id": ticket_id,
             "at": at,
