@@ -425,3 +425,30 @@ def test_reply_to_a_merged_request_lands_on_the_one_that_continues(
         last = s.scalars(select(Message).order_by(Message.id.desc()).limit(5)).all()
         landed = [m.ticket_id for m in last if m.direction == "in" and "Any news" in m.text]
     assert landed == [1] and tickets(db)[0].status == "open"
+
+
+def test_another_workers_requests_are_read_ahead_of_the_transaction(
+    config: Config, db: Database
+) -> None:
+    """A worker reads what the other committed into its index before its write transaction
+    (out of SQLite's write lock); the transaction then reads only what came after, and the
+    problem is opened all the same."""
+    from maild.ingest.accept import store_raw
+    from maild.pipeline.incident import Incident
+    from maild.pipeline.runner import Pipeline
+
+    first, second = Pipeline(config, db), Pipeline(config, db)
+    index = next(s for s in second.stages if isinstance(s, Incident)).index
+
+    def run(pipeline: Pipeline, n: int) -> None:
+        pipeline.process(ids=[store_raw(db, alike(n), source="test", envelope_from=None).ident])
+
+    for n in range(3):
+        run(first, n)
+    assert len(index) == 0
+    second._ahead()
+    assert sorted(index.entries) == [1, 2, 3]  # before any transaction of its own
+    run(first, 3)
+    run(second, 4)  # #4 was read in its transaction, #1-#3 were not read again
+    rows = tickets(db)
+    assert [t.type for t in rows] == ["incident"] * 5 + ["problem"]

@@ -68,6 +68,10 @@ class Context:
 
 
 class Stage(Protocol):
+    """A step of the pipeline, inside the write transaction. A stage may also have
+    ``ahead(ctx)``: what it can read before that transaction (``ctx.session`` only reads),
+    once a batch, so that the transaction, which holds SQLite's one write lock, does less."""
+
     name: str
 
     def __call__(self, work: Work, ctx: Context) -> Work: ...

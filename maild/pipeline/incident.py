@@ -99,6 +99,8 @@ class Incident:
         Other workers' numbers below ours are committed already (the request counter stays
         locked until commit), so the watermark never skips one.
         """
+        if self.index.threshold != ctx.config.incident.similarity:  # another config's index
+            self.index, self.watermark = AlikeIndex(ctx.config.incident.similarity), 0
         params = {"watermark": self.watermark, "since": since}
         for ident, text, stored, kind, status in _NEW_ROWS.all(ctx.session, params):
             self.watermark = max(self.watermark, int(ident))
@@ -109,6 +111,13 @@ class Incident:
             if pinned or created >= since:
                 self.index.add(Entry(int(ident), frozenset(text.split()), created, pinned))
         self.index.expire(since)
+
+    def ahead(self, ctx: Context) -> None:
+        """Before the write transaction (``ctx`` reads only): read what other workers have
+        committed into the index, so that the transaction reads only what came after. Their
+        MinHash keys are most of the cost, and the transaction holds the write lock."""
+        window = timedelta(minutes=ctx.config.incident.window_minutes)
+        self.refresh(ctx, ctx.clock() - window, own=0)
 
     def __call__(self, work: Work, ctx: Context) -> Work:
         if work.action != Action.CREATED or work.role != "customer" or work.ticket_id is None:
@@ -122,8 +131,6 @@ class Incident:
         if ticket.fingerprint is None:
             ticket.fingerprint = " ".join(sorted(mine))
         cfg = ctx.config.incident
-        if self.index.threshold != cfg.similarity:  # built for another config: start again
-            self.index, self.watermark = AlikeIndex(cfg.similarity), 0
         self.refresh(ctx, ctx.clock() - timedelta(minutes=cfg.window_minutes), ticket.id)
         keys = request_keys(work.parsed, ticket.subject)
         cap = max(MAX_CANDIDATES, 2 * cfg.threshold)  # enough to reach the threshold

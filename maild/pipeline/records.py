@@ -90,9 +90,11 @@ _TICKET_ROW = Statement(
 
 def _locked_ticket(session: Session, ticket_id: int) -> Ticket | None:
     """What ``session.get(Ticket, ticket_id, with_for_update=True)`` gives, with the SELECT run
-    on the driver (maild.store.direct): pending changes flushed first, the row locked, and the
-    session's own object when it holds one already (its attributes as this session left them)."""
-    session.flush()
+    on the driver (maild.store.direct): pending changes flushed first (unless the caller is in
+    ``no_autoflush``), the row locked, and the session's own object when it holds one already
+    (its attributes as this session left them)."""
+    if session.autoflush:
+        session.flush()
     row = _TICKET_ROW.first(session, {"id": ticket_id})
     if row is None:
         return None

@@ -137,6 +137,8 @@ class Pipeline:
         try:
             entries, _more = self.queue.take(limit, MAX_BATCH_BYTES, self.shard, ids)
             batch = [self.parse(e) for e in entries]
+            if batch:
+                self._ahead()
             left = list(batch)
             while left and not self.halted():
                 left = self._slice_retrying(left)
@@ -147,6 +149,20 @@ class Pipeline:
         except (OperationalError, InterfaceError) as exc:
             raise TemporaryFailure(f"database unavailable: {exc.orig or exc}") from exc
         return len(batch)
+
+    def _ahead(self) -> None:
+        """What the stages can read before the write transaction (see ``Stage.ahead``)."""
+        try:
+            with self.db.session() as s:
+                ctx = Context(
+                    session=s, config=self.config, clock=self.clock, renderer=self.renderer
+                )
+                for stage in self.stages:
+                    ahead = getattr(stage, "ahead", None)
+                    if ahead is not None:
+                        ahead(ctx)
+        except Exception:  # only a head start: the stages read it again in the transaction
+            log.debug("pipeline: reading ahead failed", exc_info=True)
 
     def _slice_retrying(self, items: list[Pending]) -> list[Pending]:
         """A slice, redone at once when PostgreSQL chose it as a deadlock's victim (two workers

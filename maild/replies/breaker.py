@@ -123,7 +123,8 @@ def admit(
     kind: str,
 ) -> Decision:
     """Whether ``mails`` about request ``ticket_id`` may be queued now."""
-    ticket = ctx.session.get(Ticket, ticket_id)
+    key = Ticket.__mapper__.identity_key_from_primary_key((ticket_id,))
+    ticket = ctx.session.identity_map.get(key) or ctx.session.get(Ticket, ticket_id)
     if ticket is None or not mails:
         return Decision(True)
     if held(ticket, ctx.clock()):

@@ -12,8 +12,12 @@ Everything else stays SQLAlchemy's: the statement is written with Core, compiled
 dialect, its values converted by the column types' own processors, a driver error becomes
 the same ``sqlalchemy.exc`` error (a lost connection is invalidated as SQLAlchemy would), and
 ``before_cursor_execute`` listeners still hear every statement. A statement that SQLAlchemy
-must still rewrite at execution time (``IN`` with an expanding list) is simply run by
-SQLAlchemy.
+must still rewrite at execution time (``IN`` with a list the caller gives) or a column default
+it computes per execution is simply run by SQLAlchemy.
+
+Left out, as nothing in maild uses them: ``after_cursor_execute`` and ``handle_error``
+events, ``echo`` logging of these statements, and invalidating the whole pool (not only this
+connection) on a lost connection (PostgreSQL's pool pings every connection it hands out).
 """
 
 from __future__ import annotations
@@ -54,12 +58,14 @@ class Statement:
 
     def __init__(self, stmt: Executable) -> None:
         self.stmt = stmt
-        self._plans: dict[tuple[str, tuple[str, ...]], _Plan] = {}
+        # By database, driver (its paramstyle) and the parameters given (an INSERT's columns).
+        self._plans: dict[tuple[str, str, tuple[str, ...]], _Plan] = {}
 
     def _plan(self, dialect: Dialect, keys: tuple[str, ...]) -> _Plan:
-        found = self._plans.get((dialect.name, keys))
+        key = (dialect.name, dialect.driver, keys)
+        found = self._plans.get(key)
         if found is None:
-            found = self._plans[(dialect.name, keys)] = _compile(self.stmt, dialect, keys)
+            found = self._plans[key] = _compile(self.stmt, dialect, keys)
         return found
 
     def execute(self, session: Session | Connection, params: Params | None = None) -> int:
@@ -101,13 +107,15 @@ class Statement:
         plan = self._plan(conn.dialect, tuple(params))
         if plan is _FALLBACK:
             return _by_sqlalchemy(conn, self.stmt, list(rows) if many else params, fetch)
+        assert conn.in_transaction(), "a direct statement runs in the caller's transaction"
         args: Any = [_args(plan, row) for row in rows] if many else _args(plan, params)
         dbapi = conn.connection.dbapi_connection
         assert dbapi is not None
-        cursor = dbapi.cursor()
-        for listen in conn.dispatch.before_cursor_execute:
-            listen(conn, cursor, plan.sql, args, None, many)
+        cursor = None
         try:
+            cursor = dbapi.cursor()
+            for listen in conn.dispatch.before_cursor_execute:
+                listen(conn, cursor, plan.sql, args, None, many)
             if many:
                 cursor.executemany(plan.sql, args)
             else:
@@ -117,7 +125,8 @@ class Statement:
         except conn.dialect.loaded_dbapi.Error as exc:
             raise _translated(conn, exc, plan.sql, args, cursor) from exc
         finally:
-            cursor.close()
+            if cursor is not None:
+                cursor.close()
         return count, found
 
 
