@@ -452,3 +452,38 @@ def test_another_workers_requests_are_read_ahead_of_the_transaction(
     run(second, 4)  # #4 was read in its transaction, #1-#3 were not read again
     rows = tickets(db)
     assert [t.type for t in rows] == ["incident"] * 5 + ["problem"]
+
+
+def test_a_rolled_back_request_leaves_no_trace_in_the_index(
+    make_config: Callable[..., Config], db: Database, tmp_path: Path
+) -> None:
+    """A transaction rolled back after the incident stage indexed its new request: the number
+    goes to another worker's request next, and this worker's index holds that one, not the
+    rolled-back words under its number."""
+    from maild.ingest.accept import store_raw
+    from maild.pipeline.incident import Incident
+    from maild.pipeline.runner import Pipeline
+    from maild.tickets.incidents import words
+
+    override = tmp_path / "templates" / "en"
+    override.mkdir(parents=True)
+    (override / "ack.txt.j2").write_text(  # a broken template, for one subject only
+        "{% if 'boom' in ticket.subject %}{{ no_such_value }}{% endif %}#{{ ticket.id }}\n"
+    )
+    failing = Pipeline(make_config(desk={"templates": str(override.parent)}), db)
+    other = Pipeline(make_config(), db)
+    stage = next(s for s in failing.stages if isinstance(s, Incident))
+
+    def run(pipeline: Pipeline, subject: str, body: str, n: int) -> int:
+        raw = make_mail(subject, sender=f"user{n}@client{n}.example.org", body=body)
+        return pipeline.process(ids=[store_raw(db, raw, source="test", envelope_from=None).ident])
+
+    boom = "The boom printer on floor two prints only blank pages since the toner change"
+    run(failing, "boom printer blank pages", boom, 1)  # quarantined: the ack cannot be written
+    assert tickets(db) == []
+    run(other, "403 Forbidden on login", VARIANTS[0], 2)
+    assert [t.id for t in tickets(db)] == [1]  # the number the rolled-back request had
+    failing._ahead()
+    stamped = stage.index.entries[1].words
+    assert stamped == words("403 Forbidden on login", VARIANTS[0])
+    assert stamped != words("boom printer blank pages", boom)

@@ -70,7 +70,8 @@ class Context:
 class Stage(Protocol):
     """A step of the pipeline, inside the write transaction. A stage may also have
     ``ahead(ctx)``: what it can read before that transaction (``ctx.session`` only reads),
-    once a batch, so that the transaction, which holds SQLite's one write lock, does less."""
+    once a batch, so that the transaction, which holds SQLite's one write lock, does less;
+    and ``rolled_back()``: forget what it kept of a transaction that was rolled back."""
 
     name: str
 

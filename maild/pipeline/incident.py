@@ -112,6 +112,12 @@ class Incident:
                 self.index.add(Entry(int(ident), frozenset(text.split()), created, pinned))
         self.index.expire(since)
 
+    def rolled_back(self) -> None:
+        """A transaction was rolled back: the requests this worker indexed in it are gone, and
+        their numbers may be given to other requests, below the watermark. The index is read
+        again from the database (the window's requests) at the next refresh."""
+        self.index, self.watermark = AlikeIndex(self.index.threshold), 0
+
     def ahead(self, ctx: Context) -> None:
         """Before the write transaction (``ctx`` reads only): read what other workers have
         committed into the index, so that the transaction reads only what came after. Their

@@ -164,6 +164,14 @@ class Pipeline:
         except Exception:  # only a head start: the stages read it again in the transaction
             log.debug("pipeline: reading ahead failed", exc_info=True)
 
+    def _rolled_back(self) -> None:
+        """Tell the stages that what they kept of the transaction was rolled back (a request
+        number given in it may go to another request now): see ``Stage.rolled_back``."""
+        for stage in self.stages:
+            forget = getattr(stage, "rolled_back", None)
+            if forget is not None:
+                forget()
+
     def _slice_retrying(self, items: list[Pending]) -> list[Pending]:
         """A slice, redone at once when PostgreSQL chose it as a deadlock's victim (two workers
         locking the same request and the request counter in opposite orders): that rolled it
@@ -195,8 +203,10 @@ class Pipeline:
                         return items[n + 1 :]
                 return []
         except (OperationalError, InterfaceError):
+            self._rolled_back()
             raise
         except Exception:  # a bad message: find it, and only it
+            self._rolled_back()
             log.info("pipeline: a message failed; redoing %d one by one", len(items))
         for item in items:
             with self.db.write() as s:
@@ -223,6 +233,7 @@ class Pipeline:
         except (OperationalError, InterfaceError):
             raise
         except Exception as exc:  # the one broad except: a bad message goes to quarantine
+            self._rolled_back()
             reason = f"{type(exc).__name__}: {exc}"[:2000]
             s.execute(
                 update(INBOUND)
