@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+import pytest
 from clockkit import outbox, text
 from conftest import fixture_bytes, make_mail
 from customerkit import customer_mails, notification, plain
@@ -238,7 +239,7 @@ def add_solved(db: Database, numbers: range, subject: str, body: str) -> None:
                     "created_at": now,
                 },
             ).scalar_one()
-            index_message(conn, msg, "customer", subject.format(n=n), body.format(n=n))
+            index_message(s, msg, "customer", subject.format(n=n), body.format(n=n))
         conn.execute(update(Counter).where(Counter.name == "ticket").values(value=numbers[-1]))
 
 
@@ -269,3 +270,44 @@ def test_among_common_words_the_closest_short_request_is_named(db: Database) -> 
     with db.session() as s:
         found = similar_solved(s.connection(), 0, "Printer queue stuck", 0.3)
     assert [f.number for f in found][:1] == [351]
+
+
+_PRINTER = "SELECT rowid FROM message_fts WHERE body MATCH 'printer' ORDER BY rowid"
+
+
+def _indexed_rows(db: Database) -> list[int]:
+    with db.engine.connect() as conn:
+        return [int(r) for (r,) in conn.exec_driver_sql(_PRINTER)]
+
+
+def test_index_rows_are_written_at_commit_and_leave_with_their_savepoint(db: Database) -> None:
+    """index_message queues the row; the commit writes it, after every other write. A
+    savepoint rolled back takes its own rows along, not the enclosing transaction's."""
+    if not db.is_sqlite:
+        pytest.skip("PostgreSQL's index is the server's own (GIN), kept with the row")
+
+    def index(s: object, n: int) -> None:
+        index_message(s, n, "customer", "printer", "The printer jams.")  # type: ignore[arg-type]
+
+    with db.write() as s:
+        index(s, 1)
+        assert s.connection().exec_driver_sql(_PRINTER).all() == []  # not even in here, yet
+        with s.begin_nested():
+            index(s, 2)  # released with the savepoint: kept
+        try:
+            with s.begin_nested():
+                index(s, 3)
+                raise RuntimeError("this message fails")
+        except RuntimeError:
+            pass
+        index(s, 4)
+    assert _indexed_rows(db) == [1, 2, 4]
+    try:
+        with db.write() as s:
+            index(s, 5)
+            raise RuntimeError("the whole transaction fails")
+    except RuntimeError:
+        pass
+    with db.write() as s:
+        index(s, 6)
+    assert _indexed_rows(db) == [1, 2, 4, 6]

@@ -1,7 +1,9 @@
 """The full-text index on both stores, written in the transaction that stores the message.
 
 SQLite: FTS5 tables of Snowball stems (maild.knowledge.text), ``message_fts`` (rowid = the
-message's id, contentless: one small insert per message) and ``article_fts``. PostgreSQL:
+message's id, contentless: one small insert per message) and ``article_fts``. A message's row
+is written as one of the last writes of its transaction (see :func:`index_message`).
+PostgreSQL:
 GIN indexes over ``to_tsvector('russian', …) || to_tsvector('english', …)`` of the rows
 themselves, kept by the server in the same transaction; nothing to write here.
 """
@@ -11,7 +13,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, event, text
+from sqlalchemy.orm import Session, SessionTransaction
 
 from maild.knowledge.text import PREFIX_LENGTHS, indexed, match_key, stem
 from maild.replies.quotes import strip_quoted
@@ -79,14 +82,61 @@ def index_row(kind: str, subject: str, body: str) -> str:
 
 
 def index_message(
-    conn: Connection, msg_id: int, kind: str, subject: str, body: str, row: str | None = None
+    session: Session, msg_id: int, kind: str, subject: str, body: str, row: str | None = None
 ) -> None:
-    """Index one stored message (customer mail, agent answer); one insert on SQLite. ``row``:
-    its :func:`index_row`, when it was worked out already."""
-    if kind not in INDEXED_KINDS or conn.dialect.name != "sqlite":
+    """Index one stored message (customer mail, agent answer): on SQLite, one row, written
+    when the transaction commits (or a savepoint begins or ends), after every other write.
+
+    FTS5 keeps what it is given in memory until the transaction commits, and writes it out
+    as a new segment whenever a later statement of the transaction opens a statement savepoint
+    (an UPDATE ... RETURNING, a write under foreign keys: most of the pipeline's). Written
+    one message at a time in the pipeline's transaction of many messages, that was a segment
+    (and later merges) for every message; written last, it is one for the transaction. Nothing
+    reads a message's index row in the transaction that stores it. ``row``: the message's
+    :func:`index_row`, when it was worked out already."""
+    if kind not in INDEXED_KINDS or session.get_bind().dialect.name != "sqlite":
         return
     body = row if row is not None else index_row(kind, subject, body)
-    _MSG_ROW.execute(conn, {"id": msg_id, "body": body})
+    owner = session.get_nested_transaction() or session.get_transaction()
+    pending = session.info.setdefault(_PENDING, [])
+    pending.append((owner, {"id": msg_id, "body": body}))
+
+
+# session.info: the rows of index_message not written yet, each with the transaction (or
+# savepoint) it belongs to: a savepoint rolled back takes its own rows with it.
+_PENDING = "maild.knowledge.index"
+
+
+@event.listens_for(Session, "before_commit")
+def _before_commit(session: Session) -> None:
+    pending = session.info.get(_PENDING)
+    if not pending:
+        return
+    savepoint = session.get_nested_transaction()
+    if savepoint is not None:  # released: its rows are the enclosing transaction's now
+        session.info[_PENDING] = [
+            (savepoint.parent if owner is savepoint else owner, row) for owner, row in pending
+        ]
+        return
+    session.flush()  # the ORM's own changes first: the index rows are the last writes
+    del session.info[_PENDING]
+    _MSG_ROW.executemany(session, [row for _owner, row in pending])
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _rolled_back(session: Session, previous: SessionTransaction) -> None:
+    pending = session.info.get(_PENDING)
+    if pending:
+        kept = [(owner, row) for owner, row in pending if not _within(owner, previous)]
+        session.info[_PENDING] = kept
+
+
+def _within(owner: SessionTransaction | None, gone: SessionTransaction) -> bool:
+    while owner is not None:
+        if owner is gone:
+            return True
+        owner = owner.parent
+    return False
 
 
 def index_article(conn: Connection, article_id: int, title: str, body: str, *, new: bool) -> None:

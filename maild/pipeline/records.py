@@ -180,7 +180,7 @@ def store_message(work: Work, ctx: Context, ticket_id: int | None, kind: str) ->
     msg_id = int(_MESSAGE_INSERT.scalar(ctx.session, row))
     prepared = parsed.memo.get(("index", kind))
     stems = prepared if isinstance(prepared, str) else None
-    index_message(ctx.session.connection(), msg_id, kind, parsed.subject, parsed.text, row=stems)
+    index_message(ctx.session, msg_id, kind, parsed.subject, parsed.text, row=stems)
     _store_attachments(ctx.session, msg_id, parsed)
     if refused is not None:
         _not_indexed(work, ctx, ticket_id, msg_id, refused)
