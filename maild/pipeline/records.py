@@ -266,9 +266,10 @@ def new_ticket(ctx: Context, parsed: ParsedMail, parent_id: int | None, *, alike
     ``alike``: a customer's request, which the "incident" stage compares with the others: its
     words (:func:`request_words`) go in the row now as its fingerprint.
     """
-    now, desk = ctx.clock(), ctx.config.desk
-    subject = _subject(parsed, desk.tag)
-    ticket = Ticket(
+    now, config = ctx.clock(), ctx.config
+    subject = _subject(parsed, config.desk.tag)
+    row: dict[str, Any] = dict.fromkeys(_TICKET_KEYS)  # what is not said here is NULL
+    row.update(
         id=next_number(ctx.session),
         subject=subject,
         requester=parsed.from_addr,
@@ -276,7 +277,7 @@ def new_ticket(ctx: Context, parsed: ParsedMail, parent_id: int | None, *, alike
         status="new",
         type="question",
         priority="normal",
-        language=_language(parsed, desk.language),
+        language=_language(parsed, config.desk.language),
         parent_id=parent_id,
         root_message_id=parsed.message_id,
         created_at=now,
@@ -284,26 +285,21 @@ def new_ticket(ctx: Context, parsed: ParsedMail, parent_id: int | None, *, alike
         status_since=now,
         last_customer_at=now,
     )
-    route = ctx.config.route(parsed.from_addr)
+    route = config.route(parsed.from_addr)
     if route is not None:  # a key client: their manager has it from the first minute
-        ticket.assignee = route.assignee
-        ticket.priority = route.priority or ticket.priority
-        ticket.type = route.type or ticket.type
-    set_due(ticket, ctx.config)
+        row["assignee"] = route.assignee
+        row["priority"] = route.priority or row["priority"]
+        row["type"] = route.type or row["type"]
+    hours = config.sla.hours(row["type"], row["priority"], row["category"])  # as set_due
+    row["due_at"] = add_business_hours(now, hours, config.hours)
     if alike:
         mine = request_words(parsed, subject)
-        ticket.fingerprint = " ".join(sorted(mine)) if len(mine) >= MIN_WORDS else None
-    values = {c.key: getattr(ticket, c.key) for c in _TICKETS.c}
+        row["fingerprint"] = " ".join(sorted(mine)) if len(mine) >= MIN_WORDS else None
     session = ctx.session
     session.flush()  # what the transaction changed before is written first, as it always was
-    _TICKET_INSERT.execute(session, values)
-    # The object as if loaded: every column known, no CCs yet (nothing to read back).
-    make_transient_to_detached(ticket)
-    for key, value in values.items():
-        if key not in ticket.__dict__:
-            set_committed_value(ticket, key, value)
-    set_committed_value(ticket, "ccs", [])
-    session.add(ticket)
+    _TICKET_INSERT.execute(session, row)
+    ticket = attached(session, Ticket, row)  # as if loaded: every column known
+    set_committed_value(ticket, "ccs", [])  # no CCs yet: nothing to read back
     tally.created(session, ticket.id)
     ctx.cache[("ticket", ticket.id)] = ticket
     return ticket

@@ -46,11 +46,11 @@ class _Plan:
     names: tuple[str, ...]  # parameter names, in order for a positional paramstyle
     positional: bool
     fixed: Mapping[str, Any]  # values compiled into the statement (a literal, a LIMIT)
-    binds: Mapping[str, Processor]  # Python value -> driver value, by parameter name
+    binds: tuple[tuple[str, Processor], ...]  # each name: Python value -> driver value
     results: tuple[Processor, ...]  # driver value -> Python value, by column
 
 
-_FALLBACK = _Plan("", (), False, {}, {}, ())  # run by SQLAlchemy (see the module's doc)
+_FALLBACK = _Plan("", (), False, {}, (), ())  # run by SQLAlchemy (see the module's doc)
 
 
 class Statement:
@@ -136,15 +136,11 @@ def _connection(session: Session | Connection) -> Connection:
 
 def _args(plan: _Plan, params: Params) -> Any:
     """The driver's parameters: a tuple in order (qmark) or a dict (pyformat), converted."""
-    binds, fixed = plan.binds, plan.fixed
-    values = {}
-    for name in plan.names:
-        value = params[name] if name in params else fixed[name]
-        convert = binds[name]
-        values[name] = value if convert is None else convert(value)
-    if plan.positional:
-        return tuple(values[name] for name in plan.names)
-    return values
+    given = {**plan.fixed, **params} if plan.fixed else params
+    values = [
+        given[name] if convert is None else convert(given[name]) for name, convert in plan.binds
+    ]
+    return tuple(values) if plan.positional else dict(zip(plan.names, values, strict=True))
 
 
 def _fetch(cursor: Any, plan: _Plan, fetch: int) -> list[tuple]:
@@ -172,12 +168,15 @@ def _compile(stmt: Executable, dialect: Dialect, keys: tuple[str, ...]) -> _Plan
     names = tuple(state.positiontup or ()) if compiled.positional else tuple(state.parameters)
     fixed = {k: v for k, v in state.parameters.items() if k not in keys}
     types = {name: bind.type for bind, name in compiled.bind_names.items()}
-    binds = {
-        name: state.processors.get(name)  # one of a rendered list
-        if name not in types
-        else dialect.type_descriptor(types[name]).bind_processor(dialect)
+    binds = tuple(
+        (
+            name,
+            state.processors.get(name)  # one of a rendered list
+            if name not in types
+            else dialect.type_descriptor(types[name]).bind_processor(dialect),
+        )
         for name in names
-    }
+    )
     columns = getattr(stmt, "exported_columns", ())
     results = tuple(
         dialect.type_descriptor(col.type).result_processor(dialect, None) for col in columns
