@@ -25,7 +25,8 @@ _.isolation_level  # maild/store/db.py
 _begin  # maild/store/db.py
 _checkout  # maild/store/db.py
 _committed  # maild/replies/tally.py
-_rolled_back  # maild/replies/tally.py
+_rolled_back  # maild/replies/tally.py, maild/knowledge/index.py
+_before_commit  # maild/knowledge/index.py
 
 # Columns kept for operators and reports (SQL reads them, Python only writes).
 last_customer_at  # maild/store/models.py
