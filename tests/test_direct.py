@@ -142,3 +142,26 @@ def test_a_constant_list_is_rendered_once_and_run_directly(db: Database) -> None
         assert stmt.scalars(s, {"size": 1}) == ["d1", "d3"]
         plan = stmt._plan(s.connection().dialect, ("size",))
     assert "POSTCOMPILE" not in plan.sql and plan.sql.count("IN (") == 1
+
+
+def test_a_read_keeps_the_statements_postgresql_has_prepared(db: Database) -> None:
+    """psycopg prepares a statement run five times on a connection, and forgets them all at
+    a ROLLBACK: a read (Database.read) ends with COMMIT, so they stay for the next batch."""
+    if db.is_sqlite:
+        pytest.skip("prepared statements of the server: PostgreSQL")
+    read = Statement(_READ)
+
+    def prepared(s: Any) -> int:
+        found = s.connection().exec_driver_sql("SELECT count(*) FROM pg_prepared_statements")
+        return int(found.scalar())
+
+    with db.read() as s:
+        for _ in range(6):
+            read.all(s, {"digest": "d1"})
+        assert prepared(s) >= 1
+    with db.read() as s:  # the same connection, back from the pool
+        assert prepared(s) >= 1
+    with db.session() as s:  # a session closed with ROLLBACK
+        s.connection().exec_driver_sql("SELECT 1")
+    with db.read() as s:
+        assert prepared(s) == 0

@@ -89,7 +89,7 @@ class TableQueue:
         ids: Sequence[int] | None = None,
     ) -> tuple[list[Entry], bool]:
         """The oldest pending rows of this shard (or just ``ids``), and whether more may wait."""
-        with self.db.session() as s:
+        with self.db.read() as s:
             stmt = select(_C.id, _C.size).where(_C.state == "pending")
             if ids is not None:
                 stmt = stmt.where(_C.id.in_(list(ids)))

@@ -153,7 +153,7 @@ class Pipeline:
     def _ahead(self) -> None:
         """What the stages can read before the write transaction (see ``Stage.ahead``)."""
         try:
-            with self.db.session() as s:
+            with self.db.read() as s:
                 ctx = Context(
                     session=s, config=self.config, clock=self.clock, renderer=self.renderer
                 )

@@ -89,7 +89,7 @@ def claim_due(
             )
     if not ids:
         return []
-    with db.session() as s:
+    with db.read() as s:
         raws = {
             int(i): bytes(raw) for i, raw in s.execute(select(o.id, o.raw).where(o.id.in_(ids)))
         }

@@ -154,6 +154,15 @@ class Database:
         return self._reader()
 
     @contextmanager
+    def read(self) -> Iterator[Session]:
+        """A session for reading whose transaction ends with COMMIT, not ROLLBACK: the same
+        thing for a read, but psycopg forgets every statement it has prepared on a connection
+        at each ROLLBACK (and sends DEALLOCATE ALL), so the pipeline's statements, prepared by
+        the server after five runs, would be parsed and planned again after every batch."""
+        with self._reader() as session, session.begin():
+            yield session
+
+    @contextmanager
     def write(self) -> Iterator[Session]:
         """One unit of work: committed on success, rolled back on any error."""
         if self._lock is None:
