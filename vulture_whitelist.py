@@ -20,6 +20,10 @@ pytestmark  # tests/test_inbound_queue.py
 _._server  # maild/web/guard.py
 _._bound_port  # maild/web/guard.py
 
+# The runner calls a stage's optional hooks by name (Pipeline._tell, pipeline/base.py Stage).
+_.ahead  # maild/pipeline/incident.py
+_.rolled_back  # maild/pipeline/incident.py
+
 # SQLAlchemy: a pysqlite connection attribute, event listeners by decorator.
 _.isolation_level  # maild/store/db.py
 _begin  # maild/store/db.py

@@ -5,12 +5,13 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-from typing import Any, TypeVar
+from datetime import datetime
+from typing import Any
 
 from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.orm import Session, configure_mappers, make_transient_to_detached
+from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
 from maild.config import Config
@@ -22,13 +23,13 @@ from maild.pipeline.msgids import unclaimable
 from maild.replies import tally
 from maild.store.direct import Statement
 from maild.store.events import add_event
-from maild.store.models import Attachment, Base, Blob, Counter, Message, Ticket
+from maild.store.loaded import attached, in_session
+from maild.store.models import Attachment, Blob, Counter, Message, Ticket
 from maild.threading.tags import strip_reply_prefixes, strip_tag
 from maild.tickets.incidents import MIN_WORDS, Key, band_keys, words
 from maild.tickets.sla import add_business_hours
 
 log = logging.getLogger(__name__)
-_Model = TypeVar("_Model", bound=Base)
 
 # Runs of letters, counted by their lengths: a list a word, not a list a letter.
 _CYRILLIC = re.compile(r"[А-Яа-яЁё]+")
@@ -98,22 +99,10 @@ def _locked_ticket(session: Session, ticket_id: int) -> Ticket | None:
     row = _TICKET_ROW.first(session, {"id": ticket_id})
     if row is None:
         return None
-    known = session.identity_map.get(Ticket.__mapper__.identity_key_from_primary_key((ticket_id,)))
+    known = in_session(session, Ticket, ticket_id)
     if known is not None:
-        assert isinstance(known, Ticket)
         return known
     return attached(session, Ticket, dict(zip(_TICKET_KEYS, row, strict=True)))
-
-
-def attached(session: Session, cls: type[_Model], values: dict[str, Any]) -> _Model:
-    """An object of ``values`` (every column) in ``session`` as if a query had loaded it: no
-    SQL, no change to flush; what it does not have (relationships) loads when asked for."""
-    configure_mappers()  # as the first query or constructor would (a no-op once done)
-    obj = cls.__mapper__.class_manager.new_instance()
-    obj.__dict__.update(values)
-    make_transient_to_detached(obj)
-    session.add(obj)
-    return obj
 
 
 _MESSAGES: Table = Message.__table__  # type: ignore[assignment]
@@ -212,8 +201,14 @@ def _not_indexed(
 def set_due(ticket: Ticket, config: Config) -> None:
     """The first-response deadline, in business hours from creation, by type and priority
     (or by the request's category when ``[sla.categories]`` gives it a clock of its own)."""
-    hours = config.sla.hours(ticket.type, ticket.priority, ticket.category)
-    ticket.due_at = add_business_hours(ticket.created_at, hours, config.hours)
+    ticket.due_at = due_at(config, ticket.type, ticket.priority, ticket.category, ticket.created_at)
+
+
+def due_at(
+    config: Config, type_: str, priority: str, category: str | None, created: datetime
+) -> datetime:
+    hours = config.sla.hours(type_, priority, category)
+    return add_business_hours(created, hours, config.hours)
 
 
 _TICKETS: Table = Ticket.__table__  # type: ignore[assignment]
@@ -290,8 +285,7 @@ def new_ticket(ctx: Context, parsed: ParsedMail, parent_id: int | None, *, alike
         row["assignee"] = route.assignee
         row["priority"] = route.priority or row["priority"]
         row["type"] = route.type or row["type"]
-    hours = config.sla.hours(row["type"], row["priority"], row["category"])  # as set_due
-    row["due_at"] = add_business_hours(now, hours, config.hours)
+    row["due_at"] = due_at(config, row["type"], row["priority"], row["category"], now)
     if alike:
         mine = request_words(parsed, subject)
         row["fingerprint"] = " ".join(sorted(mine)) if len(mine) >= MIN_WORDS else None

@@ -157,20 +157,21 @@ class Pipeline:
                 ctx = Context(
                     session=s, config=self.config, clock=self.clock, renderer=self.renderer
                 )
-                for stage in self.stages:
-                    ahead = getattr(stage, "ahead", None)
-                    if ahead is not None:
-                        ahead(ctx)
+                self._tell("ahead", ctx)
         except Exception:  # only a head start: the stages read it again in the transaction
             log.debug("pipeline: reading ahead failed", exc_info=True)
 
     def _rolled_back(self) -> None:
         """Tell the stages that what they kept of the transaction was rolled back (a request
         number given in it may go to another request now): see ``Stage.rolled_back``."""
+        self._tell("rolled_back")
+
+    def _tell(self, hook: str, *args: object) -> None:
+        """Call ``hook`` (see ``Stage``) on every stage that has it."""
         for stage in self.stages:
-            forget = getattr(stage, "rolled_back", None)
-            if forget is not None:
-                forget()
+            method = getattr(stage, hook, None)
+            if method is not None:
+                method(*args)
 
     def _slice_retrying(self, items: list[Pending]) -> list[Pending]:
         """A slice, redone at once when PostgreSQL chose it as a deadlock's victim (two workers

@@ -27,6 +27,7 @@ from maild.replies.compose import AUTO_GENERATED, Outgoing, new_message_id
 from maild.replies.context import MailContext
 from maild.replies.kinds import mail
 from maild.store.events import MAILD, add_event
+from maild.store.loaded import in_session
 from maild.store.models import Outbox, Ticket
 
 log = logging.getLogger(__name__)
@@ -123,8 +124,7 @@ def admit(
     kind: str,
 ) -> Decision:
     """Whether ``mails`` about request ``ticket_id`` may be queued now."""
-    key = Ticket.__mapper__.identity_key_from_primary_key((ticket_id,))
-    ticket = ctx.session.identity_map.get(key) or ctx.session.get(Ticket, ticket_id)
+    ticket = in_session(ctx.session, Ticket, ticket_id) or ctx.session.get(Ticket, ticket_id)
     if ticket is None or not mails:
         return Decision(True)
     if held(ticket, ctx.clock()):
